@@ -1,0 +1,1 @@
+"""Conveyor's Python client: a thin wrapper over the generated gRPC stubs."""

@@ -1,0 +1,1 @@
+"""Conveyor built-in stage plugins."""
