@@ -1,0 +1,1 @@
+"""The gRPC API: grpcio's thread pool bridged into the trio loop."""

@@ -1,0 +1,138 @@
+"""``ConveyorService``: thin adapters from gRPC calls to :class:`RunService`.
+
+Every method runs in a grpcio worker thread and does only two things:
+translate messages, and hand the work to the trio loop through the bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+from conveyor.daemon.api import convert
+from conveyor.daemon.api.bridge import TrioBridge
+from conveyor.daemon.errors import InvalidArgument
+from conveyor.daemon.service import RunService, SubmitRequest
+from conveyor.daemon.store import RunFilter
+from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+
+VERSION = "0.1.0"
+
+
+class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
+    def __init__(self, service: RunService, bridge: TrioBridge) -> None:
+        self._service = service
+        self._bridge = bridge
+
+    def SubmitRun(
+        self, request: runs_pb2.SubmitRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.SubmitRunResponse:
+        async def submit() -> runs_pb2.SubmitRunResponse:
+            submit_request = SubmitRequest(
+                repository=request.repository,
+                ref=request.ref,
+                pipeline_path=request.pipeline_path,
+                trigger=convert.trigger_from_proto(request.trigger),
+                idempotency_key=request.idempotency_key,
+                commit=request.commit,
+            )
+            run, created = await self._service.submit(submit_request)
+            return runs_pb2.SubmitRunResponse(run=convert.run_message(run), created=created)
+
+        return self._bridge.unary(context, submit)
+
+    def GetRun(
+        self, request: runs_pb2.GetRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        async def get() -> runs_pb2.Run:
+            return convert.run_message(await self._service.get_run(request.run_id))
+
+        return self._bridge.unary(context, get)
+
+    def ListRuns(
+        self, request: runs_pb2.ListRunsRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.ListRunsResponse:
+        async def list_runs() -> runs_pb2.ListRunsResponse:
+            if request.status not in runs_pb2.RunStatus.values():
+                raise InvalidArgument(f"unknown status value {request.status}")
+            filt = RunFilter(
+                pipeline=request.pipeline,
+                status=convert.run_status_from_proto(request.status),
+                commit_prefix=request.commit,
+            )
+            runs, token = await self._service.list_runs(filt, request.page_size, request.page_token)
+            return runs_pb2.ListRunsResponse(
+                runs=[convert.run_message(run) for run in runs], next_page_token=token
+            )
+
+        return self._bridge.unary(context, list_runs)
+
+    def WatchRun(
+        self, request: runs_pb2.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[runs_pb2.RunEvent]:
+        async def events() -> AsyncIterator[runs_pb2.RunEvent]:
+            async for event in self._service.watch(request.run_id, request.after_seq):
+                yield convert.event_message(event)
+
+        return self._bridge.stream(context, events)
+
+    def StreamLogs(
+        self, request: runs_pb2.StreamLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[runs_pb2.LogChunk]:
+        async def chunks() -> AsyncIterator[runs_pb2.LogChunk]:
+            async for offset, data in self._service.stream_logs(
+                request.run_id, request.stage, request.offset, request.follow
+            ):
+                yield runs_pb2.LogChunk(stage=request.stage, offset=offset, data=data)
+
+        return self._bridge.stream(context, chunks)
+
+    def CancelRun(
+        self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.CancelRunResponse:
+        async def cancel() -> runs_pb2.CancelRunResponse:
+            run = await self._service.cancel_run(request.run_id, request.reason)
+            return runs_pb2.CancelRunResponse(run=convert.run_message(run))
+
+        return self._bridge.unary(context, cancel)
+
+    def ValidatePipeline(
+        self, request: pipelines_pb2.ValidatePipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.ValidatePipelineResponse:
+        async def validate() -> pipelines_pb2.ValidatePipelineResponse:
+            result = self._service.validate(request.content, request.file)
+            return pipelines_pb2.ValidatePipelineResponse(
+                valid=not result.diagnostics,
+                diagnostics=[convert.diagnostic_message(d) for d in result.diagnostics],
+                stage_order=result.spec.stage_order() if result.spec else [],
+                pipeline_name=result.spec.name if result.spec else "",
+            )
+
+        return self._bridge.unary(context, validate)
+
+    def ListPlugins(
+        self, request: server_pb2.ListPluginsRequest, context: grpc.ServicerContext
+    ) -> server_pb2.ListPluginsResponse:
+        async def list_plugins() -> server_pb2.ListPluginsResponse:
+            return server_pb2.ListPluginsResponse(
+                plugins=[convert.plugin_message(p) for p in self._service.list_plugins()]
+            )
+
+        return self._bridge.unary(context, list_plugins)
+
+    def GetServerStatus(
+        self, request: server_pb2.GetServerStatusRequest, context: grpc.ServicerContext
+    ) -> server_pb2.GetServerStatusResponse:
+        async def status() -> server_pb2.GetServerStatusResponse:
+            scheduler = self._service.scheduler
+            return server_pb2.GetServerStatusResponse(
+                version=VERSION,
+                started_at=convert.timestamp(self._service.started_at),
+                queued_runs=scheduler.queued_runs,
+                active_runs=scheduler.active_runs,
+                active_stages=scheduler.active_stages,
+                active_streams=self._bridge.active_streams,
+                max_concurrent_runs=self._service.config.max_concurrent_runs,
+            )
+
+        return self._bridge.unary(context, status)

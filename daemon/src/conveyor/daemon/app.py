@@ -1,0 +1,114 @@
+"""Wires the daemon together and runs it until SIGTERM/SIGINT.
+
+Start-up: open the store and close out runs a previous daemon left in
+flight, stop their leftover processes, load plugins, start the scheduler
+(requeueing acknowledged runs that never started), then serve gRPC.
+
+Shutdown (SIGTERM/SIGINT, or :attr:`Daemon.shutdown_requested`): health
+turns NOT_SERVING and submissions are refused; running runs are cancelled or
+allowed to finish (``shutdown_mode``) and recorded as interrupted; the gRPC
+server stops; the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import trio
+from conveyor.daemon.api.bridge import TrioBridge
+from conveyor.daemon.api.server import ApiServer
+from conveyor.daemon.config import Config
+from conveyor.daemon.events import EventBus
+from conveyor.daemon.executors.process import kill_leftover_processes
+from conveyor.daemon.logstore import LogStore
+from conveyor.daemon.plugins import Plugins
+from conveyor.daemon.scheduler import Journal, Scheduler
+from conveyor.daemon.scheduler.runner import RunDeps, base_environment
+from conveyor.daemon.service import RunService
+from conveyor.daemon.store import Database, RunStore
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_REASON = "the daemon stopped while the run was in progress"
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.shutdown_requested = trio.Event()
+        self.service: RunService | None = None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until asked to stop. ``task_status.started`` gets the bound addresses."""
+        config = self.config
+        await trio.to_thread.run_sync(_prepare_home, config.home)
+        db = await trio.to_thread.run_sync(Database, config.database_path)
+        try:
+            store = RunStore(db)
+            queued, pgids = await trio.to_thread.run_sync(store.recover_sync, INTERRUPTED_REASON)
+            killed = await trio.to_thread.run_sync(kill_leftover_processes, pgids)
+            if killed:
+                log.warning("stopped %d process(es) left behind by the previous daemon", killed)
+            plugins = Plugins()
+            await trio.to_thread.run_sync(plugins.load_entry_points)
+            bus = EventBus()
+            logs = LogStore(config.logs_dir)
+            deps = RunDeps(
+                config=config,
+                journal=Journal(store, bus),
+                logs=logs,
+                plugins=plugins,
+                base_env=base_environment(config.stage_env_passthrough),
+            )
+            scheduler = Scheduler(deps)
+            service = self.service = RunService(
+                config=config,
+                store=store,
+                bus=bus,
+                logs=logs,
+                plugins=plugins,
+                scheduler=scheduler,
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(scheduler.serve)
+                await service.resume_queued(queued)
+                if queued:
+                    log.info("requeued %d run(s) acknowledged before the restart", len(queued))
+                async with trio.open_nursery() as streams:
+                    bridge = TrioBridge(trio.lowlevel.current_trio_token(), streams)
+                    server = ApiServer(config, service, bridge)
+                    bound = await trio.to_thread.run_sync(server.start)
+                    log.info("conveyord listening on %s", ", ".join(bound))
+                    task_status.started(bound)
+                    await self._wait_for_shutdown()
+                    log.info("shutting down (%s runs in progress)", scheduler.active_runs)
+                    server.health.enter_graceful_shutdown()
+                    await scheduler.drain(config.shutdown_mode, config.shutdown_timeout)
+                    await trio.to_thread.run_sync(server.stop, 2.0)
+                    streams.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+        finally:
+            db.close()
+        log.info("conveyord stopped")
+
+    async def _wait_for_shutdown(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_signal() -> None:
+                    async for signum in signals:
+                        log.info("received %s", signal.Signals(signum).name)
+                        self.shutdown_requested.set()
+                        return
+
+                nursery.start_soon(on_signal)
+                await self.shutdown_requested.wait()
+                nursery.cancel_scope.cancel()
+
+
+def _prepare_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)

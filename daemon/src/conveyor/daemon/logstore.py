@@ -1,0 +1,159 @@
+"""Stage logs: append-only files addressed by byte offset.
+
+Each stage has one file, ``<logs>/<run id>/<stage>.log``. Its writer (a
+process pump or the daemon itself) appends and then calls :meth:`StageLog.advance`;
+readers stream from any offset and, when following, wait for the log to grow
+until the stage closes it. Readers and writers touch the file only in worker
+threads and read in bounded chunks, so a 10 MB line or a stage that never
+writes a newline costs no more memory than any other output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+CHUNK = 1 << 20
+#: Recently finished logs remembered with their final size, so a reader
+#: that saw the stage running just before it ended still finds it closed.
+RECENTLY_CLOSED = 4096
+
+
+class StageLog:
+    """One stage's log file and the live state of its writers."""
+
+    def __init__(self, path: Path, *, size: int = 0, closed: bool = False) -> None:
+        self.path = path
+        self.size = size
+        self.closed = closed
+        self._changed = trio.Event()
+
+    def advance(self, nbytes: int) -> None:
+        """Record that ``nbytes`` more are on disk; wakes followers.
+
+        Called in the trio thread (a pump thread uses ``run_sync_soon``).
+        """
+        self.size += nbytes
+        self._wake()
+
+    def close(self) -> None:
+        """No more writes: followers end once they have read everything."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def open_append(self) -> int:
+        """A file descriptor for appending (blocking: call from a thread)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    async def write(self, data: bytes) -> None:
+        """Append a message from the daemon itself (e.g. the command banner)."""
+
+        def append() -> None:
+            fd = self.open_append()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+
+        await trio.to_thread.run_sync(append)
+        self.advance(len(data))
+
+    async def chunks(self, offset: int, *, follow: bool) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield ``(offset, data)`` from ``offset`` to the end.
+
+        With ``follow``, wait for more until the log is closed. Every byte
+        written is delivered exactly once, whether the reader starts before,
+        during or after the writes.
+        """
+        fd: int | None = None
+        try:
+            while True:
+                changed = self._changed
+                end, closed = self.size, self.closed
+                if offset < end:
+                    if fd is None:
+                        fd = await trio.to_thread.run_sync(os.open, self.path, os.O_RDONLY)
+                    data = await trio.to_thread.run_sync(
+                        os.pread, fd, min(CHUNK, end - offset), offset
+                    )
+                    if not data:  # file shorter than recorded (truncated): stop
+                        return
+                    yield offset, data
+                    offset += len(data)
+                    continue
+                if closed or not follow:
+                    return
+                await changed.wait()
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+class LogStore:
+    """Finds the log of a stage, live or finished."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._live: dict[tuple[str, str], StageLog] = {}
+        self._closed: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def path(self, run_id: str, stage: str) -> Path:
+        return self.root / run_id / f"{stage}.log"
+
+    def open_live(self, run_id: str, stage: str) -> StageLog:
+        """The log a running stage writes to; :meth:`release` it when done."""
+        key = (run_id, stage)
+        log = self._live.get(key)
+        if log is None:
+            # A stage's log is created when it first runs, so a live log
+            # starts empty; retries keep the same live log.
+            log = self._live[key] = StageLog(self.path(run_id, stage))
+        return log
+
+    def release(self, run_id: str, stage: str) -> None:
+        key = (run_id, stage)
+        log = self._live.pop(key, None)
+        if log is not None:
+            log.close()
+            self._closed[key] = log.size
+            if len(self._closed) > RECENTLY_CLOSED:
+                self._closed.popitem(last=False)
+
+    def live(self, run_id: str, stage: str) -> StageLog | None:
+        return self._live.get((run_id, stage))
+
+    async def reader(self, run_id: str, stage: str, *, finished: bool) -> StageLog:
+        """The log to read: the live one, or a closed view of the file.
+
+        For a stage that has not finished (or not started) this is the live
+        log, so a follower sees the writes of the stage when it runs.
+        """
+        key = (run_id, stage)
+        log = self._live.get(key)
+        if log is not None:
+            return log
+        path = self.path(run_id, stage)
+        if key in self._closed:
+            return StageLog(path, size=self._closed[key], closed=True)
+        if not finished:
+            return self.open_live(run_id, stage)
+        size = await trio.to_thread.run_sync(_size, path)
+        return StageLog(path, size=size, closed=finished)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

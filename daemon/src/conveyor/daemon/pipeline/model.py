@@ -1,0 +1,236 @@
+"""Pydantic models of a ``conveyor.yaml`` pipeline file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+__all__ = [
+    "NAME_PATTERN",
+    "ConcurrencySpec",
+    "Duration",
+    "PipelineSpec",
+    "PositiveDuration",
+    "RetryPolicy",
+    "StageSpec",
+    "describe_value",
+]
+
+#: Pattern for pipeline and stage names.
+NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+#: Largest allowed ``retries.max``.
+MAX_RETRIES: Final = 10
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+def describe_value(value: Any) -> str:
+    """Describe a YAML-ish value for error messages, e.g. ``"a list"``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a value of type {type(value).__name__}"
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {value!r}: must be greater than 0")
+    return seconds
+
+
+def _duration_schema(minimum: str) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {"type": "number", minimum: 0},
+            {"type": "string", "pattern": DURATION_PATTERN},
+        ],
+        "description": f"A duration: {DURATION_HINT}",
+    }
+
+
+#: Seconds (>= 0); accepts numbers and strings like ``"1h30m"``.
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), WithJsonSchema(_duration_schema("minimum"))
+]
+#: Seconds (> 0); accepts numbers and strings like ``"1h30m"``.
+PositiveDuration = Annotated[
+    float, BeforeValidator(_positive_duration), WithJsonSchema(_duration_schema("exclusiveMinimum"))
+]
+
+
+def _str_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[
+    list[str],
+    BeforeValidator(_str_list),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
+def _env_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError(
+        f"expected a string, number or boolean as environment value, got {describe_value(value)}"
+    )
+
+
+EnvValue = Annotated[
+    str, BeforeValidator(_env_value), WithJsonSchema({"type": ["string", "number", "boolean"]})
+]
+EnvMap = dict[str, EnvValue]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetryPolicy(_Model):
+    """How often a failed stage is retried and how long to wait in between."""
+
+    max: int = Field(default=0, ge=0, le=MAX_RETRIES, description="Maximum number of retries.")
+    backoff: Duration = Field(default=1.0, description="Delay before the first retry.")
+    factor: float = Field(default=2.0, ge=1.0, le=10.0, description="Delay multiplier per retry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | dict | RetryPolicy):
+            raise ValueError(
+                "expected a number of retries or a mapping with max, backoff, factor; "
+                f"got {describe_value(data)}"
+            )
+        if isinstance(data, int):
+            return {"max": data}
+        return data
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if attempt < 1:
+            raise ValueError(f"retry attempt must be >= 1, got {attempt}")
+        return float(self.backoff * self.factor ** (attempt - 1))
+
+
+class _RetriesJsonSchema:
+    """Document that ``retries`` may also be a plain integer."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+                handler(core_schema),
+            ]
+        }
+
+
+class ConcurrencySpec(_Model):
+    """Limits concurrent runs sharing a concurrency group."""
+
+    group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Concurrency group; default '<pipeline>/<ref>'. May contain '{ref}'.",
+    )
+    cancel_in_progress: bool = Field(
+        default=False, description="Cancel the running run of the group when a new one starts."
+    )
+
+
+class StageSpec(_Model):
+    """One stage of a pipeline."""
+
+    uses: str = Field(default="run", min_length=1, description="Stage kind.")
+    run: StrList = Field(default_factory=list, description="Command(s) to run.")
+    needs: StrList = Field(default_factory=list, description="Stages that must succeed first.")
+    timeout: PositiveDuration | None = Field(default=None, description="Stage timeout.")
+    retries: Annotated[RetryPolicy, _RetriesJsonSchema()] = Field(
+        default=RetryPolicy(), description="Retry count, or a retry policy."
+    )
+    env: EnvMap = Field(default_factory=dict, description="Environment variables.")
+    executor: str | None = Field(
+        default=None, min_length=1, description="Executor; overrides the pipeline default."
+    )
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="Parameters for the stage kind."
+    )
+
+
+def _stages_json_schema(schema: dict[str, Any]) -> None:
+    # pydantic renders constrained keys as patternProperties, which silently
+    # accepts non-matching names; use propertyNames instead.
+    pattern_props = schema.pop("patternProperties", None)
+    if isinstance(pattern_props, dict) and len(pattern_props) == 1:
+        ((pattern, value_schema),) = pattern_props.items()
+        schema["propertyNames"] = {"pattern": pattern}
+        schema["additionalProperties"] = value_schema
+
+
+class PipelineSpec(_Model):
+    """A whole ``conveyor.yaml`` file."""
+
+    name: Name = Field(description="Pipeline name.")
+    env: EnvMap = Field(default_factory=dict, description="Environment for all stages.")
+    timeout: PositiveDuration | None = Field(default=None, description="Whole-run timeout.")
+    executor: str = Field(default="local", min_length=1, description="Default executor.")
+    concurrency: ConcurrencySpec | None = None
+    stages: dict[Name, StageSpec] = Field(
+        min_length=1,
+        description="Stages, by name, in file order.",
+        json_schema_extra=_stages_json_schema,
+    )
+
+    def stage_order(self) -> list[str]:
+        """Topological order of the stages, stable with respect to file order.
+
+        Raises ``ValueError`` if a stage needs an unknown stage or on a cycle.
+        """
+        names = list(self.stages)
+        for name, stage in self.stages.items():
+            for need in stage.needs:
+                if need not in self.stages:
+                    raise ValueError(f"stage {name!r} needs unknown stage {need!r}")
+        order: list[str] = []
+        done: set[str] = set()
+        while len(order) < len(names):
+            for name in names:
+                if name not in done and done.issuperset(self.stages[name].needs):
+                    order.append(name)
+                    done.add(name)
+                    break
+            else:
+                stuck = ", ".join(n for n in names if n not in done)
+                raise ValueError(f"dependency cycle among stages: {stuck}")
+        return order

@@ -1,0 +1,166 @@
+"""The run queue: a global concurrency limit, per-group serialisation with
+optional cancel-in-progress, cancellation and draining on shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import trio
+from conveyor.daemon.errors import FailedPrecondition, Unavailable
+from conveyor.daemon.pipeline import PipelineSpec
+from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageStatus
+from conveyor.daemon.scheduler.control import RunControl
+from conveyor.daemon.scheduler.runner import RunDeps, RunExecution
+from conveyor.daemon.store.runs import EventDraft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Group:
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    members: list[RunControl] = field(default_factory=list)
+
+
+def concurrency_group(spec: PipelineSpec, ref: str) -> tuple[str, bool]:
+    """The run's group key ("" for none) and whether it cancels older runs."""
+    if spec.concurrency is None:
+        return "", False
+    template = spec.concurrency.group or "{pipeline}/{ref}"
+    key = template.replace("{pipeline}", spec.name).replace("{ref}", ref)
+    return key, spec.concurrency.cancel_in_progress
+
+
+class Scheduler:
+    """Starts queued runs as slots free up.
+
+    Use :meth:`serve` as a task (``await nursery.start(scheduler.serve)``);
+    :meth:`enqueue` after it has started.
+    """
+
+    def __init__(self, deps: RunDeps) -> None:
+        self.deps = deps
+        self._limiter = trio.CapacityLimiter(deps.config.max_concurrent_runs)
+        self._groups: dict[str, _Group] = {}
+        self._controls: dict[str, RunControl] = {}
+        self._nursery: trio.Nursery | None = None
+        self._accepting = False
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def active_runs(self) -> int:
+        return self._limiter.borrowed_tokens
+
+    @property
+    def active_stages(self) -> int:
+        return self.deps.stats.active_stages
+
+    @property
+    def queued_runs(self) -> int:
+        return len(self._controls) - self._limiter.borrowed_tokens
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._accepting = True
+            task_status.started()
+            await trio.sleep_forever()
+
+    def enqueue(self, run: RunRecord, spec: PipelineSpec) -> None:
+        """Queue a stored run. Cancels older runs of its group if it asks to."""
+        if not self._accepting or self._nursery is None:
+            raise Unavailable("the daemon is shutting down; the run stays queued")
+        key, cancel_older = concurrency_group(spec, run.ref)
+        control = RunControl(run_id=run.id, group=key)
+        if key:
+            group = self._groups.setdefault(key, _Group())
+            if cancel_older:
+                for older in group.members:
+                    older.cancel(f"superseded by run #{run.number} ({run.id}) in group {key!r}")
+            group.members.append(control)
+        self._controls[run.id] = control
+        self._idle = trio.Event()
+        self._nursery.start_soon(self._lifecycle, control, run, spec, name=f"run {run.id}")
+
+    async def _lifecycle(self, control: RunControl, run: RunRecord, spec: PipelineSpec) -> None:
+        group = self._groups.get(control.group) if control.group else None
+        try:
+            with control.cancel_scope:
+                async with group.lock if group else contextlib.nullcontext():
+                    async with self._limiter:
+                        if not self._accepting:
+                            return  # draining: stays queued for the next start-up
+                        control.started = True
+                        await RunExecution(self.deps, run, spec, control).execute()
+            if not control.started and control.cancel_status is RunStatus.CANCELLED:
+                with trio.CancelScope(shield=True):
+                    await self._cancel_queued(run, control.cancel_reason)
+        except Exception:
+            log.exception("run %s: unexpected error in the scheduler", run.id)
+        finally:
+            self._controls.pop(run.id, None)
+            if group is not None:
+                group.members.remove(control)
+                if not group.members:
+                    self._groups.pop(control.group, None)
+            control.finished.set()
+            if not self._controls:
+                self._idle.set()
+
+    async def _cancel_queued(self, run: RunRecord, reason: str) -> None:
+        journal = self.deps.journal
+        now = time.time()
+        for stage in run.stages:
+            await journal.record(
+                run.id,
+                EventDraft(
+                    EventKind.STAGE_STATUS,
+                    stage=stage.name,
+                    stage_status=StageStatus.CANCELLED,
+                    message=f"not started: {reason}",
+                ),
+                stage={
+                    "status": StageStatus.CANCELLED,
+                    "reason": f"not started: {reason}",
+                    "finished_at": now,
+                },
+            )
+            self.deps.logs.release(run.id, stage.name)
+        await journal.record(
+            run.id,
+            EventDraft(EventKind.RUN_STATUS, run_status=RunStatus.CANCELLED, message=reason),
+            run={"status": RunStatus.CANCELLED, "reason": reason, "finished_at": now},
+        )
+
+    async def cancel(self, run_id: str, reason: str, *, wait: float) -> None:
+        """Cancel a queued or running run; wait up to ``wait`` s for it to stop."""
+        control = self._controls.get(run_id)
+        if control is None:
+            raise FailedPrecondition(f"run {run_id} is not queued or running")
+        control.cancel(reason or "cancelled by request")
+        with trio.move_on_after(wait):
+            await control.finished.wait()
+
+    async def drain(self, mode: str, timeout: float) -> None:
+        """Stop accepting runs; let running ones finish (``mode="finish"``, up
+        to ``timeout`` s), then stop the rest as interrupted. Runs that never
+        started stay queued in the store and run after the next start-up."""
+        self._accepting = False
+        if mode == "finish":
+            with trio.move_on_after(timeout):
+                await self._wait_for_running()
+        for control in list(self._controls.values()):
+            control.cancel(
+                "the daemon shut down while the run was in progress", RunStatus.INTERRUPTED
+            )
+        await self._idle.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _wait_for_running(self) -> None:
+        while any(c.started for c in self._controls.values()):
+            await trio.sleep(0.1)

@@ -1,0 +1,361 @@
+"""Executes one run: checkout, then the stage DAG with retries and timeouts.
+
+Cancellation: the run executes inside its :class:`RunControl`'s cancel scope.
+When it is cancelled, every stage task records its stage as cancelled (or
+interrupted, on shutdown) in a shielded scope before re-raising, and the
+run is recorded last; a run-level timeout records stages and run as timed
+out. Nothing is ever recorded as succeeded unless it ran and succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from conveyor.daemon import vcs
+from conveyor.daemon.config import Config
+from conveyor.daemon.executors.base import Executor, ExecutorError
+from conveyor.daemon.executors.process import STAGE_MARKER
+from conveyor.daemon.logstore import LogStore
+from conveyor.daemon.pipeline import PipelineSpec, StageSpec
+from conveyor.daemon.plugins import Plugins
+from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageRecord, StageStatus
+from conveyor.daemon.scheduler.control import RunControl
+from conveyor.daemon.scheduler.journal import Journal
+from conveyor.daemon.stages import RunInfo, StageContext, StageKind, StageOutcome
+from conveyor.daemon.store.runs import EventDraft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerStats:
+    active_stages: int = 0
+
+
+@dataclass
+class RunDeps:
+    """What executing a run needs from the daemon."""
+
+    config: Config
+    journal: Journal
+    logs: LogStore
+    plugins: Plugins
+    #: The daemon environment variables handed to stages.
+    base_env: Mapping[str, str]
+    stats: SchedulerStats = field(default_factory=SchedulerStats)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class RunExecution:
+    def __init__(self, deps: RunDeps, run: RunRecord, spec: PipelineSpec, control: RunControl):
+        self.deps = deps
+        self.run = run
+        self.spec = spec
+        self.control = control
+        self.workspace = deps.config.workspaces_dir / run.id
+        self.done = {stage.name: trio.Event() for stage in run.stages}
+        self.info = RunInfo(
+            id=run.id,
+            number=run.number,
+            pipeline=run.pipeline,
+            repository=run.repository,
+            ref=run.ref,
+            commit=run.commit,
+        )
+
+    # -- recording -----------------------------------------------------------
+
+    async def _record_run(self, status: RunStatus, reason: str = "", **columns: Any) -> None:
+        self.run.status = status
+        self.run.reason = reason
+        for key, value in columns.items():
+            setattr(self.run, key, value)
+        event = await self.deps.journal.record(
+            self.run.id,
+            EventDraft(EventKind.RUN_STATUS, run_status=status, message=reason),
+            run={"status": status, "reason": reason, **columns},
+        )
+        self.run.last_event_seq = event.seq
+
+    async def _record_stage(
+        self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
+    ) -> None:
+        stage.status = status
+        stage.reason = reason
+        for key, value in columns.items():
+            setattr(stage, key, value)
+        event = await self.deps.journal.record(
+            self.run.id,
+            EventDraft(
+                EventKind.STAGE_STATUS,
+                stage=stage.name,
+                stage_status=status,
+                attempt=stage.attempt,
+                exit_code=stage.exit_code,
+                message=reason,
+            ),
+            stage={"status": status, "reason": reason, **columns},
+        )
+        self.run.last_event_seq = event.seq
+
+    async def _finish_stage(
+        self, stage: StageRecord, status: StageStatus, reason: str, exit_code: int | None = None
+    ) -> None:
+        live = self.deps.logs.live(self.run.id, stage.name)
+        log_size = live.size if live is not None else stage.log_size
+        await self._record_stage(
+            stage,
+            status,
+            reason,
+            exit_code=exit_code,
+            finished_at=time.time(),
+            log_size=log_size,
+            pgid=None,
+        )
+        self.deps.logs.release(self.run.id, stage.name)
+        await self.deps.plugins.notify("conveyor_stage_finished", run=self.run, stage=stage)
+
+    # -- the run ---------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run to a final status, recorded even when cancelled."""
+        status, reason = RunStatus.FAILED, "run did not complete"
+        try:
+            await self._record_run(RunStatus.RUNNING, started_at=time.time())
+            await self.deps.plugins.notify("conveyor_run_started", run=self.run)
+            timeout = self.spec.timeout or math.inf
+            with trio.move_on_after(timeout) as timeout_scope:
+                await self._checkout()
+                await self._run_dag()
+            if timeout_scope.cancelled_caught:
+                status = RunStatus.TIMED_OUT
+                reason = f"run timed out after {_fmt_seconds(timeout)}"
+            else:
+                status, reason = self._summarize()
+        except trio.Cancelled:
+            status = self.control.cancel_status or RunStatus.CANCELLED
+            reason = self.control.cancel_reason or "cancelled"
+            raise
+        except _CheckoutFailed as exc:
+            status, reason = RunStatus.FAILED, str(exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_out(status, reason)
+
+    async def _checkout(self) -> None:
+        try:
+            await vcs.checkout(Path(self.run.repository), self.workspace, self.run.commit)
+        except (vcs.GitError, OSError) as exc:
+            raise _CheckoutFailed(f"checkout failed: {exc}") from exc
+
+    def _summarize(self) -> tuple[RunStatus, str]:
+        for stage in self.run.stages:
+            if stage.status is StageStatus.TIMED_OUT:
+                return RunStatus.TIMED_OUT, f"stage {stage.name!r} {stage.reason}"
+            if (
+                stage.status is not StageStatus.SUCCEEDED
+                and stage.status is not StageStatus.SKIPPED
+            ):
+                return RunStatus.FAILED, f"stage {stage.name!r} failed: {stage.reason}"
+        if any(stage.status is StageStatus.SKIPPED for stage in self.run.stages):
+            return RunStatus.FAILED, "stages were skipped"
+        return RunStatus.SUCCEEDED, ""
+
+    async def _close_out(self, status: RunStatus, reason: str) -> None:
+        """Record stages that never got a final status, then the run."""
+        for stage in self.run.stages:
+            if stage.status.finished:
+                continue
+            if stage.status is StageStatus.RUNNING:
+                # Only reachable if a stage task died without recording.
+                await self._finish_stage(stage, StageStatus.INTERRUPTED, reason)
+            elif status is RunStatus.CANCELLED:
+                await self._finish_stage(stage, StageStatus.CANCELLED, f"not started: {reason}")
+            else:
+                await self._finish_stage(stage, StageStatus.SKIPPED, f"not started: {reason}")
+        await self._record_run(status, reason, finished_at=time.time())
+        if not self.deps.config.keep_workspaces:
+            await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
+        await self.deps.plugins.notify("conveyor_run_finished", run=self.run)
+
+    async def _run_dag(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for stage in self.run.stages:
+                nursery.start_soon(self._stage_task, stage)
+
+    # -- a stage ------------------------------------------------------------------
+
+    async def _stage_task(self, stage: StageRecord) -> None:
+        try:
+            for need in stage.needs:
+                await self.done[need].wait()
+            blocked = [
+                need
+                for need in stage.needs
+                if self.run.stage(need).status is not StageStatus.SUCCEEDED
+            ]
+            if blocked:
+                await self._finish_stage(
+                    stage, StageStatus.SKIPPED, f"needs {', '.join(blocked)}, which did not succeed"
+                )
+                return
+            await self._run_stage(stage, self.spec.stages[stage.name])
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                if not stage.status.finished and stage.status is StageStatus.RUNNING:
+                    if self.control.cancel_status is not None:
+                        status = (
+                            StageStatus.INTERRUPTED
+                            if self.control.cancel_status is RunStatus.INTERRUPTED
+                            else StageStatus.CANCELLED
+                        )
+                        why = self.control.cancel_reason
+                    else:
+                        status = StageStatus.TIMED_OUT
+                        why = f"run timed out after {_fmt_seconds(self.spec.timeout or 0)}"
+                    await self._log(stage, f"stage {status.value}: {why}")
+                    await self._finish_stage(stage, status, why)
+            raise
+        finally:
+            self.done[stage.name].set()
+
+    async def _log(self, stage: StageRecord, text: str) -> None:
+        live = self.deps.logs.open_live(self.run.id, stage.name)
+        await live.write(f"\x1b[1;36m[conveyor]\x1b[0m {text}\n".encode())
+
+    def _stage_env(self, name: str, spec: StageSpec) -> dict[str, str]:
+        run = self.run
+        return {
+            **self.deps.base_env,
+            "CI": "true",
+            "CONVEYOR": "true",
+            "CONVEYOR_RUN_ID": run.id,
+            "CONVEYOR_RUN_NUMBER": str(run.number),
+            "CONVEYOR_PIPELINE": run.pipeline,
+            "CONVEYOR_REPOSITORY": run.repository,
+            "CONVEYOR_REF": run.ref,
+            "CONVEYOR_COMMIT": run.commit,
+            "CONVEYOR_STAGE": name,
+            "CONVEYOR_WORKSPACE": str(self.workspace),
+            **self.spec.env,
+            **spec.env,
+            STAGE_MARKER: "1",
+        }
+
+    async def _run_stage(self, stage: StageRecord, spec: StageSpec) -> None:
+        deps = self.deps
+        kind = deps.plugins.stage_kinds.get(spec.uses)
+        executor_name = spec.executor or self.spec.executor
+        executor = deps.plugins.executors.get(executor_name)
+        if kind is None or executor is None:
+            missing = f"stage kind {spec.uses!r}" if kind is None else f"executor {executor_name!r}"
+            await self._finish_stage(stage, StageStatus.FAILED, f"{missing} is not installed")
+            return
+        deps.stats.active_stages += 1
+        try:
+            await self._attempts(stage, spec, kind, executor)
+        finally:
+            deps.stats.active_stages -= 1
+
+    async def _attempts(
+        self, stage: StageRecord, spec: StageSpec, kind: StageKind, executor: Executor
+    ) -> None:
+        deps = self.deps
+        live = deps.logs.open_live(self.run.id, stage.name)
+        env = self._stage_env(stage.name, spec)
+        outcome = StageOutcome(StageStatus.FAILED, "never ran")
+        attempts = spec.retries.max + 1
+        for attempt in range(1, attempts + 1):
+            columns: dict[str, Any] = {"attempt": attempt, "exit_code": None}
+            if attempt == 1:
+                columns["started_at"] = time.time()
+            stage.exit_code = None
+            await self._record_stage(stage, StageStatus.RUNNING, **columns)
+            ctx = StageContext(
+                run=self.info,
+                name=stage.name,
+                spec=spec,
+                attempt=attempt,
+                workspace=self.workspace,
+                env=env,
+                executor=executor,
+                log=live,
+                kill_grace=deps.config.kill_grace,
+                on_process_started=self._pgid_recorder(stage.name),
+            )
+            outcome = await self._attempt(kind, ctx, spec.timeout)
+            if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
+                break
+            delay = spec.retries.delay(attempt)
+            message = (
+                f"attempt {attempt}/{attempts} {outcome.reason}; retrying in {_fmt_seconds(delay)}"
+            )
+            await ctx.log_line(message)
+            event = await deps.journal.record(
+                self.run.id,
+                EventDraft(
+                    EventKind.STAGE_RETRY,
+                    stage=stage.name,
+                    stage_status=StageStatus.RUNNING,
+                    attempt=attempt,
+                    exit_code=outcome.exit_code,
+                    message=message,
+                ),
+            )
+            self.run.last_event_seq = event.seq
+            await trio.sleep(delay)
+        await self._finish_stage(stage, outcome.status, outcome.reason, outcome.exit_code)
+
+    def _pgid_recorder(self, stage: str) -> Callable[[int], Awaitable[None]]:
+        store = self.deps.journal.store
+
+        async def record(pgid: int) -> None:
+            await store.set_stage_pgid(self.run.id, stage, pgid)
+
+        return record
+
+    async def _attempt(
+        self, kind: StageKind, ctx: StageContext, timeout: float | None
+    ) -> StageOutcome:
+        outcome: StageOutcome
+        with trio.move_on_after(timeout if timeout else math.inf) as scope:
+            try:
+                outcome = await kind.run(ctx)
+            except ExecutorError as exc:
+                await ctx.log_line(str(exc))
+                outcome = StageOutcome(StageStatus.FAILED, str(exc))
+            except Exception as exc:
+                owner = self.deps.plugins.owner_of(kind.name)
+                summary = (
+                    f"stage kind {kind.name!r} (plugin {owner}) raised {type(exc).__name__}: {exc}"
+                )
+                log.warning("run %s stage %s: %s", self.run.id, ctx.name, summary)
+                await ctx.log.write("".join(traceback.format_exception(exc)).encode())
+                await ctx.log_line(summary)
+                outcome = StageOutcome(StageStatus.FAILED, summary)
+        if scope.cancelled_caught:
+            reason = f"timed out after {_fmt_seconds(timeout or 0)}"
+            await ctx.log_line(f"stage {reason}")
+            outcome = StageOutcome(StageStatus.TIMED_OUT, reason)
+        return outcome
+
+
+class _CheckoutFailed(Exception):
+    pass
+
+
+def base_environment(passthrough: list[str]) -> dict[str, str]:
+    return {name: os.environ[name] for name in passthrough if name in os.environ}

@@ -1,0 +1,254 @@
+"""The daemon's operations, on the trio side of the API.
+
+Each method validates its input and raises a domain error
+(:mod:`conveyor.daemon.errors`) that the gRPC layer turns into a status code.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.daemon import vcs
+from conveyor.daemon.config import Config
+from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor.daemon.events import EventBus
+from conveyor.daemon.logstore import LogStore
+from conveyor.daemon.pipeline import (
+    Diagnostic,
+    PipelineError,
+    PipelineSpec,
+    check_pipeline,
+    load_pipeline,
+)
+from conveyor.daemon.plugins import PluginInfo, Plugins
+from conveyor.daemon.records import (
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StageRecord,
+    TriggerKind,
+)
+from conveyor.daemon.scheduler import Scheduler
+from conveyor.daemon.scheduler.queue import concurrency_group
+from conveyor.daemon.store import RunFilter, RunStore
+
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
+DEFAULT_PIPELINE_PATH = "conveyor.yaml"
+MAX_PAGE_SIZE = 500
+
+
+def new_run_id() -> str:
+    """Time-ordered, so sorting ids sorts runs by submission."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    repository: str
+    ref: str
+    pipeline_path: str = ""
+    trigger: TriggerKind = TriggerKind.MANUAL
+    idempotency_key: str = ""
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class Validation:
+    spec: PipelineSpec | None
+    diagnostics: list[Diagnostic]
+
+
+class RunService:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: RunStore,
+        bus: EventBus,
+        logs: LogStore,
+        plugins: Plugins,
+        scheduler: Scheduler,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.logs = logs
+        self.plugins = plugins
+        self.scheduler = scheduler
+        self.started_at = time.time()
+        self.active_streams = 0
+
+    # -- pipelines -------------------------------------------------------------
+
+    def validate(self, text: str, file: str) -> Validation:
+        spec, diagnostics = check_pipeline(
+            text,
+            file or DEFAULT_PIPELINE_PATH,
+            stage_kinds={n: k.validate for n, k in self.plugins.stage_kinds.items()},
+            executors=self.plugins.executors.keys(),
+        )
+        return Validation(spec, diagnostics)
+
+    def _load(self, text: str, file: str) -> PipelineSpec:
+        try:
+            return load_pipeline(
+                text,
+                file,
+                stage_kinds={n: k.validate for n, k in self.plugins.stage_kinds.items()},
+                executors=self.plugins.executors.keys(),
+            )
+        except PipelineError as exc:
+            raise InvalidArgument(f"invalid pipeline file:\n{exc}") from None
+
+    # -- runs ------------------------------------------------------------------
+
+    async def submit(self, request: SubmitRequest) -> tuple[RunRecord, bool]:
+        if not request.repository:
+            raise InvalidArgument("repository is required")
+        if not request.ref and not request.commit:
+            raise InvalidArgument("ref is required (a branch, tag or commit)")
+        if request.commit and not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", request.commit):
+            raise InvalidArgument(f"commit {request.commit!r} is not a full hex commit id")
+        pipeline_path = request.pipeline_path or DEFAULT_PIPELINE_PATH
+        if pipeline_path.startswith("/") or ".." in Path(pipeline_path).parts:
+            raise InvalidArgument(
+                f"pipeline_path {pipeline_path!r} must be relative to the repository root"
+            )
+        if len(request.idempotency_key) > 256:
+            raise InvalidArgument("idempotency_key is longer than 256 characters")
+        repo = vcs.repository_path(request.repository)
+        revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
+        spec = self._load(revision.pipeline_text, pipeline_path)
+        ref = request.ref or revision.commit
+        group, _ = concurrency_group(spec, ref)
+        run_id = new_run_id()
+        run = RunRecord(
+            id=run_id,
+            number=0,
+            pipeline=spec.name,
+            repository=str(repo),
+            ref=ref,
+            commit=revision.commit,
+            pipeline_path=pipeline_path,
+            trigger=request.trigger,
+            status=RunStatus.QUEUED,
+            created_at=time.time(),
+            spec_json=spec.model_dump_json(by_alias=True),
+            concurrency_group=group,
+            stages=[
+                StageRecord(
+                    run_id=run_id,
+                    name=name,
+                    position=position,
+                    kind=spec.stages[name].uses,
+                    needs=list(spec.stages[name].needs),
+                )
+                for position, name in enumerate(spec.stage_order())
+            ],
+        )
+        run, created = await self.store.create_run(run, request.idempotency_key)
+        if created:
+            self.bus.publish(run.id)
+            self.scheduler.enqueue(run, spec)
+        return run, created
+
+    async def resume_queued(self, run_ids: list[str]) -> None:
+        """Queue again the runs a previous daemon acknowledged but never started."""
+        for run_id in run_ids:
+            run = await self.store.get_run(run_id)
+            if run is None:
+                continue
+            spec = PipelineSpec.model_validate_json(run.spec_json)
+            self.scheduler.enqueue(run, spec)
+
+    def _check_run_id(self, run_id: str) -> None:
+        if not run_id:
+            raise InvalidArgument("run_id is required")
+        if not _RUN_ID_RE.match(run_id):
+            raise InvalidArgument(f"run_id {run_id!r} is malformed (expected hex digits)")
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        self._check_run_id(run_id)
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        self._fill_live(run)
+        return run
+
+    def _fill_live(self, run: RunRecord) -> None:
+        for stage in run.stages:
+            live = self.logs.live(run.id, stage.name)
+            if live is not None and live.size > stage.log_size:
+                stage.log_size = live.size
+
+    async def list_runs(
+        self, filt: RunFilter, page_size: int, page_token: str
+    ) -> tuple[list[RunRecord], str]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        if page_token and not _RUN_ID_RE.match(page_token):
+            raise InvalidArgument("page_token is malformed")
+        if filt.commit_prefix and not _HEX_RE.match(filt.commit_prefix):
+            raise InvalidArgument("commit must be 4 to 40 lowercase hex digits")
+        size = page_size or 50
+        runs = await self.store.list_runs(filt, limit=size + 1, before_id=page_token)
+        next_token = runs[size - 1].id if len(runs) > size else ""
+        runs = runs[:size]
+        for run in runs:
+            self._fill_live(run)
+        return runs, next_token
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord:
+        run = await self.get_run(run_id)
+        if run.status.finished:
+            raise FailedPrecondition(
+                f"run {run_id} already finished ({run.status.value}); nothing to cancel"
+            )
+        await self.scheduler.cancel(run_id, reason, wait=self.config.kill_grace + 5)
+        return await self.get_run(run_id)
+
+    async def watch(self, run_id: str, after_seq: int) -> AsyncIterator[EventRecord]:
+        """Events after ``after_seq``, then live ones until the run ends."""
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must not be negative")
+        await self.get_run(run_id)
+        seq = after_seq
+        with self.bus.subscribe(run_id) as topic:
+            while True:
+                changed = topic.event
+                events = await self.store.events_after(run_id, seq)
+                for event in events:
+                    yield event
+                    seq = event.seq
+                if events:
+                    continue
+                run = await self.store.get_run(run_id)
+                if run is None or (run.status.finished and seq >= run.last_event_seq):
+                    return
+                await changed.wait()
+
+    async def stream_logs(
+        self, run_id: str, stage: str, offset: int, follow: bool
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        if not stage:
+            raise InvalidArgument("stage is required")
+        if offset < 0:
+            raise InvalidArgument("offset must not be negative")
+        run = await self.get_run(run_id)
+        try:
+            record = run.stage(stage)
+        except KeyError:
+            names = ", ".join(s.name for s in run.stages)
+            raise NotFound(f"run {run_id} has no stage {stage!r} (stages: {names})") from None
+        log = await self.logs.reader(run_id, stage, finished=record.status.finished)
+        async for chunk in log.chunks(offset, follow=follow):
+            yield chunk
+
+    def list_plugins(self) -> list[PluginInfo]:
+        return self.plugins.describe()

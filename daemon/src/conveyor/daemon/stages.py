@@ -1,0 +1,107 @@
+"""What a stage kind plugin implements and what it is given to work with."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.daemon.executors.base import Executor, ProcessRequest
+from conveyor.daemon.logstore import StageLog
+from conveyor.daemon.pipeline import StageSpec
+from conveyor.daemon.records import StageStatus
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run a stage belongs to."""
+
+    id: str
+    number: int
+    pipeline: str
+    repository: str
+    ref: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """How a stage attempt ended. ``status`` is SUCCEEDED or FAILED."""
+
+    status: StageStatus
+    reason: str = ""
+    exit_code: int | None = None
+
+    @classmethod
+    def from_exit_code(cls, code: int) -> StageOutcome:
+        if code == 0:
+            return cls(StageStatus.SUCCEEDED, "exit code 0", 0)
+        if code < 0:
+            return cls(StageStatus.FAILED, f"killed by signal {-code}", code)
+        return cls(StageStatus.FAILED, f"exit code {code}", code)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage attempt may use. Passed to :meth:`StageKind.run`."""
+
+    run: RunInfo
+    name: str
+    spec: StageSpec
+    attempt: int
+    workspace: Path
+    #: The complete environment for the stage's processes.
+    env: Mapping[str, str]
+    executor: Executor
+    log: StageLog
+    kill_grace: float
+    #: Called with each process group the stage starts (crash recovery).
+    on_process_started: Callable[[int], Awaitable[None]] | None = None
+
+    async def log_line(self, text: str) -> None:
+        """Write a line from Conveyor itself into the stage log."""
+        await self.log.write(f"\x1b[1;36m[conveyor]\x1b[0m {text}\n".encode())
+
+    async def run_process(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        """Run one process through the stage's executor; return its exit code.
+
+        Its output goes to the stage log. Cancelling the stage stops it.
+        """
+        request = ProcessRequest(
+            argv=argv,
+            cwd=cwd or self.workspace,
+            env={**self.env, **(env or {})},
+            kill_grace=self.kill_grace,
+        )
+        return await self.executor.run(request, self.log, on_started=self.on_process_started)
+
+
+class StageKind(Protocol):
+    """A kind of stage (``uses:`` in the pipeline file), contributed by a
+    plugin through ``conveyor_stage_kinds``."""
+
+    #: The name used in ``uses:``.
+    name: str
+    #: One line for ``conveyor plugins`` and the docs.
+    description: str
+
+    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
+        """Check a stage's parameters when the pipeline file is loaded.
+
+        Yield ``(field, message)`` pairs, ``field`` relative to the stage
+        (``"run"``, ``"with.image"``); nothing when valid.
+        """
+        ...
+
+    async def run(self, ctx: StageContext) -> StageOutcome:
+        """Do the stage's work. Raise nothing for an ordinary failure: return
+        a FAILED outcome. An exception fails the stage with its traceback in
+        the log. Must let ``trio.Cancelled`` propagate."""
+        ...

@@ -1,0 +1,72 @@
+"""Schema and migrations, versioned with SQLite's user_version."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        number INTEGER NOT NULL,
+        pipeline TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        pipeline_path TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        spec_json TEXT NOT NULL,
+        concurrency_group TEXT NOT NULL,
+        last_event_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_pipeline ON runs (pipeline, id);
+    CREATE INDEX runs_status ON runs (status, id);
+    CREATE INDEX runs_commit ON runs (commit_sha);
+    CREATE TABLE stages (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        needs_json TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        reason TEXT NOT NULL DEFAULT '',
+        log_size INTEGER NOT NULL DEFAULT 0,
+        pgid INTEGER,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE events (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        run_status TEXT,
+        stage TEXT NOT NULL DEFAULT '',
+        stage_status TEXT,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        message TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to the newest schema version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

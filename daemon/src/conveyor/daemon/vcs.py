@@ -1,0 +1,172 @@
+"""Git access: resolve a ref, read the pipeline file, check out a workspace.
+
+Git runs as subprocesses through trio; the little file work runs in threads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import trio
+from conveyor.daemon.errors import InvalidArgument, NotFound
+
+_REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")
+_SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
+class GitError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Revision:
+    commit: str
+    pipeline_text: str
+
+
+def repository_path(repository: str) -> Path:
+    """A local repository path from a path or ``file://`` URL."""
+    if repository.startswith("file://"):
+        repository = urlparse(repository).path
+    elif "://" in repository:
+        raise InvalidArgument(
+            f"repository {repository!r}: only local paths and file:// URLs are supported"
+        )
+    path = Path(repository)
+    if not path.is_absolute():
+        raise InvalidArgument(f"repository {repository!r} must be an absolute path")
+    return path
+
+
+def git_objects_dir(repo: Path) -> Path:
+    """The object store of a bare or non-bare repository."""
+    if (repo / ".git" / "objects").is_dir():
+        return repo / ".git" / "objects"
+    if (repo / "objects").is_dir() and (repo / "HEAD").is_file():
+        return repo / "objects"
+    raise NotFound(f"repository not found: {repo} is not a git repository")
+
+
+def _git_env() -> dict[str, str]:
+    return {**os.environ, **_GIT_ENV}
+
+
+async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
+    """Resolve ``ref`` to a commit and read ``pipeline_path`` at that commit.
+
+    One ``git cat-file --batch`` process answers both, so the file is read
+    from exactly the commit returned.
+    """
+    if not _REF_RE.match(ref) or ref.startswith("-"):
+        raise InvalidArgument(f"ref {ref!r} is not a valid git ref or commit")
+    await trio.to_thread.run_sync(git_objects_dir, repo)
+    proc = await trio.lowlevel.open_process(
+        ["git", "-C", str(repo), "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_git_env(),
+    )
+    try:
+        kind, commit, content = await _cat_commit_file(proc, repo, ref, pipeline_path)
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.stdin is not None:
+                await proc.stdin.aclose()
+            with trio.move_on_after(5):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    if kind != b"blob":
+        raise InvalidArgument(f"{pipeline_path!r} at {commit[:12]} is not a file")
+    try:
+        text = content.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{pipeline_path}: not UTF-8 text ({exc})") from None
+    return Revision(commit=commit, pipeline_text=text)
+
+
+async def _cat_commit_file(
+    proc: trio.Process, repo: Path, ref: str, pipeline_path: str
+) -> tuple[bytes, str, bytes]:
+    assert proc.stdin is not None and proc.stdout is not None
+    reader = _BatchReader(proc.stdout)
+    await proc.stdin.send_all(f"{ref}^{{commit}}\n".encode())
+    header = await reader.header()
+    if header.endswith((b" missing", b" ambiguous")):
+        raise NotFound(f"unknown ref {ref!r} in repository {repo}")
+    commit = header.split()[0].decode()
+    await reader.body(int(header.split()[2]))
+    await proc.stdin.send_all(f"{commit}:{pipeline_path}\n".encode())
+    header = await reader.header()
+    if header.endswith(b" missing"):
+        raise NotFound(f"pipeline file {pipeline_path!r} not found at commit {commit[:12]} ({ref})")
+    kind, size = header.split()[1:3]
+    return kind, commit, await reader.body(int(size))
+
+
+class _BatchReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+
+    async def _fill(self) -> None:
+        data = await self._stream.receive_some(65536)
+        if not data:
+            raise GitError("git cat-file ended early")
+        self._buf += data
+
+    async def header(self) -> bytes:
+        while b"\n" not in self._buf:
+            await self._fill()
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf = bytearray(rest)
+        return line
+
+    async def body(self, size: int) -> bytes:
+        while len(self._buf) < size + 1:
+            await self._fill()
+        data = bytes(self._buf[:size])
+        del self._buf[: size + 1]
+        return data
+
+
+def _prepare_workspace(repo: Path, workspace: Path, commit: str) -> None:
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    git_dir = workspace / ".git"
+    (git_dir / "objects" / "info").mkdir(parents=True)
+    (git_dir / "refs" / "heads").mkdir(parents=True)
+    (git_dir / "refs" / "tags").mkdir()
+    (git_dir / "HEAD").write_text(commit + "\n")
+    (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
+    # Borrow the source repository's objects instead of copying them
+    # (what `git clone --shared` does), so a checkout costs only the files.
+    (git_dir / "objects" / "info" / "alternates").write_text(f"{git_objects_dir(repo)}\n")
+
+
+async def checkout(repo: Path, workspace: Path, commit: str) -> None:
+    """Make ``workspace`` a git work tree at ``commit`` (detached HEAD)."""
+    if not _SHA_RE.match(commit):
+        raise InvalidArgument(f"not a full commit id: {commit!r}")
+    await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit)
+    result = await trio.run_process(
+        ["git", "-c", "core.hooksPath=/dev/null", "reset", "-q", "--hard", commit],
+        cwd=str(workspace),
+        env=_git_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise GitError(
+            f"checkout of {commit[:12]} failed: {result.stderr.decode(errors='replace').strip()}"
+        )
