@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conveyor.daemon.pipeline import parse_duration
 
 

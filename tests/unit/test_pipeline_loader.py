@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Iterable
 
 import pytest
+
 from conveyor.daemon.pipeline import (
     ConcurrencySpec,
     Diagnostic,

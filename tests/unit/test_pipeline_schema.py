@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conveyor.daemon.pipeline.schema import main, pipeline_json_schema, render_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "conveyor.schema.json"

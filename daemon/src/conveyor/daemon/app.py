@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 
 import trio
+
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.server import ApiServer
 from conveyor.daemon.config import Config

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import trio
+
 from conveyor.daemon.app import Daemon
 from conveyor.daemon.config import ConfigError, load_config
 from conveyor.daemon.pipeline.schema import pipeline_json_schema

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+
 from conveyor.daemon import hookspecs
 from conveyor.daemon.executors.base import Executor
 from conveyor.daemon.stages import StageKind

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import trio
+
 from conveyor.daemon.errors import InvalidArgument, NotFound
 
 _REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import trio
+
 from conveyor.daemon.errors import (
     ConveyorError,
     FailedPrecondition,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -14,7 +16,6 @@ from conveyor.daemon.records import (
     TriggerKind,
 )
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:
@@ -36,7 +37,7 @@ def stage_status(status: StageStatus) -> runs_pb2.StageStatus.ValueType:
 def run_status_from_proto(value: int) -> RunStatus | None:
     if value == runs_pb2.RUN_STATUS_UNSPECIFIED:
         return None
-    name = runs_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_")
+    name = runs_pb2.RunStatus.Name(runs_pb2.RunStatus.ValueType(value)).removeprefix("RUN_STATUS_")
     return RunStatus[name]
 
 
@@ -47,7 +48,8 @@ def trigger(kind: TriggerKind) -> runs_pb2.TriggerKind.ValueType:
 def trigger_from_proto(value: int) -> TriggerKind:
     if value == runs_pb2.TRIGGER_KIND_UNSPECIFIED:
         return TriggerKind.MANUAL
-    return TriggerKind[runs_pb2.TriggerKind.Name(value).removeprefix("TRIGGER_KIND_")]
+    name = runs_pb2.TriggerKind.Name(runs_pb2.TriggerKind.ValueType(value))
+    return TriggerKind[name.removeprefix("TRIGGER_KIND_")]
 
 
 def stage_message(stage: StageRecord) -> runs_pb2.Stage:
@@ -99,9 +101,15 @@ def event_message(event: EventRecord) -> runs_pb2.RunEvent:
         seq=event.seq,
         time=timestamp(event.time),
         kind=_EVENT_KINDS[event.kind],
-        run_status=run_status(event.run_status) if event.run_status else None,
+        run_status=(
+            run_status(event.run_status) if event.run_status else runs_pb2.RUN_STATUS_UNSPECIFIED
+        ),
         stage=event.stage,
-        stage_status=stage_status(event.stage_status) if event.stage_status else None,
+        stage_status=(
+            stage_status(event.stage_status)
+            if event.stage_status
+            else runs_pb2.STAGE_STATUS_UNSPECIFIED
+        ),
         attempt=event.attempt,
         exit_code=event.exit_code,
         message=event.message,

@@ -7,13 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.servicer import ConveyorService
 from conveyor.daemon.config import Config
 from conveyor.daemon.service import RunService
 from conveyor.v1 import service_pb2, service_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ConveyorService"].full_name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+
 from conveyor.daemon.api import convert
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.errors import InvalidArgument

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
+
 from conveyor.daemon.executors.base import ExecutorError, ProcessRequest
 from conveyor.daemon.logstore import CHUNK, StageLog
 
@@ -84,7 +85,8 @@ async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
         _signal_group(pgid, signal.SIGTERM)
         with trio.move_on_after(grace):
             await proc.wait()
-            while _group_alive(pgid):
+            # No event tells when a process group empties: poll briefly.
+            while _group_alive(pgid):  # noqa: ASYNC110
                 await trio.sleep(0.02)
     _signal_group(pgid, signal.SIGKILL)
     await proc.wait()

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from yaml.constructor import SafeConstructor
+from yaml.reader import ReaderError
+
 from conveyor.daemon.pipeline.model import (
     ConcurrencySpec,
     PipelineSpec,
@@ -16,10 +21,6 @@ from conveyor.daemon.pipeline.model import (
     StageSpec,
     describe_value,
 )
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
-from yaml.constructor import SafeConstructor
-from yaml.reader import ReaderError
 
 __all__ = [
     "MAX_FILE_SIZE",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -17,6 +16,8 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+
+from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
 
 __all__ = [
     "NAME_PATTERN",

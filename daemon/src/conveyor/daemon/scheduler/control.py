@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import trio
+
 from conveyor.daemon.records import RunStatus
 
 
@@ -25,3 +26,12 @@ class RunControl:
             self.cancel_status = status
             self.cancel_reason = reason
         self.cancel_scope.cancel()
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """True for ``trio.Cancelled``, bare or grouped by nurseries (and nothing else)."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_cancellation(inner) for inner in exc.exceptions)
+    return False

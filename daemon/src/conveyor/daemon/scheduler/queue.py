@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import trio
+
 from conveyor.daemon.errors import FailedPrecondition, Unavailable
 from conveyor.daemon.pipeline import PipelineSpec
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageStatus
@@ -90,12 +91,11 @@ class Scheduler:
         group = self._groups.get(control.group) if control.group else None
         try:
             with control.cancel_scope:
-                async with group.lock if group else contextlib.nullcontext():
-                    async with self._limiter:
-                        if not self._accepting:
-                            return  # draining: stays queued for the next start-up
-                        control.started = True
-                        await RunExecution(self.deps, run, spec, control).execute()
+                async with group.lock if group else contextlib.nullcontext(), self._limiter:
+                    if not self._accepting:
+                        return  # draining: stays queued for the next start-up
+                    control.started = True
+                    await RunExecution(self.deps, run, spec, control).execute()
             if not control.started and control.cancel_status is RunStatus.CANCELLED:
                 with trio.CancelScope(shield=True):
                     await self._cancel_queued(run, control.cancel_reason)
@@ -162,5 +162,6 @@ class Scheduler:
             self._nursery.cancel_scope.cancel()
 
     async def _wait_for_running(self) -> None:
-        while any(c.started for c in self._controls.values()):
-            await trio.sleep(0.1)
+        # No run starts while draining, so waiting for these is enough.
+        for control in [c for c in self._controls.values() if c.started]:
+            await control.finished.wait()

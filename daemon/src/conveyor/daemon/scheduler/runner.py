@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
 from conveyor.daemon.executors.base import Executor, ExecutorError
@@ -29,7 +30,7 @@ from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
 from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageRecord, StageStatus
-from conveyor.daemon.scheduler.control import RunControl
+from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
 from conveyor.daemon.stages import RunInfo, StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.runs import EventDraft
@@ -145,12 +146,15 @@ class RunExecution:
                 reason = f"run timed out after {_fmt_seconds(timeout)}"
             else:
                 status, reason = self._summarize()
-        except trio.Cancelled:
-            status = self.control.cancel_status or RunStatus.CANCELLED
-            reason = self.control.cancel_reason or "cancelled"
-            raise
         except _CheckoutFailed as exc:
             status, reason = RunStatus.FAILED, str(exc)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                status = self.control.cancel_status or RunStatus.CANCELLED
+                reason = self.control.cancel_reason or "cancelled"
+            else:
+                status, reason = RunStatus.FAILED, f"internal error: {exc!r}"
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_out(status, reason)
@@ -213,7 +217,9 @@ class RunExecution:
                 )
                 return
             await self._run_stage(stage, self.spec.stages[stage.name])
-        except trio.Cancelled:
+        except BaseException as exc:
+            if not is_cancellation(exc):
+                raise
             with trio.CancelScope(shield=True):
                 if not stage.status.finished and stage.status is StageStatus.RUNNING:
                     if self.control.cancel_status is not None:

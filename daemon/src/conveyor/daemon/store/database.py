@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import trio
+
 from conveyor.daemon.store.schema import migrate
 
 T = TypeVar("T")

@@ -1,0 +1,177 @@
+"""`conveyor`: submit, follow and inspect runs of the Conveyor daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from conveyor.client import commands, render
+from conveyor.client.errors import CommandError, ConveyorError, DaemonUnavailable
+from conveyor.client.session import Session
+
+Command = Callable[[argparse.Namespace, Session], int]
+
+EXIT_UNAVAILABLE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError("must be between 1 and 500")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--address and --output, accepted before and after the subcommand."""
+
+    def default(value: str | None) -> str | None:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--address",
+        default=default(None),
+        help="daemon gRPC address (default: $CONVEYOR_ADDRESS or unix://$CONVEYOR_HOME/conveyord.sock)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default=default("text"),
+        help="output format of listings and details (default: text)",
+    )
+
+
+def _add(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+    name: str,
+    func: Command,
+    help: str,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, parents=parents, help=help, description=help)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_submit(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--repo", help="git repository (default: the checkout around the cwd)")
+    sub.add_argument("--ref", help="branch, tag or commit (default: the current branch)")
+    sub.add_argument("--file", help="pipeline file inside the repository (default: conveyor.yaml)")
+    sub.add_argument("--idempotency-key", help="submitting twice with a key returns one run")
+    sub.add_argument("--trigger", choices=sorted(commands.TRIGGERS), default="manual")
+    sub.add_argument("--commit", help="advanced: the exact commit to run (the git hook uses it)")
+    sub.add_argument("--watch", "-w", action="store_true", help="watch the run until it ends")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description="Submit, follow and inspect runs of the Conveyor daemon."
+    )
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    parents = [common]
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_submit(_add(subparsers, parents, "submit", commands.cmd_submit, "queue a run"))
+
+    sub = _add(subparsers, parents, "runs", commands.cmd_runs, "list runs, newest first")
+    sub.add_argument("--pipeline", help="only runs of this pipeline")
+    sub.add_argument("--status", choices=render.run_status_choices(), help="only this status")
+    sub.add_argument("--commit", help="only runs of this commit (or a prefix of 4+ digits)")
+    sub.add_argument("--limit", type=_positive_int, help="at most N runs (1-500, default 50)")
+    sub.add_argument("--page-token", help="the next page, from a previous listing")
+
+    sub = _add(subparsers, parents, "show", commands.cmd_show, "a run and its stages")
+    sub.add_argument("run", metavar="RUN")
+
+    sub = _add(subparsers, parents, "watch", commands.cmd_watch, "follow a run live")
+    sub.add_argument("run", metavar="RUN")
+
+    sub = _add(subparsers, parents, "logs", commands.cmd_logs, "print stage logs")
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("stage", metavar="STAGE", nargs="?", help="one stage (default: all)")
+    sub.add_argument("--follow", "-f", action="store_true", help="stream until stages end")
+
+    sub = _add(subparsers, parents, "cancel", commands.cmd_cancel, "cancel a run")
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("--reason", help="recorded with the cancellation")
+
+    sub = _add(subparsers, parents, "validate", commands.cmd_validate, "check a pipeline file")
+    sub.add_argument("file", metavar="FILE", nargs="?", default="conveyor.yaml")
+
+    _add(subparsers, parents, "plugins", commands.cmd_plugins, "list the daemon's plugins")
+    _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")
+
+    hook = subparsers.add_parser(
+        "hook", help="manage the git post-receive hook", description="Git hook management."
+    )
+    hook_sub = hook.add_subparsers(dest="hook_command", metavar="ACTION", required=True)
+    sub = _add(
+        hook_sub,
+        parents,
+        "install",
+        commands.cmd_hook_install,
+        "submit a run on every push to a repository",
+    )
+    sub.add_argument("repo", metavar="BARE_REPO")
+    sub.add_argument("--file", help="pipeline file the runs use (default: conveyor.yaml)")
+    sub.add_argument("--force", action="store_true", help="replace a hook not written by us")
+    sub = _add(hook_sub, parents, "uninstall", commands.cmd_hook_uninstall, "remove the hook")
+    sub.add_argument("repo", metavar="BARE_REPO")
+    sub.add_argument("--force", action="store_true", help="remove a hook not written by us")
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"conveyor: error: {message}", file=sys.stderr)
+
+
+def _run(func: Command, args: argparse.Namespace, session: Session) -> int:
+    try:
+        return func(args, session)
+    except DaemonUnavailable as exc:
+        _error(str(exc))
+        return EXIT_UNAVAILABLE
+    except ConveyorError as exc:
+        _error(str(exc))
+        return 1
+    except CommandError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`conveyor logs RUN | head`): exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    session = Session(args.address, args.output)
+    try:
+        return _run(func, args, session)
+    finally:
+        session.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

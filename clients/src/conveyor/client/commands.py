@@ -1,0 +1,165 @@
+"""The CLI's subcommands: each takes the parsed arguments and a session, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from conveyor.client import hooks, render
+from conveyor.client.errors import CommandError
+from conveyor.client.gitinfo import resolve_target
+from conveyor.client.logs import logs
+from conveyor.client.session import Session
+from conveyor.client.watch import watch
+from conveyor.v1 import runs_pb2
+
+TRIGGERS = {
+    "manual": runs_pb2.TRIGGER_KIND_MANUAL,
+    "push": runs_pb2.TRIGGER_KIND_PUSH,
+    "api": runs_pb2.TRIGGER_KIND_API,
+}
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def _warn(message: str) -> None:
+    print(f"conveyor: warning: {message}", file=sys.stderr)
+
+
+def cmd_submit(args: argparse.Namespace, session: Session) -> int:
+    target = resolve_target(args.repo, args.ref, args.commit, Path.cwd())
+    if target.warning:
+        _warn(target.warning)
+    response = session.client.submit_run(
+        target.repository,
+        target.ref,
+        pipeline_path=args.file or "",
+        trigger=TRIGGERS[args.trigger],
+        idempotency_key=args.idempotency_key or "",
+        commit=target.commit,
+    )
+    if session.json and not args.watch:
+        data = {"run": render.message_dict(response.run), "created": response.created}
+        print(json.dumps(data, indent=2))
+        return 0
+    print(render.submitted(response), flush=True)
+    if args.watch:
+        return watch(session, response.run.id)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, session: Session) -> int:
+    response = session.client.list_runs(
+        pipeline=args.pipeline or "",
+        status=(
+            render.run_status_value(args.status) if args.status else runs_pb2.RUN_STATUS_UNSPECIFIED
+        ),
+        commit=args.commit or "",
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    if session.json:
+        print(render.to_json(list(response.runs)))
+    elif response.runs:
+        _print_lines(render.runs_table(list(response.runs)))
+    else:
+        print("no runs")
+    if response.next_page_token:
+        print(f"more runs: --page-token {response.next_page_token}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, session: Session) -> int:
+    run = session.client.get_run(args.run)
+    if session.json:
+        print(render.to_json(run))
+    else:
+        _print_lines(render.run_detail(run))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace, session: Session) -> int:
+    return watch(session, args.run)
+
+
+def cmd_logs(args: argparse.Namespace, session: Session) -> int:
+    sys.stdout.flush()
+    return logs(session, args.run, args.stage, follow=args.follow, out=sys.stdout.buffer)
+
+
+def cmd_cancel(args: argparse.Namespace, session: Session) -> int:
+    run = session.client.cancel_run(args.run, args.reason or "")
+    if session.json:
+        print(render.to_json(run))
+    else:
+        print(
+            f"cancel requested for run {run.id} #{run.number} {run.pipeline}"
+            f" (status: {render.run_status_name(run.status)})"
+        )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, session: Session) -> int:
+    file = args.file
+    try:
+        content = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandError(f"cannot read {file}: {reason}") from None
+    response = session.client.validate_pipeline(content, file=file)
+    if session.json:
+        print(render.to_json(response))
+    else:
+        _print_lines(render.validation(response, file))
+    return 0 if response.valid else 1
+
+
+def cmd_plugins(args: argparse.Namespace, session: Session) -> int:
+    plugins = session.client.list_plugins()
+    if session.json:
+        print(render.to_json(plugins))
+    elif plugins:
+        _print_lines(render.plugins_table(plugins))
+    else:
+        print("no plugins")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, session: Session) -> int:
+    status = session.client.server_status()
+    if session.json:
+        print(render.to_json(status))
+    else:
+        _print_lines(render.server_status(status, session.address))
+    return 0
+
+
+def cmd_hook_install(args: argparse.Namespace, session: Session) -> int:
+    installed = hooks.install(
+        Path(args.repo),
+        address=session.address,
+        pipeline_file=args.file,
+        force=args.force,
+    )
+    if installed.backup is not None:
+        print(f"moved the previous hook to {installed.backup}")
+    print(f"installed {installed.hook}")
+    print(f"  pushes submit runs to the daemon at {session.address}")
+    print(f"  using {sys.executable}")
+    return 0
+
+
+def cmd_hook_uninstall(args: argparse.Namespace, session: Session) -> int:
+    result = hooks.uninstall(Path(args.repo), force=args.force)
+    if result.hook is None:
+        print(f"no {hooks.HOOK_NAME} hook in {args.repo}: nothing to do")
+    else:
+        print(f"removed {result.hook}")
+    if result.restored is not None:
+        print(f"restored the previous hook from {result.restored}")
+    return 0

@@ -1,0 +1,182 @@
+"""A typed, blocking client for the Conveyor daemon's gRPC API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import grpc
+
+from conveyor.client.address import default_address
+from conveyor.client.errors import DaemonUnavailable, translate_rpc_error
+from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Unary calls are quick; a hung daemon should not hang the CLI forever.
+UNARY_TIMEOUT = 60.0
+
+
+class Stream(Generic[T]):
+    """A server stream whose errors surface as `ConveyorError`s.
+
+    `cancel()` may be called from another thread; the iteration then stops
+    quietly instead of raising.
+    """
+
+    def __init__(self, call: grpc.CallIterator[T], address: str) -> None:
+        self._call = call
+        self._iter = iter(call)
+        self._address = address
+        self._cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        try:
+            return next(self._iter)
+        except grpc.RpcError as exc:
+            if self._cancelled.is_set():
+                raise StopIteration from None
+            raise translate_rpc_error(exc, self._address) from None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._call.cancel()  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
+class ConveyorClient:
+    """The daemon's API over one channel; use `connect()` to make one."""
+
+    def __init__(self, channel: grpc.Channel, address: str) -> None:
+        self.address = address
+        self._channel = channel
+        self._stub = service_pb2_grpc.ConveyorServiceStub(channel)
+
+    def _unary(self, fn: Callable[[], R]) -> R:
+        try:
+            return fn()
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, self.address) from None
+
+    def submit_run(
+        self,
+        repository: str,
+        ref: str = "",
+        *,
+        pipeline_path: str = "",
+        trigger: runs_pb2.TriggerKind.ValueType = runs_pb2.TRIGGER_KIND_MANUAL,
+        idempotency_key: str = "",
+        commit: str = "",
+    ) -> runs_pb2.SubmitRunResponse:
+        request = runs_pb2.SubmitRunRequest(
+            repository=repository,
+            ref=ref,
+            pipeline_path=pipeline_path,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            commit=commit,
+        )
+        return self._unary(lambda: self._stub.SubmitRun(request, timeout=UNARY_TIMEOUT))
+
+    def get_run(self, run_id: str) -> runs_pb2.Run:
+        request = runs_pb2.GetRunRequest(run_id=run_id)
+        return self._unary(lambda: self._stub.GetRun(request, timeout=UNARY_TIMEOUT))
+
+    def list_runs(
+        self,
+        *,
+        pipeline: str = "",
+        status: runs_pb2.RunStatus.ValueType = runs_pb2.RUN_STATUS_UNSPECIFIED,
+        commit: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> runs_pb2.ListRunsResponse:
+        request = runs_pb2.ListRunsRequest(
+            pipeline=pipeline,
+            status=status,
+            commit=commit,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._unary(lambda: self._stub.ListRuns(request, timeout=UNARY_TIMEOUT))
+
+    def watch_run(self, run_id: str, after_seq: int = 0) -> Stream[runs_pb2.RunEvent]:
+        request = runs_pb2.WatchRunRequest(run_id=run_id, after_seq=after_seq)
+        return Stream(self._unary(lambda: self._stub.WatchRun(request)), self.address)
+
+    def stream_logs(
+        self, run_id: str, stage: str, *, offset: int = 0, follow: bool = False
+    ) -> Stream[runs_pb2.LogChunk]:
+        request = runs_pb2.StreamLogsRequest(
+            run_id=run_id, stage=stage, offset=offset, follow=follow
+        )
+        return Stream(self._unary(lambda: self._stub.StreamLogs(request)), self.address)
+
+    def cancel_run(self, run_id: str, reason: str = "") -> runs_pb2.Run:
+        request = runs_pb2.CancelRunRequest(run_id=run_id, reason=reason)
+        response = self._unary(lambda: self._stub.CancelRun(request, timeout=UNARY_TIMEOUT))
+        return response.run
+
+    def validate_pipeline(
+        self, content: str, file: str = "conveyor.yaml"
+    ) -> pipelines_pb2.ValidatePipelineResponse:
+        request = pipelines_pb2.ValidatePipelineRequest(file=file, content=content)
+        return self._unary(lambda: self._stub.ValidatePipeline(request, timeout=UNARY_TIMEOUT))
+
+    def list_plugins(self) -> list[server_pb2.Plugin]:
+        request = server_pb2.ListPluginsRequest()
+        response = self._unary(lambda: self._stub.ListPlugins(request, timeout=UNARY_TIMEOUT))
+        return list(response.plugins)
+
+    def server_status(self) -> server_pb2.GetServerStatusResponse:
+        request = server_pb2.GetServerStatusRequest()
+        return self._unary(lambda: self._stub.GetServerStatus(request, timeout=UNARY_TIMEOUT))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ConveyorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(address: str | None = None, timeout: float = 10.0) -> ConveyorClient:
+    """Open a channel to the daemon and wait until it is ready.
+
+    Raises `DaemonUnavailable` when the daemon cannot be reached within `timeout`
+    seconds.
+    """
+    target = address or default_address()
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise DaemonUnavailable(target) from None
+    except BaseException:
+        channel.close()
+        raise
+    return ConveyorClient(channel, target)

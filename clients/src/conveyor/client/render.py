@@ -1,0 +1,280 @@
+"""Plain-text and JSON rendering of API messages for the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
+
+RUN_TERMINAL = frozenset(
+    {
+        runs_pb2.RUN_STATUS_SUCCEEDED,
+        runs_pb2.RUN_STATUS_FAILED,
+        runs_pb2.RUN_STATUS_CANCELLED,
+        runs_pb2.RUN_STATUS_TIMED_OUT,
+        runs_pb2.RUN_STATUS_INTERRUPTED,
+    }
+)
+STAGE_TERMINAL = frozenset(
+    {
+        runs_pb2.STAGE_STATUS_SUCCEEDED,
+        runs_pb2.STAGE_STATUS_FAILED,
+        runs_pb2.STAGE_STATUS_CANCELLED,
+        runs_pb2.STAGE_STATUS_TIMED_OUT,
+        runs_pb2.STAGE_STATUS_SKIPPED,
+        runs_pb2.STAGE_STATUS_INTERRUPTED,
+    }
+)
+
+
+def _enum_label(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def run_status_name(value: int) -> str:
+    """`RUN_STATUS_SUCCEEDED` -> "succeeded"."""
+    try:
+        return _enum_label(runs_pb2.RunStatus.Name(value), "RUN_STATUS_")  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+
+
+def stage_status_name(value: int) -> str:
+    try:
+        return _enum_label(runs_pb2.StageStatus.Name(value), "STAGE_STATUS_")  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+
+
+def trigger_name(value: int) -> str:
+    try:
+        return _enum_label(runs_pb2.TriggerKind.Name(value), "TRIGGER_KIND_")  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+
+
+def run_status_value(name: str) -> runs_pb2.RunStatus.ValueType:
+    """Inverse of `run_status_name`; raises ValueError for unknown names."""
+    return runs_pb2.RunStatus.Value("RUN_STATUS_" + name.upper().replace("-", "_"))
+
+
+def run_status_choices() -> list[str]:
+    return [run_status_name(v) for v in runs_pb2.RunStatus.values() if v != 0]
+
+
+def ts_seconds(ts: Timestamp) -> float | None:
+    """Seconds since the epoch, or None when the timestamp is unset."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.seconds + ts.nanos / 1e9
+
+
+def format_duration(seconds: float | None) -> str:
+    """1.2s, 3m04s, 2h05m; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def span(started: float | None, finished: float | None, now: float | None = None) -> float | None:
+    """Duration of something that started (and maybe finished); elapsed while running."""
+    if started is None:
+        return None
+    end = finished if finished is not None else (time.time() if now is None else now)
+    return end - started
+
+
+def ts_span(started: Timestamp, finished: Timestamp, now: float | None = None) -> float | None:
+    return span(ts_seconds(started), ts_seconds(finished), now)
+
+
+def format_time(ts: Timestamp) -> str:
+    """Local date and time, "-" when unset."""
+    seconds = ts_seconds(ts)
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def format_clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def short_commit(commit: str) -> str:
+    return commit[:10]
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last one is not padded."""
+    all_rows = [list(headers), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
+    lines = []
+    for row in all_rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
+
+
+# -- JSON ------------------------------------------------------------------
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+
+
+def to_json(value: Message | Sequence[Message]) -> str:
+    data: Any = (
+        message_dict(value) if isinstance(value, Message) else [message_dict(m) for m in value]
+    )
+    return json.dumps(data, indent=2)
+
+
+# -- runs ------------------------------------------------------------------
+
+
+def run_duration(run: runs_pb2.Run, now: float | None = None) -> float | None:
+    return ts_span(run.started_at, run.finished_at, now)
+
+
+def runs_table(runs: Sequence[runs_pb2.Run], now: float | None = None) -> list[str]:
+    headers = ["ID", "#", "PIPELINE", "STATUS", "REF", "COMMIT", "CREATED", "DURATION"]
+    rows = [
+        [
+            run.id,
+            f"#{run.number}",
+            run.pipeline,
+            run_status_name(run.status),
+            run.ref,
+            short_commit(run.commit),
+            format_time(run.created_at),
+            format_duration(run_duration(run, now)),
+        ]
+        for run in runs
+    ]
+    return table(headers, rows)
+
+
+def stage_rows(stages: Iterable[runs_pb2.Stage], now: float | None = None) -> list[str]:
+    headers = ["STAGE", "STATUS", "ATTEMPT", "EXIT", "DURATION", "REASON"]
+    rows = [
+        [
+            stage.name,
+            stage_status_name(stage.status),
+            str(stage.attempt) if stage.attempt else "-",
+            str(stage.exit_code) if stage.HasField("exit_code") else "-",
+            format_duration(ts_span(stage.started_at, stage.finished_at, now)),
+            stage.reason,
+        ]
+        for stage in stages
+    ]
+    return table(headers, rows)
+
+
+def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
+    status = run_status_name(run.status)
+    if run.reason:
+        status += f" ({run.reason})"
+    fields = [
+        ("status", status),
+        ("repository", run.repository),
+        ("ref", run.ref),
+        ("commit", run.commit),
+        ("pipeline file", run.pipeline_path),
+        ("trigger", trigger_name(run.trigger)),
+        ("created", format_time(run.created_at)),
+        ("started", format_time(run.started_at)),
+        ("finished", format_time(run.finished_at)),
+        ("duration", format_duration(run_duration(run, now))),
+    ]
+    if run.concurrency_group:
+        fields.append(("concurrency", run.concurrency_group))
+    lines = [f"run {run.id}  #{run.number} {run.pipeline}"]
+    lines += [f"  {label + ':':<15}{value}" for label, value in fields]
+    if run.stages:
+        lines.append("")
+        lines += stage_rows(run.stages, now)
+    return lines
+
+
+def submitted(response: runs_pb2.SubmitRunResponse) -> str:
+    run = response.run
+    verb = "submitted" if response.created else "already submitted (same idempotency key)"
+    return (
+        f"run {run.id} #{run.number} {run.pipeline} {verb}: "
+        f"{run.ref} at commit {short_commit(run.commit)}"
+    )
+
+
+# -- pipelines, plugins, server --------------------------------------------
+
+
+def diagnostic_line(diag: pipelines_pb2.Diagnostic, default_file: str) -> str:
+    where = diag.file or default_file
+    if diag.line:
+        where += f":{diag.line}:{diag.column}"
+    parts = [where]
+    if diag.severity == pipelines_pb2.SEVERITY_WARNING:
+        parts.append("warning")
+    if diag.path:
+        parts.append(diag.path)
+    parts.append(diag.message)
+    return ": ".join(parts)
+
+
+def validation(response: pipelines_pb2.ValidatePipelineResponse, file: str) -> list[str]:
+    lines = [diagnostic_line(d, file) for d in response.diagnostics]
+    if response.valid:
+        order = list(response.stage_order)
+        plural = "stage" if len(order) == 1 else "stages"
+        lines.append(f"{file}: valid ({len(order)} {plural}: {', '.join(order)})")
+    return lines
+
+
+def plugins_table(plugins: Sequence[server_pb2.Plugin]) -> list[str]:
+    headers = ["NAME", "DISTRIBUTION", "VERSION", "PROVIDES", "HOOKS"]
+    lines = table(
+        headers,
+        (
+            [p.name, p.distribution, p.version, ", ".join(p.provides), ", ".join(p.hooks)]
+            for p in plugins
+        ),
+    )
+    out = [lines[0]]
+    for plugin, line in zip(plugins, lines[1:], strict=True):
+        out.append(line)
+        if plugin.error:
+            out.append(f"  error: {plugin.error}")
+    return out
+
+
+def server_status(
+    status: server_pb2.GetServerStatusResponse, address: str, now: float | None = None
+) -> list[str]:
+    started = status.started_at
+    uptime = format_duration(ts_span(started, Timestamp(), now))
+    return [
+        f"conveyord {status.version or '(unknown version)'} at {address}",
+        f"  up since:      {format_time(started)} ({uptime})",
+        f"  runs:          {status.queued_runs} queued, {status.active_runs} active"
+        f" (max {status.max_concurrent_runs or 'unlimited'})",
+        f"  stages:        {status.active_stages} active",
+        f"  streams:       {status.active_streams} open",
+    ]

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real daemon and real git repositories."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import DaemonProcess
+from tests.support.repos import GitRepo, make_repo
+
+
+@pytest.fixture
+def daemon_home() -> Iterator[Path]:
+    # unix socket paths are limited to ~107 bytes: keep the home short
+    home = Path(tempfile.mkdtemp(prefix="cv-", dir="/tmp"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(daemon_home: Path) -> Iterator[DaemonProcess]:
+    """A running daemon with a short kill grace period."""
+    proc = DaemonProcess(daemon_home, args=["--kill-grace", "1"]).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def repo_factory(tmp_path: Path) -> Callable[..., GitRepo]:
+    counter = iter(range(1000))
+
+    def factory(files: dict[str, str], name: str = "") -> GitRepo:
+        return make_repo(tmp_path / (name or f"repo{next(counter)}"), files)
+
+    return factory
+
+
+@pytest.fixture
+def pipeline_repo(repo_factory: Callable[..., GitRepo]) -> Callable[[str], GitRepo]:
+    """A repository holding just the given conveyor.yaml."""
+
+    def factory(pipeline: str) -> GitRepo:
+        return repo_factory({"conveyor.yaml": pipeline})
+
+    return factory

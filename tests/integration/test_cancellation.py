@@ -1,0 +1,145 @@
+"""Cancellation and timeouts stop whole process groups and are recorded as such."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conveyor.v1 import runs_pb2
+from tests.support.daemon import DaemonProcess, stage
+from tests.support.processes import alive, wait_for_file
+from tests.support.repos import GitRepo
+
+# The stage starts a grandchild that ignores SIGTERM and writes its pid.
+STUBBORN = """
+name: stubborn
+stages:
+  hang:
+    {extra}
+    run: |
+      echo started
+      sh -c 'trap "" TERM; echo $$ > {pidfile}; while true; do sleep 0.1; done' &
+      trap 'echo got TERM; exit 143' TERM
+      wait
+  after:
+    needs: [hang]
+    run: echo never
+"""
+
+
+def _stubborn(
+    pipeline_repo: Callable[[str], GitRepo], tmp_path: Path, extra: str = ""
+) -> tuple[GitRepo, Path]:
+    pidfile = tmp_path / "grandchild.pid"
+    return pipeline_repo(STUBBORN.format(pidfile=pidfile, extra=extra)), pidfile
+
+
+def test_cancel_kills_a_grandchild_that_ignores_sigterm_after_the_grace_period(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    repo, pidfile = _stubborn(pipeline_repo, tmp_path)
+    run = daemon.submit(repo.path)
+    grandchild = int(wait_for_file(pidfile))
+    assert alive(grandchild)
+    started = time.monotonic()
+    reply = daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="test says stop"))
+    took = time.monotonic() - started
+    assert reply.run.status == runs_pb2.RUN_STATUS_CANCELLED
+    assert reply.run.reason == "test says stop"
+    assert not alive(grandchild)
+    assert 0.9 < took < 5, "SIGKILL comes after the 1 s grace period, not before"
+    hang = stage(reply.run, "hang")
+    assert hang.status == runs_pb2.STAGE_STATUS_CANCELLED
+    assert stage(reply.run, "after").status == runs_pb2.STAGE_STATUS_CANCELLED
+    log = daemon.logs(run.id, "hang")
+    assert b"started" in log and b"got TERM" in log, "the stage saw SIGTERM and its log is kept"
+
+
+def test_stage_timeout_is_recorded_as_timed_out_and_kills_the_group(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    repo, pidfile = _stubborn(pipeline_repo, tmp_path, extra="timeout: 1s")
+    run = daemon.submit(repo.path)
+    grandchild = int(wait_for_file(pidfile))
+    final = daemon.wait(run.id)
+    assert final.status == runs_pb2.RUN_STATUS_TIMED_OUT
+    hang = stage(final, "hang")
+    assert hang.status == runs_pb2.STAGE_STATUS_TIMED_OUT
+    assert "timed out after 1s" in hang.reason
+    assert stage(final, "after").status == runs_pb2.STAGE_STATUS_SKIPPED
+    assert not alive(grandchild)
+    assert b"timed out" in daemon.logs(run.id, "hang")
+
+
+def test_run_timeout_times_out_the_running_stage(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    repo = pipeline_repo("name: slow\ntimeout: 1s\nstages:\n  s:\n    run: sleep 30\n")
+    final = daemon.wait(daemon.submit(repo.path).id)
+    assert final.status == runs_pb2.RUN_STATUS_TIMED_OUT
+    assert stage(final, "s").status == runs_pb2.STAGE_STATUS_TIMED_OUT
+
+
+def test_cancel_of_a_finished_run_is_failed_precondition(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    repo = pipeline_repo("name: quick\nstages:\n  s:\n    run: 'true'\n")
+    run = daemon.wait(daemon.submit(repo.path).id)
+    with pytest.raises(grpc.RpcError) as err:
+        daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already finished" in (err.value.details() or "")
+
+
+def test_stage_leftover_background_processes_are_killed_when_it_ends(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "bg.pid"
+    repo = pipeline_repo(
+        f"name: bg\nstages:\n  s:\n    run: (sleep 60 & echo $! > {pidfile}) ; echo done\n"
+    )
+    run = daemon.wait(daemon.submit(repo.path).id)
+    assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
+    assert not alive(int(wait_for_file(pidfile)))
+
+
+CONCURRENT = """
+name: grouped
+concurrency:
+  cancel_in_progress: {cancel}
+stages:
+  s:
+    run: echo start >> {marker}; sleep {sleep}; echo end >> {marker}
+"""
+
+
+def test_concurrency_group_runs_one_at_a_time(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    marker = tmp_path / "order"
+    repo = pipeline_repo(CONCURRENT.format(cancel="false", marker=marker, sleep="0.5"))
+    runs = [daemon.submit(repo.path) for _ in range(3)]
+    assert all(r.concurrency_group == "grouped/main" for r in runs)
+    finals = [daemon.wait(r.id) for r in runs]
+    assert all(f.status == runs_pb2.RUN_STATUS_SUCCEEDED for f in finals)
+    assert marker.read_text().split() == ["start", "end"] * 3
+
+
+def test_concurrency_group_cancel_in_progress_cancels_the_older_run(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    marker = tmp_path / "order"
+    repo = pipeline_repo(CONCURRENT.format(cancel="true", marker=marker, sleep="30"))
+    older = daemon.submit(repo.path)
+    daemon.wait_for_stage(older.id, "s")
+    repo2 = pipeline_repo(CONCURRENT.format(cancel="true", marker=marker, sleep="0"))
+    del repo2  # a different repository would be a different pipeline run; reuse repo
+    newer = daemon.submit(repo.path)
+    old_final = daemon.wait(older.id)
+    assert old_final.status == runs_pb2.RUN_STATUS_CANCELLED
+    assert "superseded" in old_final.reason
+    daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=newer.id))
