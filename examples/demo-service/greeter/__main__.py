@@ -1,0 +1,5 @@
+import sys
+
+from greeter import greet
+
+print(greet(" ".join(sys.argv[1:])))
