@@ -118,25 +118,27 @@ def test_submit_with_missing_or_invalid_fields_is_invalid_argument(
 
 
 def test_unknown_and_malformed_run_ids(daemon: DaemonProcess) -> None:
-    for call in (
+    not_found: list[Callable[[], object]] = [
         lambda: daemon.stub.GetRun(runs_pb2.GetRunRequest(run_id="0123456789abcdef")),
         lambda: daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id="0123456789abcdef")),
         lambda: list(daemon.stub.WatchRun(runs_pb2.WatchRunRequest(run_id="0123456789abcdef"))),
         lambda: list(
             daemon.stub.StreamLogs(runs_pb2.StreamLogsRequest(run_id="0123456789abcdef", stage="s"))
         ),
-    ):
+    ]
+    for call in not_found:
         err = _rpc_error(call)
         assert err.code() == grpc.StatusCode.NOT_FOUND
         assert "not found" in (err.details() or "")
-    for call in (
+    invalid: list[Callable[[], object]] = [
         lambda: daemon.stub.GetRun(runs_pb2.GetRunRequest()),
         lambda: daemon.stub.GetRun(runs_pb2.GetRunRequest(run_id="../../etc")),
         lambda: daemon.stub.ListRuns(runs_pb2.ListRunsRequest(page_size=10_000)),
         lambda: daemon.stub.ListRuns(runs_pb2.ListRunsRequest(commit="zz")),
         lambda: daemon.stub.ListRuns(runs_pb2.ListRunsRequest(page_token="not-a-token")),
         lambda: list(daemon.stub.WatchRun(runs_pb2.WatchRunRequest(run_id="abc"))),
-    ):
+    ]
+    for call in invalid:
         assert _rpc_error(call).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

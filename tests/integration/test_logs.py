@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -133,15 +134,15 @@ def test_clients_leaving_mid_stream_leak_no_streams_or_threads(
     pid = daemon.proc.pid
     threads_before = None
     for round_ in range(3):
-        calls = []
+        calls: list[Any] = []
         for _ in range(10):
             logs = daemon.stub.StreamLogs(
                 runs_pb2.StreamLogsRequest(run_id=run.id, stage="s", follow=True)
             )
-            next(logs)  # the stream is live
+            next(iter(logs))  # the stream is live
             calls.append(logs)
             events = daemon.stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-            next(events)
+            next(iter(events))
             calls.append(events)
         assert _status(daemon).active_streams == 20
         for call in calls:

@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = _add(subparsers, parents, "show", commands.cmd_show, "a run and its stages")
     sub.add_argument("run", metavar="RUN")
 
+    sub = _add(
+        subparsers, parents, "trace", commands.cmd_trace, "a run as a timeline of its stages"
+    )
+    sub.add_argument("run", metavar="RUN", help="run id")
+
     sub = _add(subparsers, parents, "watch", commands.cmd_watch, "follow a run live")
     sub.add_argument("run", metavar="RUN")
 

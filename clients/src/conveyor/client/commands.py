@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from conveyor.client import hooks, render
@@ -12,6 +13,7 @@ from conveyor.client.errors import CommandError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
 from conveyor.client.session import Session
+from conveyor.client.timeline import timeline
 from conveyor.client.watch import watch
 from conveyor.v1 import runs_pb2
 
@@ -80,6 +82,15 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
         print(render.to_json(run))
     else:
         _print_lines(render.run_detail(run))
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace, session: Session) -> int:
+    run = session.client.get_run(args.run)
+    if session.json:
+        print(render.to_json(run))
+    else:
+        _print_lines(timeline(run, now=time.time()))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -18,6 +19,21 @@ R = TypeVar("R")
 
 # Unary calls are quick; a hung daemon should not hang the CLI forever.
 UNARY_TIMEOUT = 60.0
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """W3C trace context from ``TRACEPARENT``/``TRACESTATE``, as gRPC metadata.
+
+    A script that runs inside a traced job (a Conveyor stage, for one) makes
+    the run it submits part of its own trace.
+    """
+    traceparent = os.environ.get("TRACEPARENT", "").strip()
+    if not traceparent:
+        return ()
+    tracestate = os.environ.get("TRACESTATE", "").strip()
+    if tracestate:
+        return (("traceparent", traceparent), ("tracestate", tracestate))
+    return (("traceparent", traceparent),)
 
 
 class Stream(Generic[T]):
@@ -92,7 +108,10 @@ class ConveyorClient:
             idempotency_key=idempotency_key,
             commit=commit,
         )
-        return self._unary(lambda: self._stub.SubmitRun(request, timeout=UNARY_TIMEOUT))
+        metadata = trace_metadata()
+        return self._unary(
+            lambda: self._stub.SubmitRun(request, timeout=UNARY_TIMEOUT, metadata=metadata)
+        )
 
     def get_run(self, run_id: str) -> runs_pb2.Run:
         request = runs_pb2.GetRunRequest(run_id=run_id)

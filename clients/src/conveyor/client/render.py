@@ -206,6 +206,8 @@ def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
     ]
     if run.concurrency_group:
         fields.append(("concurrency", run.concurrency_group))
+    if run.trace_id:
+        fields.append(("trace", run.trace_id))
     lines = [f"run {run.id}  #{run.number} {run.pipeline}"]
     lines += [f"  {label + ':':<15}{value}" for label, value in fields]
     if run.stages:

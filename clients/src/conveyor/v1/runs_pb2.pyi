@@ -201,6 +201,8 @@ class Run(_message.Message):
     STAGES_FIELD_NUMBER: _builtins.int
     CONCURRENCY_GROUP_FIELD_NUMBER: _builtins.int
     LAST_EVENT_SEQ_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    SPAN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.int
     """Per-pipeline run number (1, 2, ...)."""
@@ -216,6 +218,11 @@ class Run(_message.Message):
     concurrency_group: _builtins.str
     last_event_seq: _builtins.int
     """Sequence number of the latest event of this run (see WatchRun)."""
+    trace_id: _builtins.str
+    """The OpenTelemetry trace of the run (32 hex digits) and its run span
+    (16 hex digits). Stage spans are children of the run span.
+    """
+    span_id: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -243,10 +250,12 @@ class Run(_message.Message):
         stages: _abc.Iterable[Global___Stage] | None = ...,
         concurrency_group: _builtins.str = ...,
         last_event_seq: _builtins.int = ...,
+        trace_id: _builtins.str = ...,
+        span_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,6 +122,11 @@ class GetServerStatusResponse(_message.Message):
     ACTIVE_STAGES_FIELD_NUMBER: _builtins.int
     ACTIVE_STREAMS_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_RUNS_FIELD_NUMBER: _builtins.int
+    SPANS_ENDED_FIELD_NUMBER: _builtins.int
+    SPANS_EXPORTED_FIELD_NUMBER: _builtins.int
+    SPANS_FAILED_FIELD_NUMBER: _builtins.int
+    SPANS_DROPPED_FIELD_NUMBER: _builtins.int
+    TRACE_EXPORTERS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     queued_runs: _builtins.int
     active_runs: _builtins.int
@@ -129,8 +134,20 @@ class GetServerStatusResponse(_message.Message):
     active_streams: _builtins.int
     """Open WatchRun/StreamLogs streams."""
     max_concurrent_runs: _builtins.int
+    spans_ended: _builtins.int
+    """Span export since start-up: spans ended, handed to the exporter
+    successfully, failed to export, and dropped because the export queue was
+    full (a slow or unreachable receiver never slows a pipeline).
+    """
+    spans_exported: _builtins.int
+    spans_failed: _builtins.int
+    spans_dropped: _builtins.int
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trace_exporters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Trace exporters in use ("otlp", "console"); empty when not exporting."""
+
     def __init__(
         self,
         *,
@@ -141,10 +158,15 @@ class GetServerStatusResponse(_message.Message):
         active_stages: _builtins.int = ...,
         active_streams: _builtins.int = ...,
         max_concurrent_runs: _builtins.int = ...,
+        spans_ended: _builtins.int = ...,
+        spans_exported: _builtins.int = ...,
+        spans_failed: _builtins.int = ...,
+        spans_dropped: _builtins.int = ...,
+        trace_exporters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "active_stages", b"active_stages", "active_streams", b"active_streams", "max_concurrent_runs", b"max_concurrent_runs", "queued_runs", b"queued_runs", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "active_stages", b"active_stages", "active_streams", b"active_streams", "max_concurrent_runs", b"max_concurrent_runs", "queued_runs", b"queued_runs", "spans_dropped", b"spans_dropped", "spans_ended", b"spans_ended", "spans_exported", b"spans_exported", "spans_failed", b"spans_failed", "started_at", b"started_at", "trace_exporters", b"trace_exporters", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

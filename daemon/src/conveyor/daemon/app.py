@@ -29,6 +29,7 @@ from conveyor.daemon.scheduler import Journal, Scheduler
 from conveyor.daemon.scheduler.runner import RunDeps, base_environment
 from conveyor.daemon.service import RunService
 from conveyor.daemon.store import Database, RunStore
+from conveyor.daemon.telemetry import configure as configure_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Daemon:
             killed = await trio.to_thread.run_sync(kill_leftover_processes, pgids)
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
+            telemetry = configure_telemetry(
+                exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint
+            )
             plugins = Plugins()
             await trio.to_thread.run_sync(plugins.load_entry_points)
             bus = EventBus()
@@ -64,6 +68,7 @@ class Daemon:
                 logs=logs,
                 plugins=plugins,
                 base_env=base_environment(config.stage_env_passthrough),
+                tracing=telemetry.runs,
             )
             scheduler = Scheduler(deps)
             service = self.service = RunService(
@@ -73,6 +78,7 @@ class Daemon:
                 logs=logs,
                 plugins=plugins,
                 scheduler=scheduler,
+                telemetry=telemetry,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(scheduler.serve)
@@ -92,6 +98,9 @@ class Daemon:
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
+            timeout = config.telemetry_shutdown_timeout
+            with trio.move_on_after(timeout + 1):
+                await trio.to_thread.run_sync(telemetry.shutdown, timeout, abandon_on_cancel=True)
         finally:
             db.close()
         log.info("conveyord stopped")

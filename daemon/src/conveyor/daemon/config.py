@@ -50,6 +50,14 @@ class Config:
     #: Daemon environment variables handed to stage processes.
     stage_env_passthrough: list[str] = field(default_factory=lambda: list(DEFAULT_PASSTHROUGH))
     log_level: str = "info"
+    #: Trace/metric exporter when no OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
+    #: is set: "otlp", "console" or "none" ("" = otlp if an endpoint is set).
+    telemetry_exporter: str = ""
+    #: OTLP/gRPC endpoint when OTEL_EXPORTER_OTLP_ENDPOINT is not set,
+    #: e.g. "http://127.0.0.1:4317".
+    otlp_endpoint: str = ""
+    #: Seconds to flush telemetry on shutdown before giving up on it.
+    telemetry_shutdown_timeout: float = 5.0
 
     @property
     def database_path(self) -> Path:

@@ -81,6 +81,9 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     last_event_seq: int = 0
+    #: The run span's context (hex), so later work can link back to the run.
+    trace_id: str = ""
+    span_id: str = ""
     stages: list[StageRecord] = field(default_factory=list)
 
     def stage(self, name: str) -> StageRecord:

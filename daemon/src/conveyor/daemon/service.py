@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor.daemon import vcs
@@ -36,6 +36,8 @@ from conveyor.daemon.records import (
 from conveyor.daemon.scheduler import Scheduler
 from conveyor.daemon.scheduler.queue import concurrency_group
 from conveyor.daemon.store import RunFilter, RunStore
+from conveyor.daemon.telemetry import Telemetry
+from conveyor.daemon.telemetry.tracing import remote_context
 
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
@@ -56,6 +58,8 @@ class SubmitRequest:
     trigger: TriggerKind = TriggerKind.MANUAL
     idempotency_key: str = ""
     commit: str = ""
+    #: W3C trace context (``traceparent``, ``tracestate``) sent with the call.
+    trace_carrier: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class RunService:
         logs: LogStore,
         plugins: Plugins,
         scheduler: Scheduler,
+        telemetry: Telemetry,
     ) -> None:
         self.config = config
         self.store = store
@@ -81,6 +86,7 @@ class RunService:
         self.logs = logs
         self.plugins = plugins
         self.scheduler = scheduler
+        self.telemetry = telemetry
         self.started_at = time.time()
         self.active_streams = 0
 
@@ -152,11 +158,20 @@ class RunService:
                 for position, name in enumerate(spec.stage_order())
             ],
         )
-        run, created = await self.store.create_run(run, request.idempotency_key)
-        if created:
-            self.bus.publish(run.id)
-            self.scheduler.enqueue(run, spec)
-        return run, created
+        if request.idempotency_key:
+            existing = await self.store.run_for_idempotency_key(request.idempotency_key)
+            if existing is not None:
+                return existing, False
+        tracing = self.telemetry.runs
+        run.trace_id, run.span_id = tracing.start_run(run, request.trace_carrier)
+        stored, created = await self.store.create_run(run, request.idempotency_key)
+        if not created:  # lost a race with the same key
+            tracing.drop_run(run.id, duplicate_of=stored.id)
+            return stored, False
+        tracing.run_numbered(stored)
+        self.bus.publish(stored.id)
+        self.scheduler.enqueue(stored, spec)
+        return stored, True
 
     async def resume_queued(self, run_ids: list[str]) -> None:
         """Queue again the runs a previous daemon acknowledged but never started."""
@@ -165,6 +180,9 @@ class RunService:
             if run is None:
                 continue
             spec = PipelineSpec.model_validate_json(run.spec_json)
+            previous = remote_context(run.trace_id, run.span_id)
+            run.trace_id, run.span_id = self.telemetry.runs.start_run(run, previous=previous)
+            await self.store.set_trace(run.id, run.trace_id, run.span_id)
             self.scheduler.enqueue(run, spec)
 
     def _check_run_id(self, run_id: str) -> None:

@@ -32,14 +32,18 @@ class StageOutcome:
     status: StageStatus
     reason: str = ""
     exit_code: int | None = None
+    #: A short, low-cardinality class of failure for telemetry (``error.type``).
+    error_type: str = ""
+    #: True when Conveyor or a plugin failed rather than the code under test.
+    system_error: bool = False
 
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:
         if code == 0:
             return cls(StageStatus.SUCCEEDED, "exit code 0", 0)
         if code < 0:
-            return cls(StageStatus.FAILED, f"killed by signal {-code}", code)
-        return cls(StageStatus.FAILED, f"exit code {code}", code)
+            return cls(StageStatus.FAILED, f"killed by signal {-code}", code, "signal")
+        return cls(StageStatus.FAILED, f"exit code {code}", code, "exit_code")
 
 
 @dataclass

@@ -85,6 +85,8 @@ def run_message(run: RunRecord) -> runs_pb2.Run:
         stages=[stage_message(stage) for stage in run.stages],
         concurrency_group=run.concurrency_group,
         last_event_seq=run.last_event_seq,
+        trace_id=run.trace_id,
+        span_id=run.span_id,
     )
 
 

@@ -18,6 +18,16 @@ from conveyor.daemon.store import RunFilter
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
 
 VERSION = "0.1.0"
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
+    """The W3C trace context headers sent with a call."""
+    return {
+        key: value if isinstance(value, str) else value.decode()
+        for key, value in context.invocation_metadata()
+        if key in _TRACE_HEADERS
+    }
 
 
 class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
@@ -28,6 +38,8 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     def SubmitRun(
         self, request: runs_pb2.SubmitRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.SubmitRunResponse:
+        carrier = trace_carrier(context)
+
         async def submit() -> runs_pb2.SubmitRunResponse:
             submit_request = SubmitRequest(
                 repository=request.repository,
@@ -36,6 +48,7 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 trigger=convert.trigger_from_proto(request.trigger),
                 idempotency_key=request.idempotency_key,
                 commit=request.commit,
+                trace_carrier=carrier,
             )
             run, created = await self._service.submit(submit_request)
             return runs_pb2.SubmitRunResponse(run=convert.run_message(run), created=created)
@@ -126,6 +139,8 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     ) -> server_pb2.GetServerStatusResponse:
         async def status() -> server_pb2.GetServerStatusResponse:
             scheduler = self._service.scheduler
+            telemetry = self._service.telemetry
+            spans = telemetry.stats
             return server_pb2.GetServerStatusResponse(
                 version=VERSION,
                 started_at=convert.timestamp(self._service.started_at),
@@ -134,6 +149,11 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 active_stages=scheduler.active_stages,
                 active_streams=self._bridge.active_streams,
                 max_concurrent_runs=self._service.config.max_concurrent_runs,
+                spans_ended=spans.ended,
+                spans_exported=spans.exported,
+                spans_failed=spans.failed,
+                spans_dropped=spans.dropped,
+                trace_exporters=telemetry.exporters,
             )
 
         return self._bridge.unary(context, status)

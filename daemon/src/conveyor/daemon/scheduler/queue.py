@@ -99,8 +99,10 @@ class Scheduler:
             if not control.started and control.cancel_status is RunStatus.CANCELLED:
                 with trio.CancelScope(shield=True):
                     await self._cancel_queued(run, control.cancel_reason)
-        except Exception:
+        except Exception as exc:
             log.exception("run %s: unexpected error in the scheduler", run.id)
+            with trio.CancelScope(shield=True):
+                await self._record_internal_error(run, exc)
         finally:
             self._controls.pop(run.id, None)
             if group is not None:
@@ -135,6 +137,29 @@ class Scheduler:
             EventDraft(EventKind.RUN_STATUS, run_status=RunStatus.CANCELLED, message=reason),
             run={"status": RunStatus.CANCELLED, "reason": reason, "finished_at": now},
         )
+        run.status, run.reason, run.finished_at = RunStatus.CANCELLED, reason, now
+        for stage in run.stages:
+            stage.status, stage.reason, stage.finished_at = (
+                StageStatus.CANCELLED,
+                f"not started: {reason}",
+                now,
+            )
+            self.deps.tracing.end_stage(run, stage)
+        self.deps.tracing.end_run(run)
+
+    async def _record_internal_error(self, run: RunRecord, exc: Exception) -> None:
+        """Never leave a run looking queued or running after a bug: fail it."""
+        stored = await self.deps.journal.store.get_run(run.id)
+        if stored is None or stored.status.finished:
+            return
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        await self.deps.journal.record(
+            run.id,
+            EventDraft(EventKind.RUN_STATUS, run_status=RunStatus.FAILED, message=reason),
+            run={"status": RunStatus.FAILED, "reason": reason, "finished_at": time.time()},
+        )
+        for stage in stored.stages:
+            self.deps.logs.release(run.id, stage.name)
 
     async def cancel(self, run_id: str, reason: str, *, wait: float) -> None:
         """Cancel a queued or running run; wait up to ``wait`` s for it to stop."""

@@ -34,6 +34,7 @@ from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
 from conveyor.daemon.stages import RunInfo, StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.runs import EventDraft
+from conveyor.daemon.telemetry.tracing import RunTracing
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RunDeps:
     plugins: Plugins
     #: The daemon environment variables handed to stages.
     base_env: Mapping[str, str]
+    tracing: RunTracing
     stats: SchedulerStats = field(default_factory=SchedulerStats)
 
 
@@ -68,6 +70,8 @@ class RunExecution:
         self.control = control
         self.workspace = deps.config.workspaces_dir / run.id
         self.done = {stage.name: trio.Event() for stage in run.stages}
+        #: ``error.type`` of the run's span when it does not succeed.
+        self.error_type = ""
         self.info = RunInfo(
             id=run.id,
             number=run.number,
@@ -113,7 +117,14 @@ class RunExecution:
         self.run.last_event_seq = event.seq
 
     async def _finish_stage(
-        self, stage: StageRecord, status: StageStatus, reason: str, exit_code: int | None = None
+        self,
+        stage: StageRecord,
+        status: StageStatus,
+        reason: str,
+        exit_code: int | None = None,
+        *,
+        error_type: str = "",
+        system_error: bool = False,
     ) -> None:
         live = self.deps.logs.live(self.run.id, stage.name)
         log_size = live.size if live is not None else stage.log_size
@@ -127,6 +138,7 @@ class RunExecution:
             pgid=None,
         )
         self.deps.logs.release(self.run.id, stage.name)
+        self.deps.tracing.end_stage(self.run, stage, error_type, system_error=system_error)
         await self.deps.plugins.notify("conveyor_stage_finished", run=self.run, stage=stage)
 
     # -- the run ---------------------------------------------------------------
@@ -136,6 +148,7 @@ class RunExecution:
         status, reason = RunStatus.FAILED, "run did not complete"
         try:
             await self._record_run(RunStatus.RUNNING, started_at=time.time())
+            self.deps.tracing.run_started(self.run)
             await self.deps.plugins.notify("conveyor_run_started", run=self.run)
             timeout = self.spec.timeout or math.inf
             with trio.move_on_after(timeout) as timeout_scope:
@@ -148,12 +161,17 @@ class RunExecution:
                 status, reason = self._summarize()
         except _CheckoutFailed as exc:
             status, reason = RunStatus.FAILED, str(exc)
+            self.error_type = "checkout_failed"
         except BaseException as exc:
             if is_cancellation(exc):
                 status = self.control.cancel_status or RunStatus.CANCELLED
                 reason = self.control.cancel_reason or "cancelled"
+                self.deps.tracing.run_event(self.run.id, "cancellation", {"reason": reason})
+                if status is RunStatus.INTERRUPTED:
+                    self.error_type = "interrupted"
             else:
                 status, reason = RunStatus.FAILED, f"internal error: {exc!r}"
+                self.error_type = type(exc).__qualname__
             raise
         finally:
             with trio.CancelScope(shield=True):
@@ -168,13 +186,16 @@ class RunExecution:
     def _summarize(self) -> tuple[RunStatus, str]:
         for stage in self.run.stages:
             if stage.status is StageStatus.TIMED_OUT:
+                self.error_type = "timeout"
                 return RunStatus.TIMED_OUT, f"stage {stage.name!r} {stage.reason}"
             if (
                 stage.status is not StageStatus.SUCCEEDED
                 and stage.status is not StageStatus.SKIPPED
             ):
+                self.error_type = "stage_failure"
                 return RunStatus.FAILED, f"stage {stage.name!r} failed: {stage.reason}"
         if any(stage.status is StageStatus.SKIPPED for stage in self.run.stages):
+            self.error_type = "stage_failure"
             return RunStatus.FAILED, "stages were skipped"
         return RunStatus.SUCCEEDED, ""
 
@@ -191,6 +212,7 @@ class RunExecution:
             else:
                 await self._finish_stage(stage, StageStatus.SKIPPED, f"not started: {reason}")
         await self._record_run(status, reason, finished_at=time.time())
+        self.deps.tracing.end_run(self.run, self.error_type)
         if not self.deps.config.keep_workspaces:
             await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
         await self.deps.plugins.notify("conveyor_run_finished", run=self.run)
@@ -233,7 +255,16 @@ class RunExecution:
                         status = StageStatus.TIMED_OUT
                         why = f"run timed out after {_fmt_seconds(self.spec.timeout or 0)}"
                     await self._log(stage, f"stage {status.value}: {why}")
-                    await self._finish_stage(stage, status, why)
+                    self.deps.tracing.stage_event(
+                        self.run.id, stage.name, "cancellation", {"reason": why}
+                    )
+                    await self._finish_stage(
+                        stage,
+                        status,
+                        why,
+                        error_type="interrupted" if status is StageStatus.INTERRUPTED else "",
+                        system_error=status is StageStatus.INTERRUPTED,
+                    )
             raise
         finally:
             self.done[stage.name].set()
@@ -268,7 +299,13 @@ class RunExecution:
         executor = deps.plugins.executors.get(executor_name)
         if kind is None or executor is None:
             missing = f"stage kind {spec.uses!r}" if kind is None else f"executor {executor_name!r}"
-            await self._finish_stage(stage, StageStatus.FAILED, f"{missing} is not installed")
+            await self._finish_stage(
+                stage,
+                StageStatus.FAILED,
+                f"{missing} is not installed",
+                error_type="not_installed",
+                system_error=True,
+            )
             return
         deps.stats.active_stages += 1
         try:
@@ -290,6 +327,8 @@ class RunExecution:
                 columns["started_at"] = time.time()
             stage.exit_code = None
             await self._record_stage(stage, StageStatus.RUNNING, **columns)
+            if attempt == 1:
+                env = {**env, **deps.tracing.start_stage(self.run, stage)}
             ctx = StageContext(
                 run=self.info,
                 name=stage.name,
@@ -310,6 +349,12 @@ class RunExecution:
                 f"attempt {attempt}/{attempts} {outcome.reason}; retrying in {_fmt_seconds(delay)}"
             )
             await ctx.log_line(message)
+            deps.tracing.stage_event(
+                self.run.id,
+                stage.name,
+                "retry",
+                {"attempt": attempt, "reason": outcome.reason, "delay_s": delay},
+            )
             event = await deps.journal.record(
                 self.run.id,
                 EventDraft(
@@ -323,7 +368,14 @@ class RunExecution:
             )
             self.run.last_event_seq = event.seq
             await trio.sleep(delay)
-        await self._finish_stage(stage, outcome.status, outcome.reason, outcome.exit_code)
+        await self._finish_stage(
+            stage,
+            outcome.status,
+            outcome.reason,
+            outcome.exit_code,
+            error_type=outcome.error_type,
+            system_error=outcome.system_error,
+        )
 
     def _pgid_recorder(self, stage: str) -> Callable[[int], Awaitable[None]]:
         store = self.deps.journal.store
@@ -342,7 +394,9 @@ class RunExecution:
                 outcome = await kind.run(ctx)
             except ExecutorError as exc:
                 await ctx.log_line(str(exc))
-                outcome = StageOutcome(StageStatus.FAILED, str(exc))
+                outcome = StageOutcome(
+                    StageStatus.FAILED, str(exc), error_type="executor_error", system_error=True
+                )
             except Exception as exc:
                 owner = self.deps.plugins.owner_of(kind.name)
                 summary = (
@@ -351,11 +405,16 @@ class RunExecution:
                 log.warning("run %s stage %s: %s", self.run.id, ctx.name, summary)
                 await ctx.log.write("".join(traceback.format_exception(exc)).encode())
                 await ctx.log_line(summary)
-                outcome = StageOutcome(StageStatus.FAILED, summary)
+                outcome = StageOutcome(
+                    StageStatus.FAILED,
+                    summary,
+                    error_type=type(exc).__qualname__,
+                    system_error=True,
+                )
         if scope.cancelled_caught:
             reason = f"timed out after {_fmt_seconds(timeout or 0)}"
             await ctx.log_line(f"stage {reason}")
-            outcome = StageOutcome(StageStatus.TIMED_OUT, reason)
+            outcome = StageOutcome(StageStatus.TIMED_OUT, reason, error_type="timeout")
         return outcome
 
 

@@ -75,6 +75,8 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         spec_json=row["spec_json"],
         concurrency_group=row["concurrency_group"],
         last_event_seq=row["last_event_seq"],
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
     )
 
 
@@ -210,7 +212,8 @@ class RunStore:
             conn.execute(
                 "INSERT INTO runs (id, number, pipeline, repository, ref, commit_sha,"
                 " pipeline_path, trigger, status, reason, created_at, spec_json,"
-                " concurrency_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " concurrency_group, trace_id, span_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.number,
@@ -225,6 +228,8 @@ class RunStore:
                     run.created_at,
                     run.spec_json,
                     run.concurrency_group,
+                    run.trace_id,
+                    run.span_id,
                 ),
             )
             conn.executemany(
@@ -277,6 +282,15 @@ class RunStore:
 
         return await self.db.write(txn)
 
+    async def set_trace(self, run_id: str, trace_id: str, span_id: str) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET trace_id = ?, span_id = ? WHERE id = ?",
+                (trace_id, span_id, run_id),
+            )
+
+        await self.db.write(txn)
+
     async def set_stage_pgid(self, run_id: str, stage: str, pgid: int | None) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             _update(
@@ -289,6 +303,15 @@ class RunStore:
             )
 
         await self.db.write(txn)
+
+    async def run_for_idempotency_key(self, key: str) -> RunRecord | None:
+        def query(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(
+                "SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)
+            ).fetchone()
+            return _get_run(conn, row["run_id"]) if row else None
+
+        return await self.db.read(query)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         return await self.db.read(lambda conn: _get_run(conn, run_id))

@@ -62,6 +62,10 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE runs ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN span_id TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

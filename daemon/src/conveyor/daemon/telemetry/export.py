@@ -1,0 +1,133 @@
+"""A bounded, counting batch span processor.
+
+Export never slows a pipeline: ended spans go into a bounded queue that a
+worker thread drains into the exporter. When the queue is full (a receiver
+that is down or slow), spans are dropped and counted, never waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportStats:
+    ended: int = 0
+    exported: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+class BoundedBatchSpanProcessor(SpanProcessor):
+    """Batches ended spans to an exporter from a worker thread."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int = 2048,
+        max_batch_size: int = 512,
+        schedule_delay: float = 0.5,
+    ) -> None:
+        self.exporter = exporter
+        self.stats = ExportStats()
+        self._queue: queue.Queue[ReadableSpan | None] = queue.Queue(max_queue_size)
+        self._max_batch = max_batch_size
+        self._delay = schedule_delay
+        self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="conveyor-span-export", daemon=True)
+        self._worker.start()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            self.stats.ended += 1
+        try:
+            self._queue.put_nowait(span)
+        except queue.Full:
+            with self._lock:
+                self.stats.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self._delay)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            if first is None:
+                self._drain_and_export([])
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._export(batch)
+                    return
+                batch.append(item)
+            self._export(batch)
+
+    def _drain_and_export(self, batch: list[ReadableSpan]) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                batch.append(item)
+        if batch:
+            self._export(batch)
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        try:
+            result = self.exporter.export(batch)
+        except Exception:
+            log.exception("span export failed")
+            result = SpanExportResult.FAILURE
+        with self._lock:
+            if result is SpanExportResult.SUCCESS:
+                self.stats.exported += len(batch)
+            else:
+                self.stats.failed += len(batch)
+            self._flushed.notify_all()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until every span ended so far was handed to the exporter."""
+        with self._lock:
+            target = self.stats.ended - self.stats.dropped
+            return self._flushed.wait_for(
+                lambda: self.stats.exported + self.stats.failed >= target,
+                timeout_millis / 1000,
+            )
+
+    def shutdown(self) -> None:
+        self.shutdown_within(30.0)
+
+    def shutdown_within(self, timeout: float) -> None:
+        """Export what is queued, waiting at most ``timeout`` s."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._worker.join(timeout)
+        self.exporter.shutdown()

@@ -1,0 +1,184 @@
+"""Tracer and meter providers from the standard ``OTEL_*`` variables and the
+daemon's configuration.
+
+Exporters: ``otlp`` (OTLP over gRPC), ``console`` (for debugging) or
+``none``. ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` choose them;
+when unset, the daemon's ``telemetry_exporter`` setting does, and when that
+is unset too, ``otlp`` if an OTLP endpoint is configured, else ``none`` — no
+export by default. Spans are recorded (and their context handed to stages)
+even when nothing is exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from importlib import metadata
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+
+from conveyor.daemon.telemetry.export import BoundedBatchSpanProcessor, ExportStats
+from conveyor.daemon.telemetry.metrics import Instruments
+from conveyor.daemon.telemetry.tracing import RunTracing
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "conveyor"
+EXPORTERS = ("otlp", "console", "none")
+
+
+class TelemetryConfigError(Exception):
+    pass
+
+
+def _version() -> str:
+    try:
+        return metadata.version("conveyor-daemon")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _choice(env: Mapping[str, str], variable: str, configured: str, endpoint: str) -> list[str]:
+    raw = env.get(variable) or configured or ("otlp" if endpoint else "none")
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    for name in names:
+        if name not in EXPORTERS:
+            raise TelemetryConfigError(
+                f"{variable}={raw!r}: unknown exporter {name!r}; expected one of {EXPORTERS}"
+            )
+    return [n for n in names if n != "none"]
+
+
+def _check_protocol(env: Mapping[str, str], signal: str) -> None:
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(variable)
+        if protocol:
+            if protocol != "grpc":
+                raise TelemetryConfigError(
+                    f"{variable}={protocol!r}: Conveyor exports OTLP over gRPC only"
+                )
+            return
+
+
+class Telemetry:
+    """The daemon's tracer and meter, plus export statistics."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider,
+        processors: list[BoundedBatchSpanProcessor],
+        exporters: list[str],
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.processors = processors
+        self.exporters = exporters
+        self.instruments = Instruments(meter_provider.get_meter("conveyor", _version()))
+        self.runs = RunTracing(tracer_provider.get_tracer("conveyor", _version()), self.instruments)
+
+    @property
+    def stats(self) -> ExportStats:
+        total = ExportStats()
+        for processor in self.processors:
+            total.ended += processor.stats.ended
+            total.exported += processor.stats.exported
+            total.failed += processor.stats.failed
+            total.dropped += processor.stats.dropped
+        return total
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush and stop exporting, waiting at most about ``timeout`` s.
+
+        Blocking: call it from a worker thread.
+        """
+        for processor in self.processors:
+            processor.shutdown_within(timeout)
+        stopper = threading.Thread(
+            target=self.meter_provider.shutdown,
+            kwargs={"timeout_millis": timeout * 1000},
+            daemon=True,
+        )
+        stopper.start()
+        stopper.join(timeout)
+
+
+def configure(
+    *,
+    exporter: str = "",
+    endpoint: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Telemetry:
+    """Build the providers. ``exporter``/``endpoint`` come from the daemon's
+    configuration; ``OTEL_*`` variables take precedence."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        exporter, endpoint = "none", ""
+        env = {k: v for k, v in env.items() if not k.endswith("_EXPORTER")}
+    otlp_endpoint = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or endpoint
+    )
+    traces = _choice(env, "OTEL_TRACES_EXPORTER", exporter, otlp_endpoint)
+    metrics = _choice(env, "OTEL_METRICS_EXPORTER", exporter, otlp_endpoint)
+    resource = Resource.create({"service.name": SERVICE_NAME, "service.version": _version()})
+
+    processors: list[BoundedBatchSpanProcessor] = []
+    tracer_provider = TracerProvider(resource=resource)
+    for name in traces:
+        span_exporter: SpanExporter
+        if name == "otlp":
+            _check_protocol(env, "TRACES")
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter(endpoint=otlp_endpoint or None)
+        else:
+            span_exporter = ConsoleSpanExporter()
+        processor = BoundedBatchSpanProcessor(
+            span_exporter,
+            max_queue_size=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
+            max_batch_size=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512")),
+            schedule_delay=int(env.get("OTEL_BSP_SCHEDULE_DELAY", "500")) / 1000,
+        )
+        tracer_provider.add_span_processor(processor)
+        processors.append(processor)
+
+    readers: list[MetricReader] = []
+    for name in metrics:
+        if name == "otlp":
+            _check_protocol(env, "METRICS")
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter,
+            )
+
+            metric_endpoint = (
+                env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+                or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or endpoint
+                or None
+            )
+            readers.append(
+                PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=metric_endpoint))
+            )
+        else:
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if traces or metrics:
+        log.info(
+            "telemetry: traces -> %s, metrics -> %s (%s)",
+            ",".join(traces) or "none",
+            ",".join(metrics) or "none",
+            otlp_endpoint or "-",
+        )
+    return Telemetry(tracer_provider, meter_provider, processors, traces)
