@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +36,9 @@ class StageOutcome:
     error_type: str = ""
     #: True when Conveyor or a plugin failed rather than the code under test.
     system_error: bool = False
+    #: Attributes for the stage's span, e.g. ``artifact.hash`` from a build
+    #: stage (see :mod:`conveyor.daemon.telemetry.attributes`).
+    span_attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:

@@ -125,6 +125,7 @@ class RunExecution:
         *,
         error_type: str = "",
         system_error: bool = False,
+        span_attributes: Mapping[str, str | int | float | bool] | None = None,
     ) -> None:
         live = self.deps.logs.live(self.run.id, stage.name)
         log_size = live.size if live is not None else stage.log_size
@@ -138,7 +139,13 @@ class RunExecution:
             pgid=None,
         )
         self.deps.logs.release(self.run.id, stage.name)
-        self.deps.tracing.end_stage(self.run, stage, error_type, system_error=system_error)
+        self.deps.tracing.end_stage(
+            self.run,
+            stage,
+            error_type,
+            system_error=system_error,
+            attributes=span_attributes,
+        )
         await self.deps.plugins.notify("conveyor_stage_finished", run=self.run, stage=stage)
 
     # -- the run ---------------------------------------------------------------
@@ -375,6 +382,7 @@ class RunExecution:
             outcome.exit_code,
             error_type=outcome.error_type,
             system_error=outcome.system_error,
+            span_attributes=outcome.span_attributes,
         )
 
     def _pgid_recorder(self, stage: str) -> Callable[[int], Awaitable[None]]:

@@ -194,6 +194,7 @@ class RunTracing:
         error_type: str = "",
         *,
         system_error: bool = False,
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         """End the stage's span with its result (a stage that never started
         gets a zero-length span, so skips show in the trace).
@@ -213,6 +214,8 @@ class RunTracing:
             error_type = ""
         if system_error and result == "failure":
             result = "error"  # Conveyor or a plugin failed, not the code under test
+        if attributes:
+            span.set_attributes(dict(attributes))
         span.set_attribute(a.TASK_RUN_RESULT, result)
         span.set_attribute(a.TASK_ATTEMPTS, stage.attempt)
         if stage.exit_code is not None:
