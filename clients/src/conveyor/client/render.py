@@ -279,4 +279,7 @@ def server_status(
         f" (max {status.max_concurrent_runs or 'unlimited'})",
         f"  stages:        {status.active_stages} active",
         f"  streams:       {status.active_streams} open",
+        f"  spans:         {status.spans_ended} ended, {status.spans_exported} exported,"
+        f" {status.spans_failed} failed, {status.spans_dropped} dropped"
+        f" (exporters: {', '.join(status.trace_exporters) or 'none'})",
     ]
