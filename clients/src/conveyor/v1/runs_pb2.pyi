@@ -139,6 +139,7 @@ class Stage(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LOG_SIZE_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
     """The stage kind (`uses:` in the pipeline file), e.g. "run"."""
@@ -157,6 +158,10 @@ class Stage(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def report(self) -> Global___StageReport:
+        """Parsed results of lint, test and scan stages (absent for other kinds)."""
+
     def __init__(
         self,
         *,
@@ -170,16 +175,186 @@ class Stage(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
         log_size: _builtins.int = ...,
+        report: Global___StageReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "finished_at", b"finished_at", "report", b"report", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempt", b"attempt", "exit_code", b"exit_code", "finished_at", b"finished_at", "kind", b"kind", "log_size", b"log_size", "name", b"name", "needs", b"needs", "reason", b"reason", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempt", b"attempt", "exit_code", b"exit_code", "finished_at", b"finished_at", "kind", b"kind", "log_size", b"log_size", "name", b"name", "needs", b"needs", "reason", b"reason", "report", b"report", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
+
+@_typing.final
+class Finding(_message.Message):
+    """A lint or scan finding, normalised across tools."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    BASELINED_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    tool: _builtins.str
+    """The tool that reported it ("ruff", "bandit", "detect-secrets", a SARIF
+    driver name).
+    """
+    rule: _builtins.str
+    """The tool's rule id ("F401", "B307", "AWS Access Key")."""
+    severity: _builtins.str
+    """"error", "warning", "note" for lint; "low", "medium", "high",
+    "critical" for scans.
+    """
+    file: _builtins.str
+    line: _builtins.int
+    column: _builtins.int
+    message: _builtins.str
+    """Secrets are never included: scan messages are redacted."""
+    baselined: _builtins.bool
+    """Listed in the stage's baseline / allowlist, so it does not fail the gate."""
+    fingerprint: _builtins.str
+    """Stable identity of the finding (tool, rule, file, line content hash), as
+    written to baseline files.
+    """
+    def __init__(
+        self,
+        *,
+        tool: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        file: _builtins.str = ...,
+        line: _builtins.int = ...,
+        column: _builtins.int = ...,
+        message: _builtins.str = ...,
+        baselined: _builtins.bool = ...,
+        fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baselined", b"baselined", "column", b"column", "file", b"file", "fingerprint", b"fingerprint", "line", b"line", "message", b"message", "rule", b"rule", "severity", b"severity", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Finding: _TypeAlias = Finding  # noqa: Y015
+
+@_typing.final
+class TestCaseResult(_message.Message):
+    """One test case that did not simply pass."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"classname.name" as in the JUnit report."""
+    outcome: _builtins.str
+    """"failed", "error", "skipped" or "flaky" (failed, then passed on re-run)."""
+    message: _builtins.str
+    file: _builtins.str
+    duration_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        message: _builtins.str = ...,
+        file: _builtins.str = ...,
+        duration_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "file", b"file", "message", b"message", "name", b"name", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestCaseResult: _TypeAlias = TestCaseResult  # noqa: Y015
+
+@_typing.final
+class StageReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    TESTS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    GATE_PASSED_FIELD_NUMBER: _builtins.int
+    GATE_REASON_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"lint", "test" or "scan"."""
+    truncated: _builtins.int
+    """How many findings or tests were left out of the lists above."""
+    gate_passed: _builtins.bool
+    """The gate's decision: whether it passed and why."""
+    gate_reason: _builtins.str
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Summary counts. Tests: passed, failed, errors, skipped, flaky, total.
+        Findings: total, baselined, and one count per severity.
+        """
+
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]:
+        """Findings in file order (at most 1000 kept; see truncated)."""
+
+    @_builtins.property
+    def tests(self) -> _containers.RepeatedCompositeFieldContainer[Global___TestCaseResult]:
+        """Failed, errored, flaky (and skipped) tests (at most 1000 kept)."""
+
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Report files that were parsed, relative to the reports folder."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        findings: _abc.Iterable[Global___Finding] | None = ...,
+        tests: _abc.Iterable[Global___TestCaseResult] | None = ...,
+        truncated: _builtins.int = ...,
+        gate_passed: _builtins.bool = ...,
+        gate_reason: _builtins.str = ...,
+        sources: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "findings", b"findings", "gate_passed", b"gate_passed", "gate_reason", b"gate_reason", "kind", b"kind", "sources", b"sources", "tests", b"tests", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageReport: _TypeAlias = StageReport  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from conveyor.daemon.reports import StageReport
+
 
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
@@ -61,6 +63,7 @@ class StageRecord:
     finished_at: float | None = None
     reason: str = ""
     log_size: int = 0
+    report: StageReport | None = None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from conveyor.daemon.executors.base import Executor, ProcessRequest
 from conveyor.daemon.logstore import StageLog
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
+from conveyor.daemon.reports import StageReport
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class StageOutcome:
     #: Attributes for the stage's span, e.g. ``artifact.hash`` from a build
     #: stage (see :mod:`conveyor.daemon.telemetry.attributes`).
     span_attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    #: Parsed results (lint findings, test counts, scan findings) and the
+    #: gate's decision, stored with the stage and served over the API.
+    report: StageReport | None = None
 
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:
@@ -63,6 +67,9 @@ class StageContext:
     executor: Executor
     log: StageLog
     kill_grace: float
+    #: An empty folder for this attempt's machine-readable reports (JUnit,
+    #: SARIF, JSON), outside the workspace. Created on first use by the kind.
+    reports_dir: Path = Path()
     #: Called with each process group the stage starts (crash recovery).
     on_process_started: Callable[[int], Awaitable[None]] | None = None
 

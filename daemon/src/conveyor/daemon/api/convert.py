@@ -15,6 +15,7 @@ from conveyor.daemon.records import (
     StageStatus,
     TriggerKind,
 )
+from conveyor.daemon.reports import StageReport
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
 
 
@@ -64,6 +65,42 @@ def stage_message(stage: StageRecord) -> runs_pb2.Stage:
         finished_at=timestamp(stage.finished_at),
         reason=stage.reason,
         log_size=stage.log_size,
+        report=report_message(stage.report) if stage.report is not None else None,
+    )
+
+
+def report_message(report: StageReport) -> runs_pb2.StageReport:
+    return runs_pb2.StageReport(
+        kind=report.kind,
+        counts=report.counts,
+        findings=[
+            runs_pb2.Finding(
+                tool=f.tool,
+                rule=f.rule,
+                severity=f.severity,
+                file=f.file,
+                line=f.line,
+                column=f.column,
+                message=f.message,
+                baselined=f.baselined,
+                fingerprint=f.fingerprint,
+            )
+            for f in report.findings
+        ],
+        tests=[
+            runs_pb2.TestCaseResult(
+                name=t.name,
+                outcome=t.outcome,
+                message=t.message,
+                file=t.file,
+                duration_seconds=t.duration_seconds,
+            )
+            for t in report.tests
+        ],
+        truncated=report.truncated,
+        gate_passed=report.gate_passed,
+        gate_reason=report.gate_reason,
+        sources=report.sources,
     )
 
 

@@ -69,6 +69,9 @@ class RunExecution:
         self.spec = spec
         self.control = control
         self.workspace = deps.config.workspaces_dir / run.id
+        #: Stage reports live beside the workspace, so tools that scan the
+        #: workspace never see them.
+        self.reports_root = deps.config.workspaces_dir / f"{run.id}.reports"
         self.done = {stage.name: trio.Event() for stage in run.stages}
         #: ``error.type`` of the run's span when it does not succeed.
         self.error_type = ""
@@ -101,7 +104,8 @@ class RunExecution:
         stage.status = status
         stage.reason = reason
         for key, value in columns.items():
-            setattr(stage, key, value)
+            if hasattr(stage, key):
+                setattr(stage, key, value)
         event = await self.deps.journal.record(
             self.run.id,
             EventDraft(
@@ -116,35 +120,37 @@ class RunExecution:
         )
         self.run.last_event_seq = event.seq
 
-    async def _finish_stage(
-        self,
-        stage: StageRecord,
-        status: StageStatus,
-        reason: str,
-        exit_code: int | None = None,
-        *,
-        error_type: str = "",
-        system_error: bool = False,
-        span_attributes: Mapping[str, str | int | float | bool] | None = None,
-    ) -> None:
+    async def _finish_stage(self, stage: StageRecord, outcome: StageOutcome) -> None:
+        """Record a stage's final status, close its log and span, tell plugins."""
         live = self.deps.logs.live(self.run.id, stage.name)
         log_size = live.size if live is not None else stage.log_size
+        report = outcome.report.capped() if outcome.report is not None else None
+        stage.report = report
         await self._record_stage(
             stage,
-            status,
-            reason,
-            exit_code=exit_code,
+            outcome.status,
+            outcome.reason,
+            exit_code=outcome.exit_code,
             finished_at=time.time(),
             log_size=log_size,
             pgid=None,
+            report_json=report.to_json() if report is not None else None,
         )
         self.deps.logs.release(self.run.id, stage.name)
-        self.deps.tracing.end_stage(
+        tracing = self.deps.tracing
+        if report is not None:
+            tracing.stage_event(
+                self.run.id,
+                stage.name,
+                "gate",
+                {"passed": report.gate_passed, "reason": report.gate_reason},
+            )
+        tracing.end_stage(
             self.run,
             stage,
-            error_type,
-            system_error=system_error,
-            attributes=span_attributes,
+            outcome.error_type,
+            system_error=outcome.system_error,
+            attributes=outcome.span_attributes,
         )
         await self.deps.plugins.notify("conveyor_stage_finished", run=self.run, stage=stage)
 
@@ -213,15 +219,22 @@ class RunExecution:
                 continue
             if stage.status is StageStatus.RUNNING:
                 # Only reachable if a stage task died without recording.
-                await self._finish_stage(stage, StageStatus.INTERRUPTED, reason)
+                await self._finish_stage(
+                    stage, StageOutcome(StageStatus.INTERRUPTED, reason, system_error=True)
+                )
             elif status is RunStatus.CANCELLED:
-                await self._finish_stage(stage, StageStatus.CANCELLED, f"not started: {reason}")
+                await self._finish_stage(
+                    stage, StageOutcome(StageStatus.CANCELLED, f"not started: {reason}")
+                )
             else:
-                await self._finish_stage(stage, StageStatus.SKIPPED, f"not started: {reason}")
+                await self._finish_stage(
+                    stage, StageOutcome(StageStatus.SKIPPED, f"not started: {reason}")
+                )
         await self._record_run(status, reason, finished_at=time.time())
         self.deps.tracing.end_run(self.run, self.error_type)
         if not self.deps.config.keep_workspaces:
             await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
+            await trio.to_thread.run_sync(shutil.rmtree, self.reports_root, True)
         await self.deps.plugins.notify("conveyor_run_finished", run=self.run)
 
     async def _run_dag(self) -> None:
@@ -241,9 +254,8 @@ class RunExecution:
                 if self.run.stage(need).status is not StageStatus.SUCCEEDED
             ]
             if blocked:
-                await self._finish_stage(
-                    stage, StageStatus.SKIPPED, f"needs {', '.join(blocked)}, which did not succeed"
-                )
+                why = f"needs {', '.join(blocked)}, which did not succeed"
+                await self._finish_stage(stage, StageOutcome(StageStatus.SKIPPED, why))
                 return
             await self._run_stage(stage, self.spec.stages[stage.name])
         except BaseException as exc:
@@ -265,12 +277,15 @@ class RunExecution:
                     self.deps.tracing.stage_event(
                         self.run.id, stage.name, "cancellation", {"reason": why}
                     )
+                    interrupted = status is StageStatus.INTERRUPTED
                     await self._finish_stage(
                         stage,
-                        status,
-                        why,
-                        error_type="interrupted" if status is StageStatus.INTERRUPTED else "",
-                        system_error=status is StageStatus.INTERRUPTED,
+                        StageOutcome(
+                            status,
+                            why,
+                            error_type="interrupted" if interrupted else "",
+                            system_error=interrupted,
+                        ),
                     )
             raise
         finally:
@@ -308,10 +323,12 @@ class RunExecution:
             missing = f"stage kind {spec.uses!r}" if kind is None else f"executor {executor_name!r}"
             await self._finish_stage(
                 stage,
-                StageStatus.FAILED,
-                f"{missing} is not installed",
-                error_type="not_installed",
-                system_error=True,
+                StageOutcome(
+                    StageStatus.FAILED,
+                    f"{missing} is not installed",
+                    error_type="not_installed",
+                    system_error=True,
+                ),
             )
             return
         deps.stats.active_stages += 1
@@ -346,6 +363,7 @@ class RunExecution:
                 executor=executor,
                 log=live,
                 kill_grace=deps.config.kill_grace,
+                reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
                 on_process_started=self._pgid_recorder(stage.name),
             )
             outcome = await self._attempt(kind, ctx, spec.timeout)
@@ -375,15 +393,7 @@ class RunExecution:
             )
             self.run.last_event_seq = event.seq
             await trio.sleep(delay)
-        await self._finish_stage(
-            stage,
-            outcome.status,
-            outcome.reason,
-            outcome.exit_code,
-            error_type=outcome.error_type,
-            system_error=outcome.system_error,
-            span_attributes=outcome.span_attributes,
-        )
+        await self._finish_stage(stage, outcome)
 
     def _pgid_recorder(self, stage: str) -> Callable[[int], Awaitable[None]]:
         store = self.deps.journal.store

@@ -17,6 +17,7 @@ from conveyor.daemon.records import (
     StageStatus,
     TriggerKind,
 )
+from conveyor.daemon.reports import StageReport
 from conveyor.daemon.store.database import Database
 
 _RUN_COLUMNS = {
@@ -34,6 +35,7 @@ _STAGE_COLUMNS = {
     "reason",
     "log_size",
     "pgid",
+    "report_json",
 }
 
 
@@ -94,6 +96,7 @@ def _stage_from_row(row: sqlite3.Row) -> StageRecord:
         finished_at=row["finished_at"],
         reason=row["reason"],
         log_size=row["log_size"],
+        report=StageReport.from_json(row["report_json"]) if row["report_json"] else None,
     )
 
 

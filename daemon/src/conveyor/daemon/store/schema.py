@@ -66,6 +66,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE runs ADD COLUMN span_id TEXT NOT NULL DEFAULT '';
     """,
+    """
+    ALTER TABLE stages ADD COLUMN report_json TEXT;
+    """,
 ]
 
 
