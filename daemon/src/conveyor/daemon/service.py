@@ -110,7 +110,13 @@ class RunService:
                 executors=self.plugins.executors.keys(),
             )
         except PipelineError as exc:
-            raise InvalidArgument(f"invalid pipeline file:\n{exc}") from None
+            message = f"invalid pipeline file:\n{exc}"
+            broken = [p for p in self.plugins.describe() if p.error]
+            if broken and any("stage kind" in d.message for d in exc.diagnostics):
+                message += "\nnote: these plugins failed to load and provide nothing: " + "; ".join(
+                    f"{p.name} ({p.error})" for p in broken
+                )
+            raise InvalidArgument(message) from None
 
     # -- runs ------------------------------------------------------------------
 

@@ -151,7 +151,32 @@ def _prepare_workspace(repo: Path, workspace: Path, commit: str) -> None:
     (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
     # Borrow the source repository's objects instead of copying them
     # (what `git clone --shared` does), so a checkout costs only the files.
-    (git_dir / "objects" / "info" / "alternates").write_text(f"{git_objects_dir(repo)}\n")
+    objects = git_objects_dir(repo)
+    (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+    _copy_tags(objects.parent, git_dir)
+
+
+def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
+    """Give the workspace the repository's tags (``git describe`` and release
+    tooling need them); branches stay out, HEAD is detached at the commit."""
+    packed = source_git_dir / "packed-refs"
+    if packed.is_file():
+        lines: list[str] = []
+        keep_peeled = False
+        for line in packed.read_text().splitlines():
+            if line.startswith("#"):
+                lines.append(line)
+            elif line.startswith("^"):
+                if keep_peeled:
+                    lines.append(line)
+            else:
+                keep_peeled = line.partition(" ")[2].startswith("refs/tags/")
+                if keep_peeled:
+                    lines.append(line)
+        (git_dir / "packed-refs").write_text("\n".join(lines) + "\n")
+    tags = source_git_dir / "refs" / "tags"
+    if tags.is_dir():
+        shutil.copytree(tags, git_dir / "refs" / "tags", dirs_exist_ok=True)
 
 
 async def checkout(repo: Path, workspace: Path, commit: str) -> None:

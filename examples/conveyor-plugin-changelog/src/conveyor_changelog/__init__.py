@@ -1,0 +1,1 @@
+"""Release notes from git history, as a Conveyor stage kind."""
