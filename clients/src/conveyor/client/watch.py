@@ -164,11 +164,12 @@ def event_line(view: RunView, event: runs_pb2.RunEvent) -> str:
     elif event.kind == _S.RUN_EVENT_KIND_STAGE_RETRY:
         text = f"{event.stage} retrying (attempt {event.attempt})"
     else:
-        details = [f"attempt {event.attempt}"]
+        # A stage skipped or cancelled before it started has no attempt (0): say nothing.
+        details = [f"attempt {event.attempt}"] if event.attempt else []
         if event.HasField("exit_code"):
             details.append(f"exit {event.exit_code}")
         status = render.stage_status_name(event.stage_status)
-        text = f"{event.stage} {status} ({', '.join(details)})"
+        text = f"{event.stage} {status}" + (f" ({', '.join(details)})" if details else "")
         stage = view.stages.get(event.stage)
         if stage is not None and event.stage_status in render.STAGE_TERMINAL:
             duration = render.span(stage.started, stage.finished)

@@ -47,7 +47,7 @@ class StageOutcome:
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:
         if code == 0:
-            return cls(StageStatus.SUCCEEDED, "exit code 0", 0)
+            return cls(StageStatus.SUCCEEDED, "", 0)
         if code < 0:
             return cls(StageStatus.FAILED, f"killed by signal {-code}", code, "signal")
         return cls(StageStatus.FAILED, f"exit code {code}", code, "exit_code")
