@@ -51,8 +51,8 @@ class Daemon:
         db = await trio.to_thread.run_sync(Database, config.database_path)
         try:
             store = RunStore(db)
-            queued, pgids = await trio.to_thread.run_sync(store.recover_sync, INTERRUPTED_REASON)
-            killed = await trio.to_thread.run_sync(kill_leftover_processes, pgids)
+            queued = await trio.to_thread.run_sync(store.recover_sync, INTERRUPTED_REASON)
+            killed = await trio.to_thread.run_sync(kill_leftover_processes, str(config.home))
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
             telemetry = configure_telemetry(

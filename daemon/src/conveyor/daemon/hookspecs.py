@@ -60,8 +60,8 @@ def conveyor_executors() -> list[Executor]:
 
     Called once when plugins load. Each item follows
     :class:`conveyor.daemon.executors.base.Executor`: a ``name`` (what
-    ``executor:`` names in a pipeline file) and ``async run(request, log,
-    on_started=...)`` which runs one process and returns its exit code.
+    ``executor:`` names in a pipeline file) and ``async run(request, log)``
+    which runs one process and returns its exit code.
     """
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 import trio
 
 CHUNK = 1 << 20
+#: A follower that is nearly caught up waits up to BATCH_DELAY s for BATCH bytes.
+BATCH = 64 << 10
+BATCH_DELAY = 0.005
 #: Recently finished logs remembered with their final size, so a reader
 #: that saw the stage running just before it ended still finds it closed.
 RECENTLY_CLOSED = 4096
@@ -95,6 +98,10 @@ class StageLog:
                 if closed or not follow:
                     return
                 await changed.wait()
+                if not self.closed and self.size - offset < BATCH:
+                    # Let a fast writer get ahead a little, so a follower that
+                    # keeps up sends fewer, larger chunks.
+                    await trio.sleep(BATCH_DELAY)
         finally:
             if fd is not None:
                 os.close(fd)

@@ -27,6 +27,7 @@ from conveyor.daemon.pipeline import (
 )
 from conveyor.daemon.plugins import PluginInfo, Plugins
 from conveyor.daemon.records import (
+    EventKind,
     EventRecord,
     RunRecord,
     RunStatus,
@@ -42,6 +43,8 @@ from conveyor.daemon.telemetry.tracing import remote_context
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
 DEFAULT_PIPELINE_PATH = "conveyor.yaml"
+EVENT_BATCH = 500
+FINISHED = frozenset(status for status in RunStatus if status.finished)
 MAX_PAGE_SIZE = 500
 
 
@@ -246,15 +249,21 @@ class RunService:
         with self.bus.subscribe(run_id) as topic:
             while True:
                 changed = topic.event
-                events = await self.store.events_after(run_id, seq)
+                events = await self.store.events_after(run_id, seq, EVENT_BATCH)
                 for event in events:
                     yield event
                     seq = event.seq
-                if events:
+                    if event.kind is EventKind.RUN_STATUS and event.run_status in FINISHED:
+                        return  # a run's final status is its last event
+                if len(events) == EVENT_BATCH:
                     continue
-                run = await self.store.get_run(run_id)
-                if run is None or (run.status.finished and seq >= run.last_event_seq):
-                    return
+                if not events:
+                    progress = await self.store.run_progress(run_id)
+                    if progress is None:
+                        return
+                    status, last_seq = progress
+                    if status.finished and seq >= last_seq:
+                        return
                 await changed.wait()
 
     async def stream_logs(

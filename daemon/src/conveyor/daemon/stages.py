@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -70,8 +70,6 @@ class StageContext:
     #: An empty folder for this attempt's machine-readable reports (JUnit,
     #: SARIF, JSON), outside the workspace. Created on first use by the kind.
     reports_dir: Path = Path()
-    #: Called with each process group the stage starts (crash recovery).
-    on_process_started: Callable[[int], Awaitable[None]] | None = None
 
     async def log_line(self, text: str) -> None:
         """Write a line from Conveyor itself into the stage log."""
@@ -94,7 +92,7 @@ class StageContext:
             env={**self.env, **(env or {})},
             kill_grace=self.kill_grace,
         )
-        return await self.executor.run(request, self.log, on_started=self.on_process_started)
+        return await self.executor.run(request, self.log)
 
 
 class StageKind(Protocol):

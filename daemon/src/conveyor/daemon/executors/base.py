@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,9 +39,9 @@ class Executor(Protocol):
         self,
         request: ProcessRequest,
         log: StageLog,
-        *,
-        on_started: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
         """Run to completion and return the exit code (negative: killed by
-        that signal). ``on_started`` receives the process group id."""
+        that signal). The request's environment carries the stage marker
+        (``CONVEYOR_STAGE_PROCESS``): keep it in every process started, so a
+        restarted daemon can clean up after a crash."""
         ...

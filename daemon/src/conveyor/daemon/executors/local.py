@@ -4,8 +4,6 @@ the ``conveyor`` entry-point group like any other executor."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from conveyor.daemon.executors.base import Executor, ProcessRequest
 from conveyor.daemon.executors.process import run_in_process_group
 from conveyor.daemon.hookspecs import hookimpl
@@ -19,10 +17,8 @@ class LocalExecutor:
         self,
         request: ProcessRequest,
         log: StageLog,
-        *,
-        on_started: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
-        return await run_in_process_group(request, log, on_started=on_started)
+        return await run_in_process_group(request, log)
 
 
 @hookimpl

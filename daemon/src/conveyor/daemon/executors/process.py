@@ -10,12 +10,12 @@ SIGKILL, so grandchildren that ignore SIGTERM do not outlive their stage.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -28,8 +28,12 @@ from conveyor.daemon.logstore import CHUNK, StageLog
 PUMP_LIMITER_SIZE = 1024
 _pump_limiter: trio.CapacityLimiter | None = None
 
-#: Marker put in every stage process's environment, so that a restarted
-#: daemon can find and stop processes its previous life left behind.
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
+PIPE_SIZE = 1 << 20
+
+#: Put in every stage process's environment, set to the daemon's home, so a
+#: restarted daemon can find and stop processes its previous life left behind.
 STAGE_MARKER = "CONVEYOR_STAGE_PROCESS"
 
 
@@ -40,28 +44,54 @@ def _limiter() -> trio.CapacityLimiter:
     return _pump_limiter
 
 
-def _pump(
-    rfd: int,
-    log_fd: int,
-    on_data: Callable[[int], None],
-    stop: threading.Event,
-) -> None:
+class _Progress:
+    """Byte counts from a pump thread, handed to the trio loop in batches:
+    at most one callback is pending at a time, however fast the output."""
+
+    def __init__(self, log: StageLog, token: trio.lowlevel.TrioToken) -> None:
+        self._log = log
+        self._token = token
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def add(self, nbytes: int) -> None:  # pump thread
+        with self._lock:
+            first = self._pending == 0
+            self._pending += nbytes
+        if first:
+            self._token.run_sync_soon(self._deliver)
+
+    def _deliver(self) -> None:  # trio thread
+        with self._lock:
+            nbytes, self._pending = self._pending, 0
+        self._log.advance(nbytes)
+
+
+def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -> None:
+    """Copy the pipe into the log file until EOF (or ``stop`` and no data)."""
+    with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
+        fcntl.fcntl(rfd, F_SETPIPE_SZ, PIPE_SIZE)
+    log_fd = log.open_append()
+    buffer = bytearray(CHUNK)
     poller = select.poll()
     poller.register(rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        # Once the process group is gone, drain what is buffered and stop,
-        # even if an escaped descendant still holds the pipe open.
-        if not poller.poll(0 if stop.is_set() else 200):
-            if stop.is_set():
+    try:
+        while True:
+            # Once the process group is gone, drain what is buffered and stop,
+            # even if an escaped descendant still holds the pipe open.
+            if not poller.poll(0 if stop.is_set() else 200):
+                if stop.is_set():
+                    return
+                continue
+            nbytes = os.readv(rfd, [buffer])
+            if not nbytes:
                 return
-            continue
-        data = os.read(rfd, CHUNK)
-        if not data:
-            return
-        view = memoryview(data)
-        while view:
-            view = view[os.write(log_fd, view) :]
-        on_data(len(data))
+            view = memoryview(buffer)[:nbytes]
+            while view:
+                view = view[os.write(log_fd, view) :]
+            progress.add(nbytes)
+    finally:
+        os.close(log_fd)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -95,8 +125,6 @@ async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
 async def run_in_process_group(
     request: ProcessRequest,
     log: StageLog,
-    *,
-    on_started: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Run ``request`` to completion; return its exit code.
 
@@ -110,8 +138,7 @@ async def run_in_process_group(
     Error handling: a command that cannot be started raises
     :class:`ExecutorError` with the reason.
     """
-    token = trio.lowlevel.current_trio_token()
-    log_fd = await trio.to_thread.run_sync(log.open_append)
+    progress = _Progress(log, trio.lowlevel.current_trio_token())
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         try:
@@ -130,15 +157,9 @@ async def run_in_process_group(
             os.close(wfd)
         pgid = proc.pid
         stop = threading.Event()
-
-        def on_data(nbytes: int) -> None:
-            token.run_sync_soon(log.advance, nbytes)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_pump, rfd, log_fd, on_data, stop)
+            nursery.start_soon(_run_pump, rfd, log, progress, stop)
             try:
-                if on_started is not None:
-                    await on_started(pgid)
                 await proc.wait()
             finally:
                 with trio.CancelScope(shield=True):
@@ -148,38 +169,31 @@ async def run_in_process_group(
         return proc.returncode
     finally:
         os.close(rfd)
-        os.close(log_fd)
 
 
-async def _run_pump(
-    rfd: int, log_fd: int, on_data: Callable[[int], None], stop: threading.Event
-) -> None:
-    await trio.to_thread.run_sync(_pump, rfd, log_fd, on_data, stop, limiter=_limiter())
+async def _run_pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -> None:
+    await trio.to_thread.run_sync(_pump, rfd, log, progress, stop, limiter=_limiter())
 
 
-def kill_leftover_processes(pgids: list[int]) -> int:
-    """Kill processes of the given groups that carry the stage marker.
+def kill_leftover_processes(marker: str) -> int:
+    """Kill processes whose environment carries ``STAGE_MARKER=marker``.
 
-    Used at start-up for stages a killed daemon left running. Checks the
-    marker so a recycled process group id of an unrelated process is left
-    alone. Returns how many processes were signalled. Blocking (reads /proc).
+    Stage processes get the daemon's home folder as their marker, so a
+    restarted daemon finds and stops whatever its killed predecessor's stages
+    left running, and nothing else. Returns how many processes were signalled.
+    Blocking (reads /proc).
     """
-    wanted = set(pgids)
+    needle = f"{STAGE_MARKER}={marker}".encode()
+    own = os.getpid()
     killed = 0
-    if not wanted:
-        return 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == own:
             continue
         try:
-            stat = (entry / "stat").read_text()
-            pgrp = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgrp not in wanted:
-                continue
-            if f"{STAGE_MARKER}=1".encode() not in (entry / "environ").read_bytes().split(b"\0"):
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
             os.kill(int(entry.name), signal.SIGKILL)
             killed += 1
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             continue
     return killed

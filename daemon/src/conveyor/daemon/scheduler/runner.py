@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,6 @@ class RunExecution:
             exit_code=outcome.exit_code,
             finished_at=time.time(),
             log_size=log_size,
-            pgid=None,
             report_json=report.to_json() if report is not None else None,
         )
         self.deps.logs.release(self.run.id, stage.name)
@@ -311,7 +310,7 @@ class RunExecution:
             "CONVEYOR_WORKSPACE": str(self.workspace),
             **self.spec.env,
             **spec.env,
-            STAGE_MARKER: "1",
+            STAGE_MARKER: str(self.deps.config.home),
         }
 
     async def _run_stage(self, stage: StageRecord, spec: StageSpec) -> None:
@@ -364,7 +363,6 @@ class RunExecution:
                 log=live,
                 kill_grace=deps.config.kill_grace,
                 reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
-                on_process_started=self._pgid_recorder(stage.name),
             )
             outcome = await self._attempt(kind, ctx, spec.timeout)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
@@ -394,14 +392,6 @@ class RunExecution:
             self.run.last_event_seq = event.seq
             await trio.sleep(delay)
         await self._finish_stage(stage, outcome)
-
-    def _pgid_recorder(self, stage: str) -> Callable[[int], Awaitable[None]]:
-        store = self.deps.journal.store
-
-        async def record(pgid: int) -> None:
-            await store.set_stage_pgid(self.run.id, stage, pgid)
-
-        return record
 
     async def _attempt(
         self, kind: StageKind, ctx: StageContext, timeout: float | None

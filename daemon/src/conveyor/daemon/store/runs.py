@@ -34,7 +34,6 @@ _STAGE_COLUMNS = {
     "finished_at",
     "reason",
     "log_size",
-    "pgid",
     "report_json",
 }
 
@@ -294,25 +293,23 @@ class RunStore:
 
         await self.db.write(txn)
 
-    async def set_stage_pgid(self, run_id: str, stage: str, pgid: int | None) -> None:
-        def txn(conn: sqlite3.Connection) -> None:
-            _update(
-                conn,
-                "stages",
-                _STAGE_COLUMNS,
-                {"pgid": pgid},
-                "run_id = ? AND name = ?",
-                (run_id, stage),
-            )
-
-        await self.db.write(txn)
-
     async def run_for_idempotency_key(self, key: str) -> RunRecord | None:
         def query(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(
                 "SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
             return _get_run(conn, row["run_id"]) if row else None
+
+        return await self.db.read(query)
+
+    async def run_progress(self, run_id: str) -> tuple[RunStatus, int] | None:
+        """A run's status and latest event number, without its stages."""
+
+        def query(conn: sqlite3.Connection) -> tuple[RunStatus, int] | None:
+            row = conn.execute(
+                "SELECT status, last_event_seq FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            return (RunStatus(row["status"]), row["last_event_seq"]) if row else None
 
         return await self.db.read(query)
 
@@ -359,23 +356,17 @@ class RunStore:
 
         return await self.db.read(query)
 
-    def recover_sync(self, reason: str) -> tuple[list[str], list[int]]:
+    def recover_sync(self, reason: str) -> list[str]:
         """Close out runs left in flight by a daemon that stopped without finishing them.
 
         Running runs become interrupted (their unfinished stages too) with
         ``reason``. Returns the ids of still-queued runs, oldest first, to be
-        scheduled again, and the process groups of stages that were running.
+        scheduled again.
         Called once at start-up, before the API serves.
         """
 
-        def txn(conn: sqlite3.Connection) -> tuple[list[str], list[int]]:
+        def txn(conn: sqlite3.Connection) -> list[str]:
             now = time.time()
-            pgids = [
-                row["pgid"]
-                for row in conn.execute(
-                    "SELECT pgid FROM stages WHERE status = 'running' AND pgid IS NOT NULL"
-                )
-            ]
             running = [
                 row["id"] for row in conn.execute("SELECT id FROM runs WHERE status = 'running'")
             ]
@@ -393,7 +384,7 @@ class RunStore:
                         conn,
                         "stages",
                         _STAGE_COLUMNS,
-                        {"status": status, "reason": why, "finished_at": now, "pgid": None},
+                        {"status": status, "reason": why, "finished_at": now},
                         "run_id = ? AND name = ?",
                         (run_id, row["name"]),
                     )
@@ -426,7 +417,7 @@ class RunStore:
                 row["id"]
                 for row in conn.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")
             ]
-            return queued, pgids
+            return queued
 
         return self.db.write_sync(txn)
 

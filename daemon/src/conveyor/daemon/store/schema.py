@@ -69,6 +69,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE stages ADD COLUMN report_json TEXT;
     """,
+    """
+    ALTER TABLE stages DROP COLUMN pgid;
+    """,
 ]
 
 
