@@ -144,3 +144,41 @@ def test_a_pipeline_using_a_kind_of_a_broken_plugin_is_rejected_with_a_hint(
     details = err.value.details() or ""
     assert "conveyor.yaml:4:" in details and "unknown stage kind 'notify'" in details
     assert "notify (conveyor_stage_kinds raised RuntimeError" in details
+
+
+HUNG_OBSERVER = """
+import trio
+from conveyor.daemon.hookspecs import hookimpl
+
+@hookimpl
+async def conveyor_stage_finished(run, stage):
+    await trio.sleep_forever()
+
+@hookimpl
+async def conveyor_run_finished(run):
+    await trio.sleep_forever()
+"""
+
+
+def test_a_hung_lifecycle_hook_is_abandoned_after_hook_timeout(
+    daemon_home: Path, tmp_path: Path, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    site = tmp_path / "site"
+    write_distribution(
+        site,
+        "hung-observer",
+        {"hung": "hung_observer_plugin"},
+        {"hung_observer_plugin": HUNG_OBSERVER},
+    )
+    daemon = DaemonProcess(
+        daemon_home, env={"PYTHONPATH": str(site)}, args=["--hook-timeout", "0.3"]
+    ).start()
+    try:
+        repo = pipeline_repo(
+            "name: h\nstages:\n  a:\n    run: 'true'\n  b:\n    needs: [a]\n    run: 'true'\n"
+        )
+        run = daemon.wait(daemon.submit(repo.path).id, timeout=20)
+        assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
+    finally:
+        assert daemon.stop(timeout=15) == 0
+    assert "took longer than 0.3s; abandoned" in daemon.log_path.read_text()

@@ -104,3 +104,40 @@ def test_a_bad_configuration_is_refused_with_a_message(daemon_home: Path, tmp_pa
     assert result.returncode == 2
     assert "unknown setting 'max_concurent_runs'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_daemon_on_the_same_home_is_refused(daemon: DaemonProcess) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor.daemon.main", "--home", str(daemon.home)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"another conveyord (pid {daemon.proc.pid if daemon.proc else '?'})" in result.stderr
+    assert daemon.stub.GetServerStatus(server_pb2.GetServerStatusRequest()).version
+
+
+def test_listening_beyond_loopback_is_refused(daemon_home: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor.daemon.main",
+            "--home",
+            str(daemon_home),
+            "--listen",
+            "0.0.0.0:7474",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "only loopback addresses are allowed" in result.stderr

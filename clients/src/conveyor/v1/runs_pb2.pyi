@@ -456,7 +456,10 @@ class SubmitRunRequest(_message.Message):
     idempotency_key: _builtins.str
     """Submitting twice with the same key returns the first run."""
     commit: _builtins.str
-    """Optional exact commit; must match `ref` when both are given."""
+    """Optional exact commit to run (full hex id). When given, this commit runs
+    and `ref` only names the run (a push hook sends the pushed commit, which
+    the branch may have moved past by then).
+    """
     def __init__(
         self,
         *,

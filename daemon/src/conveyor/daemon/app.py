@@ -12,9 +12,12 @@ server stops; the store closes.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -47,18 +50,25 @@ class Daemon:
     ) -> None:
         """Serve until asked to stop. ``task_status.started`` gets the bound addresses."""
         config = self.config
-        await trio.to_thread.run_sync(_prepare_home, config.home)
+        lock = await trio.to_thread.run_sync(_lock_home, config.home)
+        try:
+            await self._run(task_status=task_status)
+        finally:
+            lock.close()
+
+    async def _run(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
+        config = self.config
         db = await trio.to_thread.run_sync(Database, config.database_path)
         try:
             store = RunStore(db)
-            queued = await trio.to_thread.run_sync(store.recover_sync, INTERRUPTED_REASON)
+            recovery = await trio.to_thread.run_sync(store.recover_sync, INTERRUPTED_REASON)
             killed = await trio.to_thread.run_sync(kill_leftover_processes, str(config.home))
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
             telemetry = configure_telemetry(
                 exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint
             )
-            plugins = Plugins()
+            plugins = Plugins(hook_timeout=config.hook_timeout)
             await trio.to_thread.run_sync(plugins.load_entry_points)
             bus = EventBus()
             logs = LogStore(config.logs_dir)
@@ -82,9 +92,12 @@ class Daemon:
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(scheduler.serve)
-                await service.resume_queued(queued)
-                if queued:
-                    log.info("requeued %d run(s) acknowledged before the restart", len(queued))
+                await service.close_interrupted(recovery.interrupted)
+                await service.resume_queued(recovery.queued)
+                if recovery.queued:
+                    log.info(
+                        "requeued %d run(s) acknowledged before the restart", len(recovery.queued)
+                    )
                 async with trio.open_nursery() as streams:
                     bridge = TrioBridge(trio.lowlevel.current_trio_token(), streams)
                     server = ApiServer(config, service, bridge)
@@ -120,5 +133,24 @@ class Daemon:
                 nursery.cancel_scope.cancel()
 
 
-def _prepare_home(home: Path) -> None:
+class HomeInUse(Exception):
+    pass
+
+
+def _lock_home(home: Path) -> IO[str]:
+    """Create the home folder and hold its lock for the daemon's lifetime:
+    two daemons on one home would interrupt each other's runs."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = (home / "conveyord.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise HomeInUse(f"another conveyord (pid {holder}) is using {home}") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock

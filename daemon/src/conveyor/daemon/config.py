@@ -8,6 +8,7 @@ The file is TOML (``$CONVEYOR_HOME/conveyord.toml`` when present, or
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -23,41 +24,84 @@ class ConfigError(Exception):
     pass
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def check_listen_address(address: str) -> None:
+    """Unix sockets and loopback TCP only: the API has no authentication yet,
+    and anyone who can reach it can run commands as the daemon's user."""
+    if address.startswith("unix://"):
+        if not address.removeprefix("unix://").startswith("/"):
+            raise ConfigError(f"listen {address!r}: a unix socket path must be absolute")
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not host:
+        raise ConfigError(f"listen {address!r}: expected unix:///path or HOST:PORT")
+    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        raise ConfigError(
+            f"listen {address!r}: only loopback addresses are allowed, because the API has"
+            " no authentication yet (use unix:///path, 127.0.0.1:PORT or [::1]:PORT)"
+        )
+
+
 DEFAULT_PASSTHROUGH = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME"]
+
+
+def setting(default: Any, *, help: str) -> Any:
+    """A configuration key: its default and the help shown for ``--key``."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class Config:
-    #: Folder for the database, logs, workspaces and the default socket.
-    home: Path = field(default_factory=conveyor_home)
-    #: gRPC listen addresses: ``unix:///path`` or ``127.0.0.1:PORT``. Default:
-    #: the socket ``$CONVEYOR_HOME/conveyord.sock`` only.
-    listen: list[str] = field(default_factory=list)
-    #: Runs executing at once; more wait in the queue.
-    max_concurrent_runs: int = 16
-    #: Seconds between SIGTERM and SIGKILL when a stage is cancelled or times out.
-    kill_grace: float = 5.0
-    #: gRPC worker threads (each open stream holds one).
-    grpc_workers: int = 64
-    #: RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED.
-    max_concurrent_rpcs: int = 256
-    #: On SIGTERM/SIGINT: "cancel" running runs, or let them "finish".
-    shutdown_mode: str = "cancel"
-    #: Seconds to wait for runs on shutdown before cancelling them anyway.
-    shutdown_timeout: float = 30.0
-    #: Keep each run's workspace after it finishes (for debugging).
-    keep_workspaces: bool = False
-    #: Daemon environment variables handed to stage processes.
-    stage_env_passthrough: list[str] = field(default_factory=lambda: list(DEFAULT_PASSTHROUGH))
-    log_level: str = "info"
-    #: Trace/metric exporter when no OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
-    #: is set: "otlp", "console" or "none" ("" = otlp if an endpoint is set).
-    telemetry_exporter: str = ""
-    #: OTLP/gRPC endpoint when OTEL_EXPORTER_OTLP_ENDPOINT is not set,
-    #: e.g. "http://127.0.0.1:4317".
-    otlp_endpoint: str = ""
-    #: Seconds to flush telemetry on shutdown before giving up on it.
-    telemetry_shutdown_timeout: float = 5.0
+    home: Path = field(
+        default_factory=conveyor_home,
+        metadata={"help": "folder for the database, logs, workspaces and the default socket"},
+    )
+    listen: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "gRPC listen address: unix:///path or a loopback 127.0.0.1:PORT /"
+            " [::1]:PORT (repeatable; default: the socket $CONVEYOR_HOME/conveyord.sock)"
+        },
+    )
+    max_concurrent_runs: int = setting(16, help="runs executing at once; more wait in the queue")
+    kill_grace: float = setting(
+        5.0, help="seconds between SIGTERM and SIGKILL when a stage is cancelled or times out"
+    )
+    grpc_workers: int = setting(64, help="gRPC worker threads (each open stream holds one)")
+    max_concurrent_rpcs: int = setting(
+        256, help="RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED"
+    )
+    shutdown_mode: str = setting(
+        "cancel", help="on SIGTERM/SIGINT: 'cancel' running runs, or let them 'finish'"
+    )
+    shutdown_timeout: float = setting(
+        30.0, help="seconds to wait for runs on shutdown before stopping them anyway"
+    )
+    keep_workspaces: bool = setting(
+        False, help="keep each run's workspace after it finishes (for debugging)"
+    )
+    stage_env_passthrough: list[str] = field(
+        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
+        metadata={"help": "daemon environment variables handed to stage processes"},
+    )
+    hook_timeout: float = setting(
+        30.0, help="seconds a plugin's lifecycle hook may take before it is abandoned"
+    )
+    log_level: str = setting("info", help="debug, info, warning or error")
+    telemetry_exporter: str = setting(
+        "",
+        help="trace/metric exporter when OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER are"
+        " unset: otlp, console or none (default: otlp if an endpoint is set)",
+    )
+    otlp_endpoint: str = setting(
+        "", help="OTLP/gRPC endpoint when OTEL_EXPORTER_OTLP_ENDPOINT is unset"
+    )
+    telemetry_shutdown_timeout: float = setting(
+        5.0, help="seconds to flush telemetry on shutdown before giving up on it"
+    )
 
     @property
     def database_path(self) -> Path:
@@ -84,6 +128,14 @@ class Config:
             raise ConfigError("grpc_workers must be at least 2")
         if self.shutdown_mode not in ("cancel", "finish"):
             raise ConfigError("shutdown_mode must be 'cancel' or 'finish'")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of: {', '.join(LOG_LEVELS)}")
+        if self.telemetry_exporter not in ("", "otlp", "console", "none"):
+            raise ConfigError("telemetry_exporter must be 'otlp', 'console' or 'none'")
+        if self.hook_timeout <= 0:
+            raise ConfigError("hook_timeout must be positive")
+        for address in self.listen:
+            check_listen_address(address)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -134,6 +186,11 @@ def load_config(
         for key, value in data.items():
             if key not in fields:
                 raise ConfigError(f"{file_path}: unknown setting {key!r}")
+            if key == "home":
+                raise ConfigError(
+                    f"{file_path}: 'home' cannot be set in the file that lives in it;"
+                    " use CONVEYOR_HOME or --home"
+                )
             values[key] = _coerce(key, fields[key].type, value)
     for name, f in fields.items():
         env_value = environ.get(f"CONVEYOR_{name.upper()}")
@@ -145,3 +202,21 @@ def load_config(
     config = Config(**values)
     config.check()
     return config
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """A ``--key`` flag for every setting."""
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif f.type in ("list[str]", list):
+            parser.add_argument(flag, action="append", metavar="VALUE", help=help_text)
+        else:
+            parser.add_argument(flag, metavar=f.name.upper(), help=help_text)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (None for those that were not)."""
+    return {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)}

@@ -12,8 +12,9 @@ Two families:
   contribution is left out — the other plugins load.
 * **Lifecycle hooks** observe runs. They may be plain functions or return an
   awaitable, which the daemon awaits. Every implementation is called, in
-  turn; one that raises is logged with its plugin's name and the rest still
-  run. They run inside the daemon's trio loop: do not block — use
+  turn; one that raises is logged with its plugin's name, one that takes
+  longer than ``hook_timeout`` seconds is abandoned, and the rest still run.
+  They run inside the daemon's trio loop: do not block — use
   ``trio.to_thread.run_sync`` for blocking work.
 """
 
@@ -93,7 +94,9 @@ def conveyor_stage_finished(run: RunRecord, stage: StageRecord) -> Awaitable[Non
 
 @hookspec
 def conveyor_run_finished(run: RunRecord) -> Awaitable[None] | None:
-    """Called when a run reaches a final status, after it is stored.
+    """Called when a run reaches a final status, after it is stored —
+    including a run cancelled while queued and, at start-up, runs that a
+    stopped daemon left in flight (marked ``interrupted``).
 
     :param run: the finished run with all its stages.
     May return an awaitable; its result is ignored.

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from conveyor.daemon.app import Daemon
-from conveyor.daemon.config import ConfigError, load_config
+from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
 
 
@@ -26,16 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of conveyor.yaml")
     for p in (parser, serve):
         p.add_argument("--config", type=Path, help="TOML config file")
-        p.add_argument("--home", help="data folder (default $CONVEYOR_HOME or ~/.conveyor)")
-        p.add_argument(
-            "--listen",
-            action="append",
-            help="address to serve on: unix:///path or 127.0.0.1:PORT (repeatable)",
-        )
-        p.add_argument("--max-concurrent-runs", type=int)
-        p.add_argument("--kill-grace", type=float, help="seconds from SIGTERM to SIGKILL")
-        p.add_argument("--shutdown-mode", choices=["cancel", "finish"])
-        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        add_flags(p)
     return parser
 
 
@@ -44,16 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(pipeline_json_schema(), indent=2, sort_keys=True))
         return 0
-    overrides = {
-        "home": args.home,
-        "listen": args.listen,
-        "max_concurrent_runs": args.max_concurrent_runs,
-        "kill_grace": args.kill_grace,
-        "shutdown_mode": args.shutdown_mode,
-        "log_level": args.log_level,
-    }
     try:
-        config = load_config(path=args.config, overrides=overrides)
+        config = load_config(path=args.config, overrides=flag_overrides(args))
     except ConfigError as exc:
         print(f"conveyord: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -67,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a start-up failure: say what, not a traceback
         logging.getLogger("conveyord").debug("fatal", exc_info=True)
-        print(f"conveyord: {type(exc).__name__}: {exc}", file=sys.stderr)
+        cause = _first_error(exc)
+        print(f"conveyord: {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The underlying error of a (possibly nested) exception group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+import trio
 
 from conveyor.daemon import hookspecs
 from conveyor.daemon.executors.base import Executor
@@ -43,7 +44,8 @@ def _describe(exc: BaseException) -> str:
 class Plugins:
     """Owns the pluggy manager and what the plugins contributed."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hook_timeout: float = 30.0) -> None:
+        self.hook_timeout = hook_timeout
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
@@ -89,16 +91,18 @@ class Plugins:
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
         self._collect(name, info)
+        if info.error:
+            self._disable(name, info)
 
-    def unregister(self, name: str) -> None:
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            self.pm.unregister(plugin)
-        self.infos.pop(name, None)
+    def _disable(self, name: str, info: PluginInfo) -> None:
+        """Take a plugin whose registration failed out entirely: none of its
+        hooks are called and nothing it contributed is used."""
+        self.pm.unregister(name=name)
         self.stage_kinds = {k: v for k, v in self.stage_kinds.items() if self._owner.get(k) != name}
         self.executors = {
             k: v for k, v in self.executors.items() if self._owner.get(f"executor:{k}") != name
         }
+        info.provides = []
 
     def _collect(self, name: str, info: PluginInfo) -> None:
         plugin = self.pm.get_plugin(name)
@@ -115,6 +119,8 @@ class Plugins:
             if impl.plugin is not plugin:
                 continue
             for executor in self._call_registration(info, impl.function) or []:
+                if executor.name in self.executors:
+                    log.warning("executor %r from %s replaces an earlier one", executor.name, name)
                 self.executors[executor.name] = executor
                 self._owner[f"executor:{executor.name}"] = name
                 info.provides.append(f"executor: {executor.name}")
@@ -137,14 +143,24 @@ class Plugins:
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of a lifecycle hook, awaiting awaitables.
 
-        A failing implementation is logged with its plugin's name; the
-        others still run.
+        A failing implementation is logged with its plugin's name, one that
+        takes longer than :attr:`hook_timeout` seconds is abandoned; the others
+        still run.
         """
+        timeout = self.hook_timeout
         caller = getattr(self.pm.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
-            try:
-                result = impl.function(**{a: kwargs[a] for a in impl.argnames})
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("plugin %s: %s failed", impl.plugin_name, hook_name)
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("plugin %s: %s failed", impl.plugin_name, hook_name)
+            if scope.cancelled_caught:
+                log.error(
+                    "plugin %s: %s took longer than %gs; abandoned",
+                    impl.plugin_name,
+                    hook_name,
+                    timeout,
+                )

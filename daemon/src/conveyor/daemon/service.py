@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
-from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import (
@@ -137,6 +140,12 @@ class RunService:
             )
         if len(request.idempotency_key) > 256:
             raise InvalidArgument("idempotency_key is longer than 256 characters")
+        if request.idempotency_key:
+            existing = await self.store.run_for_idempotency_key(request.idempotency_key)
+            if existing is not None:
+                return existing, False
+        if not self.scheduler.accepting:
+            raise Unavailable("the daemon is shutting down; submit again once it is back")
         repo = vcs.repository_path(request.repository)
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
         spec = self._load(revision.pipeline_text, pipeline_path)
@@ -167,10 +176,6 @@ class RunService:
                 for position, name in enumerate(spec.stage_order())
             ],
         )
-        if request.idempotency_key:
-            existing = await self.store.run_for_idempotency_key(request.idempotency_key)
-            if existing is not None:
-                return existing, False
         tracing = self.telemetry.runs
         run.trace_id, run.span_id = tracing.start_run(run, request.trace_carrier)
         stored, created = await self.store.create_run(run, request.idempotency_key)
@@ -181,6 +186,19 @@ class RunService:
         self.bus.publish(stored.id)
         self.scheduler.enqueue(stored, spec)
         return stored, True
+
+    async def close_interrupted(self, run_ids: list[str]) -> None:
+        """Finish what start-up recovery marked interrupted: remove the runs'
+        workspaces and tell plugins the runs finished."""
+        for run_id in run_ids:
+            run = await self.store.get_run(run_id)
+            if run is None:
+                continue
+            if not self.config.keep_workspaces:
+                for folder in (run.id, f"{run.id}.reports"):
+                    path = self.config.workspaces_dir / folder
+                    await trio.to_thread.run_sync(shutil.rmtree, path, True)
+            await self.plugins.notify("conveyor_run_finished", run=run)
 
     async def resume_queued(self, run_ids: list[str]) -> None:
         """Queue again the runs a previous daemon acknowledged but never started."""

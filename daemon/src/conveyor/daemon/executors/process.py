@@ -95,13 +95,24 @@ def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting for a
+    slow init to reap them do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

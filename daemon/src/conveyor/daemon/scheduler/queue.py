@@ -31,7 +31,9 @@ def concurrency_group(spec: PipelineSpec, ref: str) -> tuple[str, bool]:
     if spec.concurrency is None:
         return "", False
     template = spec.concurrency.group or "{pipeline}/{ref}"
-    key = template.replace("{pipeline}", spec.name).replace("{ref}", ref)
+    # `main` and `refs/heads/main` (what a push hook sends) are one branch
+    short_ref = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+    key = template.replace("{pipeline}", spec.name).replace("{ref}", short_ref)
     return key, spec.concurrency.cancel_in_progress
 
 
@@ -51,6 +53,10 @@ class Scheduler:
         self._accepting = False
         self._idle = trio.Event()
         self._idle.set()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
 
     @property
     def active_runs(self) -> int:
@@ -146,6 +152,7 @@ class Scheduler:
             )
             self.deps.tracing.end_stage(run, stage)
         self.deps.tracing.end_run(run)
+        await self.deps.plugins.notify("conveyor_run_finished", run=run)
 
     async def _record_internal_error(self, run: RunRecord, exc: Exception) -> None:
         """Never leave a run looking queued or running after a bug: fail it."""

@@ -46,6 +46,14 @@ class RunFilter:
 
 
 @dataclass(frozen=True)
+class Recovery:
+    """What start-up found left over by a daemon that did not finish its runs."""
+
+    interrupted: list[str]
+    queued: list[str]
+
+
+@dataclass(frozen=True)
 class EventDraft:
     """An event before it has its sequence number."""
 
@@ -356,16 +364,16 @@ class RunStore:
 
         return await self.db.read(query)
 
-    def recover_sync(self, reason: str) -> list[str]:
+    def recover_sync(self, reason: str) -> Recovery:
         """Close out runs left in flight by a daemon that stopped without finishing them.
 
         Running runs become interrupted (their unfinished stages too) with
-        ``reason``. Returns the ids of still-queued runs, oldest first, to be
-        scheduled again.
+        ``reason``. Returns those runs' ids, and the ids of still-queued runs,
+        oldest first, to be scheduled again.
         Called once at start-up, before the API serves.
         """
 
-        def txn(conn: sqlite3.Connection) -> list[str]:
+        def txn(conn: sqlite3.Connection) -> Recovery:
             now = time.time()
             running = [
                 row["id"] for row in conn.execute("SELECT id FROM runs WHERE status = 'running'")
@@ -417,7 +425,7 @@ class RunStore:
                 row["id"]
                 for row in conn.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")
             ]
-            return queued
+            return Recovery(interrupted=running, queued=queued)
 
         return self.db.write_sync(txn)
 
