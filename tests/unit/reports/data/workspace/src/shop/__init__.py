@@ -1,0 +1,1 @@
+"""A tiny sample package: the source the finding fixtures were generated from."""
