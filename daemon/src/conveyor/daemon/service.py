@@ -267,7 +267,9 @@ class RunService:
         with self.bus.subscribe(run_id) as topic:
             while True:
                 changed = topic.event
-                events = await self.store.events_after(run_id, seq, EVENT_BATCH)
+                events = topic.cached_after(seq)
+                if events is None:
+                    events = await self.store.events_after(run_id, seq, EVENT_BATCH)
                 for event in events:
                     yield event
                     seq = event.seq

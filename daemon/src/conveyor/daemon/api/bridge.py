@@ -4,7 +4,7 @@ grpcio has no trio support, so servicers run in grpcio's thread pool. They
 never touch daemon state: they hand each call to the trio loop with the
 :class:`trio.lowlevel.TrioToken` captured at start-up, and translate domain
 errors into gRPC status codes. A server stream is a trio task feeding a
-bounded memory channel that the worker thread drains; when the client goes
+bounded hand-off queue that the worker thread drains; when the client goes
 away or its deadline passes, grpcio's termination callback cancels the trio
 task, so nothing keeps running for a client that left.
 """
@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 import trio
@@ -111,26 +113,24 @@ class TrioBridge:
         Cancellation: the producing task is cancelled when the client
         disconnects, its deadline passes, or the server stops.
 
-        Resource handling: the channel holds at most :data:`STREAM_BUFFER`
+        Resource handling: the hand-off holds at most :data:`STREAM_BUFFER`
         items, so a slow client slows its producer instead of growing memory.
         """
         scope = trio.CancelScope()
-        send, receive = trio.open_memory_channel[T | _End](STREAM_BUFFER)
+        handoff: _Handoff[T] = _Handoff(self._token, STREAM_BUFFER)
 
         async def produce() -> None:
             self.active_streams += 1
+            end = _End()
             try:
                 with scope:
-                    async with send:
-                        try:
-                            async for item in agen_fn(*args):
-                                await send.send(item)
-                        except (ConveyorError, Exception) as exc:
-                            await send.send(_End(exc))
-                        else:
-                            await send.send(_End())
+                    async for item in agen_fn(*args):
+                        await handoff.put(item)
+            except Exception as exc:
+                end = _End(exc)
             finally:
                 self.active_streams -= 1
+                handoff.finish(end)
 
         def stop() -> None:
             with contextlib.suppress(trio.RunFinishedError):
@@ -143,10 +143,7 @@ class TrioBridge:
         context.add_callback(stop)
         try:
             while True:
-                try:
-                    item = self._run(receive.receive)
-                except (trio.EndOfChannel, trio.ClosedResourceError, trio.RunFinishedError):
-                    return
+                item = handoff.get()
                 if isinstance(item, _End):
                     if item.error is not None:
                         _abort(context, item.error)
@@ -154,5 +151,56 @@ class TrioBridge:
                 yield item
         finally:
             stop()
+
+
+class _Handoff(Generic[T]):
+    """A bounded queue from one trio task to one blocking thread.
+
+    The thread blocks on a condition variable, not on the trio loop, so
+    handing over an item costs the loop a lock and a notify; only a full
+    queue makes the producer wait (for a trio event the thread sets).
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken, size: int) -> None:
+        self._token = token
+        self._size = size
+        self._items: deque[T | _End] = deque()
+        self._cond = threading.Condition()
+        self._space: trio.Event | None = None
+
+    async def put(self, item: T) -> None:
+        """Trio side: wait while the queue is full."""
+        while True:
+            with self._cond:
+                if len(self._items) < self._size:
+                    self._items.append(item)
+                    self._cond.notify()
+                    return
+                space = self._space = trio.Event()
+            await space.wait()
+
+    def finish(self, end: _End) -> None:
+        """Trio side: the last item; never waits."""
+        with self._cond:
+            self._items.append(end)
+            self._cond.notify()
+
+    def get(self) -> T | _End:
+        """Thread side: the next item, or an end marker if the loop is gone."""
+        with self._cond:
+            while not self._items:
+                if not self._cond.wait(timeout=5.0) and not self._loop_alive():
+                    return _End()
+            item = self._items.popleft()
+            space, self._space = self._space, None
+        if space is not None:
             with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(receive.close)
+                self._token.run_sync_soon(space.set)
+        return item
+
+    def _loop_alive(self) -> bool:
+        try:
+            self._token.run_sync_soon(lambda: None)
+        except trio.RunFinishedError:
+            return False
+        return True

@@ -24,5 +24,5 @@ class Journal:
         stage: dict[str, Any] | None = None,
     ) -> EventRecord:
         record = await self.store.update(run_id, event, run=run, stage=stage)
-        self.bus.publish(run_id)
+        self.bus.publish(run_id, record)
         return record
