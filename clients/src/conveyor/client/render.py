@@ -213,6 +213,101 @@ def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
     if run.stages:
         lines.append("")
         lines += stage_rows(run.stages, now)
+        for stage in run.stages:
+            if stage.HasField("report"):
+                lines.append("")
+                lines += stage_report(stage.name, stage.report)
+    return lines
+
+
+# -- stage reports (lint, test, scan) ----------------------------------------
+
+#: Findings or tests listed per stage by `show`; the rest are counted.
+REPORT_ITEMS = 20
+#: Severities from worst to mildest: scans, then lint levels.
+SEVERITY_ORDER = ("critical", "high", "medium", "low", "error", "warning", "note")
+TEST_COUNT_ORDER = ("passed", "failed", "errors", "skipped", "flaky")
+_CONTROL = {c: "?" for c in [*range(0x20), 0x7F]}
+MESSAGE_WIDTH = 200
+
+
+def _one_line(text: str) -> str:
+    """The first line of a tool's message, without control characters
+    (no terminal escapes from reports), shortened."""
+    lines = text.strip().splitlines()
+    line = lines[0].translate(_CONTROL) if lines else ""
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
+
+
+def report_counts(report: runs_pb2.StageReport) -> str:
+    """``3 findings (high 1, medium 2; 1 baselined)`` or
+    ``4 tests: 2 passed, 1 failed, 1 flaky``."""
+    counts = dict(report.counts)
+    total = counts.pop("total", None)
+    if report.kind == "test":
+        if total is None:
+            total = sum(counts.get(k, 0) for k in TEST_COUNT_ORDER)
+        known = [k for k in TEST_COUNT_ORDER if counts.get(k)]
+        others = sorted(k for k in counts if k not in TEST_COUNT_ORDER and counts[k])
+        parts = [f"{counts[k]} {k}" for k in [*known, *others]]
+        noun = "test" if total == 1 else "tests"
+        return f"{total} {noun}" + (f": {', '.join(parts)}" if parts else "")
+    baselined = counts.pop("baselined", 0)
+    if total is None:
+        total = len(report.findings) + report.truncated
+    order = [k for k in SEVERITY_ORDER if counts.get(k)]
+    order += sorted(k for k in counts if k not in SEVERITY_ORDER and counts[k])
+    detail = ", ".join(f"{k} {counts[k]}" for k in order)
+    if baselined:
+        detail += ("; " if detail else "") + f"{baselined} baselined"
+    noun = "finding" if total == 1 else "findings"
+    return f"{total} {noun}" + (f" ({detail})" if detail else "")
+
+
+def finding_rows(findings: Sequence[runs_pb2.Finding]) -> list[str]:
+    """``file:line:col  severity  tool/rule  message``, columns aligned."""
+    rows = []
+    for f in findings:
+        where = f.file or "-"
+        if f.line:
+            where += f":{f.line}" + (f":{f.column}" if f.column else "")
+        rule = f"{f.tool}/{f.rule}" if f.rule else f.tool
+        message = _one_line(f.message)
+        if f.baselined:
+            message = "(baselined) " + message
+        rows.append([_one_line(where), f.severity, _one_line(rule), message])
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return [
+        "  " + "  ".join([*(c.ljust(widths[i]) for i, c in enumerate(r[:3])), r[3]]).rstrip()
+        for r in rows
+    ]
+
+
+def stage_report(name: str, report: runs_pb2.StageReport) -> list[str]:
+    """A stage's report for `show`: counts and gate, then the findings (not
+    baselined first) or the tests that did not pass, at most
+    :data:`REPORT_ITEMS`."""
+    gate = "passed" if report.gate_passed else "failed"
+    if report.gate_reason:
+        gate += f": {_one_line(report.gate_reason)}"
+    lines = [f"{name} ({report.kind or 'report'}): {report_counts(report)}; gate {gate}"]
+    if report.kind == "test" or (report.tests and not report.findings):
+        listed = [t for t in report.tests if t.outcome != "skipped"]
+        shown = [
+            f"  {t.outcome}  {_one_line(t.name)}"
+            + (f": {_one_line(t.message)}" if t.message.strip() else "")
+            for t in listed[:REPORT_ITEMS]
+        ]
+        more = len(listed) - len(shown) + report.truncated
+    else:
+        ordered = sorted(report.findings, key=lambda f: f.baselined)
+        shown = finding_rows(ordered[:REPORT_ITEMS])
+        more = len(ordered) - len(shown) + report.truncated
+    lines += shown
+    if more > 0:
+        lines.append(f"  ... {more} more")
     return lines
 
 

@@ -1,0 +1,228 @@
+"""The ``scan`` stage kind: security scanners, findings by severity, a gate.
+
+```yaml
+stages:
+  scan:
+    uses: scan
+    with:
+      tools: [bandit, detect-secrets]   # the default
+      paths: ["."]                      # default
+      fail_on: high                     # low, medium, high or critical
+      baseline: .conveyor/scan-baseline.json   # optional, in the repository
+```
+
+Built-in tools, their output written to the reports folder (never to the
+log):
+
+* ``bandit -r <paths> -x <excluded> -f json -o $CONVEYOR_REPORTS_DIR/bandit.json -q --exit-zero``
+* ``detect-secrets scan --all-files --exclude-files <excluded> <paths>``, its
+  standard output redirected to ``$CONVEYOR_REPORTS_DIR/detect-secrets.json``
+  (it contains hashed secrets).
+
+Both skip ``.git``, ``.venv``, ``.tox``, ``.nox``, ``__pycache__`` and
+``node_modules`` folders. Other scanners run from ``run:`` and write SARIF
+(``*.sarif``, ``*.sarif.json``) into ``$CONVEYOR_REPORTS_DIR``.
+
+The stage fails when a finding not in the baseline has a severity at or
+above ``fail_on``. Findings in the baseline file itself are ignored (its
+fingerprints look like secrets to detect-secrets). Finding messages are
+redacted: no secret reaches the log, the report or the API.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from conveyor.daemon.hookspecs import hookimpl
+from conveyor.daemon.pipeline import StageSpec
+from conveyor.daemon.reports import Finding, StageReport
+from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.plugins.reporting import (
+    REPORTS_ENV,
+    SARIF_PATTERNS,
+    Params,
+    StageFailure,
+    describe_exit,
+    find_reports,
+    findings_summary,
+    finish,
+    log_findings,
+    parse_report,
+    prepare_reports_dir,
+    relative_sources,
+    require_tools,
+    run_commands,
+    run_reporting_stage,
+    run_tool,
+)
+from conveyor.plugins.reports import (
+    SCAN_SEVERITIES,
+    Baseline,
+    apply_baseline,
+    finding_counts,
+    load_baseline,
+    parse_bandit_json,
+    parse_detect_secrets_json,
+    parse_sarif,
+    scan_gate,
+    with_fingerprints,
+)
+
+TOOLS = ("bandit", "detect-secrets")
+PARAMETERS = ("tools", "paths", "fail_on", "baseline", "shell")
+#: Folders neither scanner looks into: version control, virtual
+#: environments, caches and third-party code.
+EXCLUDED_DIRS = (".git", ".venv", ".tox", ".nox", "__pycache__", "node_modules")
+BANDIT_EXCLUDE = ",".join(f"*/{name}/*" for name in EXCLUDED_DIRS)
+DETECT_SECRETS_EXCLUDE = (
+    r"(^|/)(" + "|".join(name.replace(".", r"\.") for name in EXCLUDED_DIRS) + r")/"
+)
+#: Runs ``"$@"`` with its standard output sent to the file ``$1``.
+_TO_FILE = 'out="$1"; shift; exec "$@" > "$out"'
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    tools: list[str]
+    paths: list[str]
+    fail_on: str
+    baseline: str
+    shell: str
+    problems: list[tuple[str, str]]
+
+    @classmethod
+    def read(cls, spec: StageSpec) -> ScanParams:
+        params = Params(spec, "scan", PARAMETERS)
+        tools = params.str_list("tools", TOOLS, TOOLS)
+        if not spec.run and not tools:
+            params.problem(
+                "tools", "a scan stage without 'run' commands needs at least one tool in 'tools'"
+            )
+        return cls(
+            tools=tools,
+            paths=params.workspace_paths("paths", ["."]),
+            fail_on=params.choice("fail_on", "high", SCAN_SEVERITIES),
+            baseline=params.workspace_file("baseline"),
+            shell=params.shell(),
+            problems=params.problems,
+        )
+
+
+class ScanStage:
+    name = "scan"
+    description = "Security scan (bandit, detect-secrets; others via SARIF) with a severity gate"
+
+    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
+        return ScanParams.read(spec).problems
+
+    async def run(self, ctx: StageContext) -> StageOutcome:
+        return await run_reporting_stage(ctx, self._run)
+
+    async def _run(self, ctx: StageContext) -> StageOutcome:
+        params = ScanParams.read(ctx.spec)
+        if params.problems:
+            field, message = params.problems[0]
+            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+        tools = require_tools(ctx, "scan", params.tools)
+        baseline: Baseline | None = None
+        if params.baseline:
+            baseline = await parse_report(ctx, load_baseline, ctx.workspace / params.baseline)
+        folder = await prepare_reports_dir(ctx)
+
+        exit_code = await run_commands(ctx, params.shell, folder)
+        sarif_files = await find_reports(folder, SARIF_PATTERNS)
+        if exit_code and not sarif_files:
+            raise StageFailure(
+                f"the run commands {describe_exit(exit_code)} and wrote no SARIF report"
+                f" to ${REPORTS_ENV}",
+                error_type="exit_code",
+                exit_code=exit_code,
+            )
+
+        findings: list[Finding] = []
+        parsed: list[Path] = []
+        if "bandit" in tools:
+            report = folder / "bandit.json"
+            argv = [
+                tools["bandit"],
+                "-r",
+                *params.paths,
+                "-x",
+                BANDIT_EXCLUDE,
+                "-f",
+                "json",
+                "-o",
+                str(report),
+                "-q",
+                "--exit-zero",
+            ]
+            await run_tool(ctx, "bandit", argv, report, folder)
+            findings += await parse_report(ctx, parse_bandit_json, report, root=ctx.workspace)
+            parsed.append(report)
+        if "detect-secrets" in tools:
+            report = folder / "detect-secrets.json"
+            shell = shutil.which("sh", path=ctx.env.get("PATH")) or "/bin/sh"
+            # detect-secrets writes its JSON (hashed secrets) to stdout: keep
+            # it out of the log by redirecting it to the report file.
+            argv = [
+                shell,
+                "-c",
+                _TO_FILE,
+                "sh",
+                str(report),
+                tools["detect-secrets"],
+                "scan",
+                "--all-files",
+                "--exclude-files",
+                DETECT_SECRETS_EXCLUDE,
+                *params.paths,
+            ]
+            await run_tool(ctx, "detect-secrets", argv, report, folder)
+            findings += await parse_report(
+                ctx, parse_detect_secrets_json, report, root=ctx.workspace
+            )
+            parsed.append(report)
+        for sarif in sarif_files:
+            findings += await parse_report(
+                ctx, parse_sarif, sarif, root=ctx.workspace, security=True
+            )
+            parsed.append(sarif)
+        if not parsed:
+            raise StageFailure(
+                f"no scan report: no built-in tool ran and the run commands wrote no SARIF"
+                f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
+                error_type="report_error",
+                exit_code=exit_code,
+            )
+
+        if params.baseline:
+            # the baseline's fingerprints look like secrets to detect-secrets
+            own = PurePosixPath(params.baseline).as_posix()
+            findings = [f for f in findings if f.file != own]
+        findings = with_fingerprints(findings, ctx.workspace)
+        if baseline is not None:
+            findings = apply_baseline(findings, baseline)
+        passed, reason = scan_gate(findings, params.fail_on)
+        sources = relative_sources(parsed, folder)
+        result = StageReport(
+            kind="scan",
+            counts=finding_counts(findings),
+            findings=findings,
+            gate_passed=passed,
+            gate_reason=reason,
+            sources=sources,
+        )
+        await ctx.log_line(
+            f"scan: {findings_summary(result.counts)} from {', '.join(sources)};"
+            f" gate {'passed' if passed else 'failed'}: {reason}"
+        )
+        await log_findings(ctx, findings)
+        return finish(result, exit_code=exit_code)
+
+
+@hookimpl
+def conveyor_stage_kinds() -> list[StageKind]:
+    return [ScanStage()]

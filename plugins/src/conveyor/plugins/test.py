@@ -1,0 +1,230 @@
+"""The ``test`` stage kind: run tests, read their JUnit XML, gate on failures.
+
+```yaml
+stages:
+  test:
+    uses: test
+    run: python -m pytest --junitxml="$CONVEYOR_REPORTS_DIR/junit.xml"
+    with:
+      rerun_failed: 1     # 0..3 (default 0): re-run the commands when tests fail
+      allow_flaky: true   # default; false: a flaky test fails the stage
+```
+
+The ``run:`` commands (required) run in one shell, as in the ``run`` kind,
+and must write JUnit XML into ``$CONVEYOR_REPORTS_DIR``; every ``*.xml``
+file there (recursively) is read as JUnit, so write other XML (coverage)
+elsewhere. A command that writes none fails the stage, and so does one that
+exits nonzero although its reports show no failure.
+
+With ``rerun_failed: N``, when tests failed the same commands run again, up
+to N times, each with a fresh ``$CONVEYOR_REPORTS_DIR`` (``rerun-1``, ...).
+A test that failed first and passed in a re-run is *flaky*: counted and
+listed as such, never silently passed. The others stay failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from conveyor.daemon.hookspecs import hookimpl
+from conveyor.daemon.pipeline import StageSpec
+from conveyor.daemon.reports import StageReport
+from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.plugins.reporting import (
+    REPORTS_ENV,
+    Params,
+    StageFailure,
+    describe_exit,
+    find_reports,
+    finish,
+    log_tests,
+    parse_report,
+    prepare_reports_dir,
+    relative_sources,
+    run_commands,
+    run_reporting_stage,
+)
+from conveyor.plugins.reports import JUnitResult, flaky_tests, parse_junit, test_gate
+
+PARAMETERS = ("rerun_failed", "allow_flaky", "shell")
+MAX_RERUNS = 3
+JUNIT_PATTERNS = ("*.xml",)
+#: Order of the tests in the report: what needs attention first.
+OUTCOME_ORDER = {"failed": 0, "error": 1, "flaky": 2, "skipped": 3}
+
+
+@dataclass(frozen=True)
+class TestParams:
+    __test__ = False  # not a pytest test class
+
+    rerun_failed: int
+    allow_flaky: bool
+    shell: str
+    problems: list[tuple[str, str]]
+
+    @classmethod
+    def read(cls, spec: StageSpec) -> TestParams:
+        params = Params(spec, "test", PARAMETERS)
+        if not spec.run:
+            params.problems.insert(
+                0,
+                (
+                    "run",
+                    "a 'test' stage needs a command in 'run' that writes JUnit XML"
+                    f" into ${REPORTS_ENV}",
+                ),
+            )
+        return cls(
+            rerun_failed=params.integer("rerun_failed", 0, 0, MAX_RERUNS),
+            allow_flaky=params.boolean("allow_flaky", True),
+            shell=params.shell(),
+            problems=params.problems,
+        )
+
+
+class TestStage:
+    __test__ = False  # not a pytest test class
+
+    name = "test"
+    description = "Run tests that write JUnit XML; report results, re-run failures, flag flaky"
+
+    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
+        return TestParams.read(spec).problems
+
+    async def run(self, ctx: StageContext) -> StageOutcome:
+        return await run_reporting_stage(ctx, self._run)
+
+    async def _run(self, ctx: StageContext) -> StageOutcome:
+        params = TestParams.read(ctx.spec)
+        if params.problems:
+            field, message = params.problems[0]
+            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+        folder = await prepare_reports_dir(ctx)
+
+        exit_code, first, files = await self._run_tests(ctx, params, folder, "the test command")
+        sources = list(files)
+        if exit_code and not first.failed and not first.errors:
+            reason = (
+                f"the test command {describe_exit(exit_code)} although its JUnit XML"
+                f" shows no failed test ({first.total} tests)"
+            )
+            report = build_report(first, [], sources, folder, (False, reason))
+            raise StageFailure(reason, error_type="exit_code", exit_code=exit_code, report=report)
+
+        failing = [c.name for c in first.cases if c.outcome in ("failed", "error")]
+        flaky: list[str] = []
+        for number in range(1, params.rerun_failed + 1):
+            remaining = [name for name in failing if name not in flaky]
+            if not remaining:
+                break
+            await ctx.log_line(
+                f"re-running the tests ({number}/{params.rerun_failed}):"
+                f" {len(remaining)} failed: {', '.join(remaining[:5])}"
+                + (", ..." if len(remaining) > 5 else "")
+            )
+            rerun_dir = folder / f"rerun-{number}"
+            await _mkdir(rerun_dir)
+            try:
+                exit_code, rerun, files = await self._run_tests(
+                    ctx, params, rerun_dir, f"re-run {number} of the test command"
+                )
+            except StageFailure as failure:
+                # keep what the first run found
+                gate = (False, failure.reason)
+                failure.report = build_report(first, flaky, sources, folder, gate)
+                raise
+            sources += files
+            newly = [name for name in flaky_tests(first, rerun) if name not in flaky]
+            flaky += newly
+            if newly:
+                await ctx.log_line(f"passed on re-run {number} (flaky): {', '.join(newly)}")
+
+        gate = test_gate(first, flaky, allow_flaky=params.allow_flaky)
+        result = build_report(first, flaky, sources, folder, gate)
+        counts = result.counts
+        await ctx.log_line(
+            f"tests: {counts['total']} total, {counts['passed']} passed,"
+            f" {counts['failed']} failed, {counts['errors']} errors,"
+            f" {counts['skipped']} skipped, {counts['flaky']} flaky;"
+            f" gate {'passed' if result.gate_passed else 'failed'}: {result.gate_reason}"
+        )
+        await log_tests(ctx, result.tests)
+        return finish(result, exit_code=exit_code)
+
+    async def _run_tests(
+        self, ctx: StageContext, params: TestParams, folder: Path, what: str
+    ) -> tuple[int, JUnitResult, list[Path]]:
+        """Run the commands with reports going to ``folder`` and read every
+        JUnit file they wrote there (re-run folders do not exist yet when the
+        first run's files are collected)."""
+        code = await run_commands(ctx, params.shell, folder)
+        assert code is not None  # validated: there are commands
+        files = await find_reports(folder, JUNIT_PATTERNS)
+        if not files:
+            suffix = f" ({describe_exit(code)})" if code else ""
+            raise StageFailure(
+                f"{what} wrote no JUnit XML to ${REPORTS_ENV}{suffix}",
+                error_type="report_error",
+                exit_code=code,
+            )
+        result = JUnitResult()
+        for path in files:
+            result = result.merge(await parse_report(ctx, parse_junit, path))
+        return code, result, files
+
+
+def build_report(
+    first: JUnitResult,
+    flaky: list[str],
+    sources: list[Path],
+    folder: Path,
+    gate: tuple[bool, str],
+) -> StageReport:
+    """The report of the first run, its flaky tests marked as such; the tests
+    that need attention listed first."""
+    tests = sorted(
+        (
+            replace(case, outcome="flaky")
+            if case.name in flaky and case.outcome in ("failed", "error")
+            else case
+            for case in first.cases
+        ),
+        key=lambda case: OUTCOME_ORDER.get(case.outcome, len(OUTCOME_ORDER)),
+    )
+    return StageReport(
+        kind="test",
+        counts=count_tests(first, flaky),
+        tests=tests,
+        gate_passed=gate[0],
+        gate_reason=gate[1],
+        sources=relative_sources(sources, folder),
+    )
+
+
+async def _mkdir(path: Path) -> None:
+    await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+
+
+def count_tests(first: JUnitResult, flaky: Iterable[str]) -> dict[str, int]:
+    """Counts of the first run, with its flaky tests moved out of failed and
+    errors into flaky."""
+    flaky_names = set(flaky)
+    was_failed = sum(1 for c in first.cases if c.name in flaky_names and c.outcome == "failed")
+    was_error = sum(1 for c in first.cases if c.name in flaky_names and c.outcome == "error")
+    return {
+        "total": first.total,
+        "passed": first.passed,
+        "failed": first.failed - was_failed,
+        "errors": first.errors - was_error,
+        "skipped": first.skipped,
+        "flaky": was_failed + was_error,
+    }
+
+
+@hookimpl
+def conveyor_stage_kinds() -> list[StageKind]:
+    return [TestStage()]

@@ -1,0 +1,192 @@
+"""`conveyor show` renders stage reports: counts, gate, findings and tests."""
+
+from __future__ import annotations
+
+import json
+
+from conveyor.client import render
+from conveyor.v1 import runs_pb2
+
+
+def finding(
+    file: str = "src/app.py",
+    line: int = 1,
+    column: int = 8,
+    severity: str = "error",
+    tool: str = "ruff",
+    rule: str = "F401",
+    message: str = "`os` imported but unused",
+    baselined: bool = False,
+) -> runs_pb2.Finding:
+    return runs_pb2.Finding(
+        tool=tool,
+        rule=rule,
+        severity=severity,
+        file=file,
+        line=line,
+        column=column,
+        message=message,
+        baselined=baselined,
+        fingerprint="f" * 16,
+    )
+
+
+def make_run(*stages: runs_pb2.Stage) -> runs_pb2.Run:
+    return runs_pb2.Run(
+        id="r-1",
+        number=3,
+        pipeline="ci",
+        repository="/srv/app",
+        ref="main",
+        commit="0123456789abcdef0123456789abcdef01234567",
+        status=runs_pb2.RUN_STATUS_FAILED,
+        stages=list(stages),
+    )
+
+
+def lint_stage() -> runs_pb2.Stage:
+    return runs_pb2.Stage(
+        name="lint",
+        status=runs_pb2.STAGE_STATUS_FAILED,
+        attempt=1,
+        reason="2 findings at error or warning",
+        report=runs_pb2.StageReport(
+            kind="lint",
+            counts={"total": 3, "error": 2, "warning": 1, "baselined": 1},
+            findings=[
+                finding(baselined=True, rule="E501", severity="warning", message="line too long"),
+                finding(),
+                finding(line=12, column=5, rule="F821", message="Undefined name `x`\nmore"),
+            ],
+            gate_passed=False,
+            gate_reason="2 findings at error or warning",
+            sources=["ruff.json"],
+        ),
+    )
+
+
+def test_lint_report_lists_counts_gate_and_findings_with_baselined_last() -> None:
+    lines = render.run_detail(make_run(runs_pb2.Stage(name="build"), lint_stage()))
+    start = lines.index(
+        "lint (lint): 3 findings (error 2, warning 1; 1 baselined);"
+        " gate failed: 2 findings at error or warning"
+    )
+    assert lines[start + 1 :] == [
+        "  src/app.py:1:8   error    ruff/F401  `os` imported but unused",
+        "  src/app.py:12:5  error    ruff/F821  Undefined name `x`",
+        "  src/app.py:1:8   warning  ruff/E501  (baselined) line too long",
+    ]
+    assert lines[start - 1] == ""
+    # the stage without a report adds nothing after the table
+    assert not any(line.startswith("build (") for line in lines)
+
+
+def test_findings_are_cut_at_twenty_with_a_count_of_the_rest() -> None:
+    findings = [finding(line=n, severity="high", tool="bandit", rule="B602") for n in range(1, 26)]
+    report = runs_pb2.StageReport(
+        kind="scan",
+        counts={"total": 1030, "high": 1030},
+        findings=findings,
+        truncated=1005,
+        gate_passed=False,
+        gate_reason="1030 findings at high or above",
+    )
+    lines = render.stage_report("scan", report)
+    assert lines[0] == (
+        "scan (scan): 1030 findings (high 1030); gate failed: 1030 findings at high or above"
+    )
+    assert len(lines) == 1 + 20 + 1
+    assert lines[1] == "  src/app.py:1:8   high  bandit/B602  `os` imported but unused"
+    assert lines[-1] == "  ... 1010 more"
+
+
+def test_finding_without_line_or_rule() -> None:
+    report = runs_pb2.StageReport(
+        kind="scan",
+        counts={"total": 1, "low": 1},
+        findings=[finding(file="setup.cfg", line=0, column=0, severity="low", rule="", tool="x")],
+        gate_passed=True,
+        gate_reason="no findings at high or above",
+    )
+    assert render.stage_report("sec", report) == [
+        "sec (scan): 1 finding (low 1); gate passed: no findings at high or above",
+        "  setup.cfg  low  x  `os` imported but unused",
+    ]
+
+
+def test_test_report_lists_failed_and_flaky_tests_not_skipped_ones() -> None:
+    report = runs_pb2.StageReport(
+        kind="test",
+        counts={"total": 5, "passed": 2, "failed": 1, "errors": 0, "skipped": 1, "flaky": 1},
+        tests=[
+            runs_pb2.TestCaseResult(
+                name="tests.test_app.test_sum",
+                outcome="failed",
+                message="AssertionError: assert 3 == 4\n  where 3 = add(1, 2)",
+            ),
+            runs_pb2.TestCaseResult(
+                name="tests.test_app.test_net", outcome="flaky", message="ConnectionError"
+            ),
+            runs_pb2.TestCaseResult(
+                name="tests.test_app.test_gpu", outcome="skipped", message="no GPU"
+            ),
+        ],
+        gate_passed=False,
+        gate_reason="1 test failed",
+        sources=["junit.xml", "rerun-1/junit.xml"],
+    )
+    assert render.stage_report("unit", report) == [
+        "unit (test): 5 tests: 2 passed, 1 failed, 1 skipped, 1 flaky; gate failed: 1 test failed",
+        "  failed  tests.test_app.test_sum: AssertionError: assert 3 == 4",
+        "  flaky  tests.test_app.test_net: ConnectionError",
+    ]
+
+
+def test_many_failing_tests_are_cut() -> None:
+    report = runs_pb2.StageReport(
+        kind="test",
+        counts={"total": 30, "failed": 30},
+        tests=[runs_pb2.TestCaseResult(name=f"t{n}", outcome="failed") for n in range(30)],
+        gate_passed=False,
+        gate_reason="30 tests failed",
+    )
+    lines = render.stage_report("t", report)
+    assert lines[0] == "t (test): 30 tests: 30 failed; gate failed: 30 tests failed"
+    assert lines[1] == "  failed  t0"
+    assert lines[20] == "  failed  t19"
+    assert lines[21:] == ["  ... 10 more"]
+
+
+def test_passing_report_without_items() -> None:
+    report = runs_pb2.StageReport(
+        kind="lint", counts={"total": 0}, gate_passed=True, gate_reason="no findings"
+    )
+    assert render.stage_report("lint", report) == [
+        "lint (lint): 0 findings; gate passed: no findings"
+    ]
+
+
+def test_control_characters_in_reports_do_not_reach_the_terminal() -> None:
+    report = runs_pb2.StageReport(
+        kind="lint",
+        counts={"total": 1, "error": 1},
+        findings=[finding(message="evil \x1b]0;title\x07 text", file="a\x1b[2Jb.py")],
+        gate_passed=False,
+        gate_reason="reason \x1b[31m",
+    )
+    text = "\n".join(render.stage_report("lint", report))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "evil ?]0;title? text" in text
+
+
+def test_json_output_includes_the_whole_report() -> None:
+    run = make_run(lint_stage())
+    data = json.loads(render.to_json(run))
+    report = data["stages"][0]["report"]
+    assert report["kind"] == "lint"
+    assert report["counts"] == {"total": 3, "error": 2, "warning": 1, "baselined": 1}
+    assert report["gate_passed"] is False
+    assert report["sources"] == ["ruff.json"]
+    assert [f["rule"] for f in report["findings"]] == ["E501", "F401", "F821"]
+    assert report["findings"][0]["baselined"] is True
+    assert report["findings"][2]["line"] == 12
