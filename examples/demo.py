@@ -63,7 +63,10 @@ def main() -> int:
     home = root / "home"
     home.mkdir()
     log = root / "conveyord.log"
-    env = {**os.environ, "CONVEYOR_HOME": str(home)}
+    # Stages find the tools the lint, test and scan kinds run (ruff, pytest,
+    # bandit, detect-secrets) next to this Python.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "CONVEYOR_HOME": str(home), "PATH": path}
     env.pop("CONVEYOR_ADDRESS", None)
     try:
         step("a git repository for the demo service")

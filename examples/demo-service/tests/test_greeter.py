@@ -1,15 +1,9 @@
-import unittest
-
 from greeter import greet
 
 
-class GreetTest(unittest.TestCase):
-    def test_greets_by_name(self) -> None:
-        self.assertEqual(greet("Ada"), "Hello, Ada!")
-
-    def test_defaults_to_world(self) -> None:
-        self.assertEqual(greet("  "), "Hello, world!")
+def test_greets_by_name() -> None:
+    assert greet("Ada") == "Hello, Ada!"
 
 
-if __name__ == "__main__":
-    unittest.main()
+def test_defaults_to_world() -> None:
+    assert greet("  ") == "Hello, world!"
