@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import concurrent, latency, logstream, overhead
+from bench import concurrent, latency, logstream, overhead, tracing
 from bench.common import (
     RESULTS_DIR,
     BenchResult,
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     latency.NAME: latency.run,
     concurrent.NAME: concurrent.run,
     logstream.NAME: logstream.run,
+    tracing.NAME: tracing.run,
 }
 
 

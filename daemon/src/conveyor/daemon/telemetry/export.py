@@ -11,6 +11,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 from opentelemetry.context import Context
@@ -76,14 +77,20 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             if first is None:
                 self._drain_and_export([])
                 return
+            # Gather for up to the schedule delay (or a full batch), so spans
+            # go out in few, large exports rather than one call per span.
             batch = [first]
+            deadline = time.monotonic() + self._delay
             while len(batch) < self._max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
                 if item is None:
-                    self._export(batch)
+                    self._drain_and_export(batch)
                     return
                 batch.append(item)
             self._export(batch)
