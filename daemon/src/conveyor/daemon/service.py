@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ _RUN_ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
 DEFAULT_PIPELINE_PATH = "conveyor.yaml"
 EVENT_BATCH = 500
+SPEC_CACHE_SIZE = 256
 FINISHED = frozenset(status for status in RunStatus if status.finished)
 MAX_PAGE_SIZE = 500
 
@@ -94,7 +96,7 @@ class RunService:
         self.scheduler = scheduler
         self.telemetry = telemetry
         self.started_at = time.time()
-        self.active_streams = 0
+        self._specs: OrderedDict[tuple[str, str], PipelineSpec] = OrderedDict()
 
     # -- pipelines -------------------------------------------------------------
 
@@ -106,6 +108,20 @@ class RunService:
             executors=self.plugins.executors.keys(),
         )
         return Validation(spec, diagnostics)
+
+    def _load_cached(self, revision: vcs.Revision, file: str) -> PipelineSpec:
+        """Parse a pipeline file, reusing the result for a blob seen before
+        (stage kinds and executors do not change while the daemon runs)."""
+        key = (revision.pipeline_blob, file)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._load(revision.pipeline_text, file)
+            self._specs[key] = spec
+            if len(self._specs) > SPEC_CACHE_SIZE:
+                self._specs.popitem(last=False)
+        else:
+            self._specs.move_to_end(key)
+        return spec
 
     def _load(self, text: str, file: str) -> PipelineSpec:
         try:
@@ -148,7 +164,7 @@ class RunService:
             raise Unavailable("the daemon is shutting down; submit again once it is back")
         repo = vcs.repository_path(request.repository)
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
-        spec = self._load(revision.pipeline_text, pipeline_path)
+        spec = self._load_cached(revision, pipeline_path)
         ref = request.ref or revision.commit
         group, _ = concurrency_group(spec, ref)
         run_id = new_run_id()

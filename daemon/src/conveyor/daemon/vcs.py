@@ -30,6 +30,8 @@ class GitError(Exception):
 class Revision:
     commit: str
     pipeline_text: str
+    #: The pipeline file's blob id: the same id is the same text.
+    pipeline_blob: str
 
 
 def repository_path(repository: str) -> Path:
@@ -76,7 +78,7 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
         env=_git_env(),
     )
     try:
-        kind, commit, content = await _cat_commit_file(proc, repo, ref, pipeline_path)
+        kind, commit, blob, content = await _cat_commit_file(proc, repo, ref, pipeline_path)
     finally:
         with trio.CancelScope(shield=True):
             if proc.stdin is not None:
@@ -92,12 +94,12 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
         text = content.decode()
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{pipeline_path}: not UTF-8 text ({exc})") from None
-    return Revision(commit=commit, pipeline_text=text)
+    return Revision(commit=commit, pipeline_text=text, pipeline_blob=blob)
 
 
 async def _cat_commit_file(
     proc: trio.Process, repo: Path, ref: str, pipeline_path: str
-) -> tuple[bytes, str, bytes]:
+) -> tuple[bytes, str, str, bytes]:
     assert proc.stdin is not None and proc.stdout is not None
     reader = _BatchReader(proc.stdout)
     await proc.stdin.send_all(f"{ref}^{{commit}}\n".encode())
@@ -110,8 +112,8 @@ async def _cat_commit_file(
     header = await reader.header()
     if header.endswith(b" missing"):
         raise NotFound(f"pipeline file {pipeline_path!r} not found at commit {commit[:12]} ({ref})")
-    kind, size = header.split()[1:3]
-    return kind, commit, await reader.body(int(size))
+    blob, kind, size = header.split()[:3]
+    return kind, commit, blob.decode(), await reader.body(int(size))
 
 
 class _BatchReader:
