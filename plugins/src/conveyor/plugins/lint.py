@@ -32,7 +32,6 @@ report (``conveyor show``) lists the findings.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from conveyor.plugins.reporting import (
     REPORTS_ENV,
     SARIF_PATTERNS,
     Params,
+    ReportingStage,
     StageFailure,
     describe_exit,
     find_reports,
@@ -55,7 +55,6 @@ from conveyor.plugins.reporting import (
     relative_sources,
     require_tools,
     run_commands,
-    run_reporting_stage,
     run_tool,
 )
 from conveyor.plugins.reports import (
@@ -98,21 +97,14 @@ class LintParams:
         )
 
 
-class LintStage:
+class LintStage(ReportingStage[LintParams]):
     name = "lint"
     description = "Run linters (ruff built in; others via SARIF), report findings, gate on levels"
 
-    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
-        return LintParams.read(spec).problems
+    def read_params(self, spec: StageSpec) -> LintParams:
+        return LintParams.read(spec)
 
-    async def run(self, ctx: StageContext) -> StageOutcome:
-        return await run_reporting_stage(ctx, self._run)
-
-    async def _run(self, ctx: StageContext) -> StageOutcome:
-        params = LintParams.read(ctx.spec)
-        if params.problems:
-            field, message = params.problems[0]
-            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+    async def execute(self, ctx: StageContext, params: LintParams) -> StageOutcome:
         tools = require_tools(ctx, "lint", params.tools)
         folder = await prepare_reports_dir(ctx)
 

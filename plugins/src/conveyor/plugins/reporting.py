@@ -26,7 +26,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import trio
 
@@ -41,6 +41,7 @@ __all__ = [
     "REPORTS_ENV",
     "SARIF_PATTERNS",
     "Params",
+    "ReportingStage",
     "StageFailure",
     "describe_exit",
     "find_reports",
@@ -110,6 +111,42 @@ async def run_reporting_stage(
     except StageFailure as failure:
         await ctx.log_line(failure.reason)
         return failure.outcome()
+
+
+class ReadsParams(Protocol):
+    @property
+    def problems(self) -> list[tuple[str, str]]: ...
+
+
+ParamsT = TypeVar("ParamsT", bound=ReadsParams)
+
+
+class ReportingStage(Generic[ParamsT]):
+    """The frame of a reporting stage kind: its ``with:`` parameters are read
+    (and checked) by ``read_params``; :meth:`execute` does the work, raising
+    :class:`StageFailure` to fail the attempt with a reason."""
+
+    name: str
+    description: str
+
+    def read_params(self, spec: StageSpec) -> ParamsT:
+        raise NotImplementedError
+
+    async def execute(self, ctx: StageContext, params: ParamsT) -> StageOutcome:
+        raise NotImplementedError
+
+    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
+        return self.read_params(spec).problems
+
+    async def run(self, ctx: StageContext) -> StageOutcome:
+        return await run_reporting_stage(ctx, self._checked)
+
+    async def _checked(self, ctx: StageContext) -> StageOutcome:
+        params = self.read_params(ctx.spec)
+        if params.problems:
+            field, message = params.problems[0]
+            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+        return await self.execute(ctx, params)
 
 
 # -- parameters (``with:``) --------------------------------------------------

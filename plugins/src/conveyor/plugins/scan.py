@@ -32,7 +32,6 @@ redacted: no secret reaches the log, the report or the API.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,6 +43,7 @@ from conveyor.plugins.reporting import (
     REPORTS_ENV,
     SARIF_PATTERNS,
     Params,
+    ReportingStage,
     StageFailure,
     describe_exit,
     find_reports,
@@ -55,7 +55,6 @@ from conveyor.plugins.reporting import (
     relative_sources,
     require_tools,
     run_commands,
-    run_reporting_stage,
     run_tool,
 )
 from conveyor.plugins.reports import (
@@ -111,21 +110,14 @@ class ScanParams:
         )
 
 
-class ScanStage:
+class ScanStage(ReportingStage[ScanParams]):
     name = "scan"
     description = "Security scan (bandit, detect-secrets; others via SARIF) with a severity gate"
 
-    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
-        return ScanParams.read(spec).problems
+    def read_params(self, spec: StageSpec) -> ScanParams:
+        return ScanParams.read(spec)
 
-    async def run(self, ctx: StageContext) -> StageOutcome:
-        return await run_reporting_stage(ctx, self._run)
-
-    async def _run(self, ctx: StageContext) -> StageOutcome:
-        params = ScanParams.read(ctx.spec)
-        if params.problems:
-            field, message = params.problems[0]
-            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+    async def execute(self, ctx: StageContext, params: ScanParams) -> StageOutcome:
         tools = require_tools(ctx, "scan", params.tools)
         baseline: Baseline | None = None
         if params.baseline:

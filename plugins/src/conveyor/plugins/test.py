@@ -37,6 +37,7 @@ from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.plugins.reporting import (
     REPORTS_ENV,
     Params,
+    ReportingStage,
     StageFailure,
     describe_exit,
     find_reports,
@@ -46,7 +47,6 @@ from conveyor.plugins.reporting import (
     prepare_reports_dir,
     relative_sources,
     run_commands,
-    run_reporting_stage,
 )
 from conveyor.plugins.reports import JUnitResult, flaky_tests, parse_junit, test_gate
 
@@ -86,23 +86,16 @@ class TestParams:
         )
 
 
-class TestStage:
+class TestStage(ReportingStage[TestParams]):
     __test__ = False  # not a pytest test class
 
     name = "test"
     description = "Run tests that write JUnit XML; report results, re-run failures, flag flaky"
 
-    def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
-        return TestParams.read(spec).problems
+    def read_params(self, spec: StageSpec) -> TestParams:
+        return TestParams.read(spec)
 
-    async def run(self, ctx: StageContext) -> StageOutcome:
-        return await run_reporting_stage(ctx, self._run)
-
-    async def _run(self, ctx: StageContext) -> StageOutcome:
-        params = TestParams.read(ctx.spec)
-        if params.problems:
-            field, message = params.problems[0]
-            raise StageFailure(f"{field}: {message}", error_type="invalid_parameters")
+    async def execute(self, ctx: StageContext, params: TestParams) -> StageOutcome:
         folder = await prepare_reports_dir(ctx)
 
         exit_code, first, files = await self._run_tests(ctx, params, folder, "the test command")
