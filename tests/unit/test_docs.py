@@ -189,3 +189,58 @@ def test_relative_links_resolve(page: str) -> None:
         assert resolved.exists(), f"{page} links to missing {target}"
         if anchor and resolved.suffix == ".md":
             assert anchor in _anchors(resolved), f"{page} links to missing #{anchor} in {target}"
+
+
+# -------------------------------------------------------------------- built-in stage kinds
+
+
+def _builtin_plugins() -> list[tuple[str, str]]:
+    """``(entry-point name, module)`` of the plugins Conveyor itself ships."""
+    from importlib.metadata import entry_points
+
+    shipped = {"conveyor-daemon", "conveyor-plugins"}
+    return sorted(
+        (ep.name, ep.value)
+        for ep in entry_points(group="conveyor")
+        if ep.dist is not None and ep.dist.name in shipped
+    )
+
+
+def builtin_kinds() -> dict[str, tuple[str, ...]]:
+    """Each built-in stage kind and its ``with:`` parameters (the ``run``
+    kind, which lists none, accepts only ``shell``)."""
+    import importlib
+
+    kinds: dict[str, tuple[str, ...]] = {}
+    for _name, module_name in _builtin_plugins():
+        module = importlib.import_module(module_name)
+        hook = getattr(module, "conveyor_stage_kinds", None)
+        for kind in hook() if hook is not None else ():
+            kinds[kind.name] = tuple(getattr(module, "PARAMETERS", ("shell",)))
+    return kinds
+
+
+def test_the_builtin_kinds_are_found() -> None:
+    assert {"run", "lint", "test", "scan"} <= set(builtin_kinds())
+
+
+@pytest.mark.parametrize("kind", sorted(builtin_kinds()))
+def test_builtin_kind_and_its_parameters_are_documented(kind: str) -> None:
+    section = _section(_read(DOCS / "pipeline.md"), "Built-in stage kinds")
+    match = re.search(
+        rf"^### +`{re.escape(kind)}` *$(.*?)(?=^### |\Z)", section, flags=re.MULTILINE | re.DOTALL
+    )
+    assert match is not None, f"pipeline.md's built-in kinds have no '### `{kind}`' heading"
+    for parameter in builtin_kinds()[kind]:
+        assert f"| `{parameter}` |" in match.group(1), (
+            f"with.{parameter} of the {kind} kind is not a row of its table in pipeline.md"
+        )
+
+
+@pytest.mark.parametrize(("name", "module"), _builtin_plugins())
+def test_builtin_plugin_is_in_the_plugins_table(name: str, module: str) -> None:
+    assert re.search(
+        rf"^\| `{re.escape(name)}` \| `[\w-]+` \| `{re.escape(module)}` \|",
+        _read(DOCS / "plugins.md"),
+        flags=re.MULTILINE,
+    ), f"built-in plugin {name} ({module}) is not in plugins.md's table"
