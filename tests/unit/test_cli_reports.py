@@ -190,3 +190,10 @@ def test_json_output_includes_the_whole_report() -> None:
     assert [f["rule"] for f in report["findings"]] == ["E501", "F401", "F821"]
     assert report["findings"][0]["baselined"] is True
     assert report["findings"][2]["line"] == 12
+
+
+def test_a_plugin_report_shows_its_own_counts() -> None:
+    from conveyor.client.render import report_counts
+
+    report = runs_pb2.StageReport(kind="changelog", counts={"changes": 3}, gate_passed=True)
+    assert report_counts(report) == "changes 3"

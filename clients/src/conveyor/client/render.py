@@ -243,8 +243,11 @@ def report_counts(report: runs_pb2.StageReport) -> str:
     """``3 findings (high 1, medium 2; 1 baselined)`` or
     ``4 tests: 2 passed, 1 failed, 1 flaky``."""
     counts = dict(report.counts)
+    if report.kind not in ("lint", "scan", "test") and not report.findings and not report.tests:
+        # a plugin's own report: its counts as they are ("changes 3")
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no counts"
     total = counts.pop("total", None)
-    if report.kind == "test":
+    if report.kind == "test" or (report.tests and not report.findings):
         if total is None:
             total = sum(counts.get(k, 0) for k in TEST_COUNT_ORDER)
         known = [k for k in TEST_COUNT_ORDER if counts.get(k)]

@@ -103,7 +103,7 @@ class TestStage(ReportingStage[TestParams]):
         if exit_code and not first.failed and not first.errors:
             reason = (
                 f"the test command {describe_exit(exit_code)} although its JUnit XML"
-                f" shows no failed test ({first.total} tests)"
+                f" shows no failed test ({first.total} test{'' if first.total == 1 else 's'})"
             )
             report = build_report(first, [], sources, folder, (False, reason))
             raise StageFailure(reason, error_type="exit_code", exit_code=exit_code, report=report)

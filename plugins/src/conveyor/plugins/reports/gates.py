@@ -185,7 +185,9 @@ def test_gate(
             f"({_names(flaky_names)}); flaky tests are not allowed"
         )
     if result.total == 0:
-        return True, "no tests ran (the reports hold no test cases)"
+        # like Jenkins' junit step: an empty report usually means the tests
+        # were not found, not that there is nothing to test
+        return False, "no tests ran (the reports hold no test cases)"
     ran = result.total - result.skipped
     if result.skipped:
         reason = f"{ran} {of_total} passed, {result.skipped} skipped"
