@@ -1,5 +1,5 @@
 # Conveyor — one command per job. Each bootstraps its own environment.
-UV := PATH="$(HOME)/.local/bin:$(PATH)" uv
+UV := scripts/uv.sh
 
 .PHONY: demo test lint typecheck proto check-proto bench bootstrap clean
 
