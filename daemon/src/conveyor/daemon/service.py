@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -100,13 +101,16 @@ class RunService:
 
     # -- pipelines -------------------------------------------------------------
 
+    def _installed(self) -> dict[str, Any]:
+        """What a pipeline file is checked against: the installed stage kinds
+        (with their parameter validators) and executors."""
+        return {
+            "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
+            "executors": self.plugins.executors.keys(),
+        }
+
     def validate(self, text: str, file: str) -> Validation:
-        spec, diagnostics = check_pipeline(
-            text,
-            file or DEFAULT_PIPELINE_PATH,
-            stage_kinds={n: k.validate for n, k in self.plugins.stage_kinds.items()},
-            executors=self.plugins.executors.keys(),
-        )
+        spec, diagnostics = check_pipeline(text, file or DEFAULT_PIPELINE_PATH, **self._installed())
         return Validation(spec, diagnostics)
 
     def _load_cached(self, revision: vcs.Revision, file: str) -> PipelineSpec:
@@ -125,12 +129,7 @@ class RunService:
 
     def _load(self, text: str, file: str) -> PipelineSpec:
         try:
-            return load_pipeline(
-                text,
-                file,
-                stage_kinds={n: k.validate for n, k in self.plugins.stage_kinds.items()},
-                executors=self.plugins.executors.keys(),
-            )
+            return load_pipeline(text, file, **self._installed())
         except PipelineError as exc:
             message = f"invalid pipeline file:\n{exc}"
             broken = [p for p in self.plugins.describe() if p.error]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from conveyor.daemon.errors import FailedPrecondition, Unavailable
+from conveyor.daemon.errors import FailedPrecondition
 from conveyor.daemon.pipeline import PipelineSpec
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageStatus
 from conveyor.daemon.scheduler.control import RunControl
@@ -78,9 +78,14 @@ class Scheduler:
             await trio.sleep_forever()
 
     def enqueue(self, run: RunRecord, spec: PipelineSpec) -> None:
-        """Queue a stored run. Cancels older runs of its group if it asks to."""
+        """Queue a stored run. Cancels older runs of its group if it asks to.
+
+        While draining, the run is left as it is stored (queued): the next
+        start-up runs it.
+        """
         if not self._accepting or self._nursery is None:
-            raise Unavailable("the daemon is shutting down; the run stays queued")
+            log.info("run %s stays queued until the next start-up", run.id)
+            return
         key, cancel_older = concurrency_group(spec, run.ref)
         control = RunControl(run_id=run.id, group=key)
         if key:
