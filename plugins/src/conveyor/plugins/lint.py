@@ -37,7 +37,7 @@ from pathlib import Path
 
 from conveyor.daemon.hookspecs import hookimpl
 from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.reports import Finding, StageReport
+from conveyor.daemon.reports import Finding
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.plugins.reporting import (
     REPORTS_ENV,
@@ -47,9 +47,7 @@ from conveyor.plugins.reporting import (
     StageFailure,
     describe_exit,
     find_reports,
-    findings_summary,
-    finish,
-    log_findings,
+    finish_findings,
     parse_report,
     prepare_reports_dir,
     relative_sources,
@@ -59,7 +57,6 @@ from conveyor.plugins.reporting import (
 )
 from conveyor.plugins.reports import (
     LINT_LEVELS,
-    finding_counts,
     lint_gate,
     parse_ruff_json,
     parse_sarif,
@@ -148,22 +145,9 @@ class LintStage(ReportingStage[LintParams]):
             )
 
         findings = with_fingerprints(findings, ctx.workspace)
-        passed, reason = lint_gate(findings, params.fail_on)
+        gate = lint_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
-        result = StageReport(
-            kind="lint",
-            counts=finding_counts(findings),
-            findings=findings,
-            gate_passed=passed,
-            gate_reason=reason,
-            sources=sources,
-        )
-        await ctx.log_line(
-            f"lint: {findings_summary(result.counts)} from {', '.join(sources)};"
-            f" gate {'passed' if passed else 'failed'}: {reason}"
-        )
-        await log_findings(ctx, findings)
-        return finish(result, exit_code=exit_code)
+        return await finish_findings(ctx, "lint", findings, gate, sources, exit_code)
 
 
 @hookimpl

@@ -34,7 +34,7 @@ from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
 from conveyor.daemon.reports import Finding, StageReport, TestCaseResult
 from conveyor.daemon.stages import StageContext, StageOutcome
-from conveyor.plugins.reports import ReportError
+from conveyor.plugins.reports import ReportError, finding_counts
 from conveyor.plugins.run import SHELLS, shell_script
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "find_reports",
     "findings_summary",
     "finish",
+    "finish_findings",
     "log_findings",
     "log_tests",
     "parse_report",
@@ -446,6 +447,33 @@ def finding_line(finding: Finding) -> str:
 def test_case_line(test: TestCaseResult) -> str:
     message = test.message.splitlines()[0] if test.message else ""
     return f"  {test.outcome}  {test.name}" + (f": {message}" if message else "")
+
+
+async def finish_findings(
+    ctx: StageContext,
+    kind: str,
+    findings: list[Finding],
+    gate: tuple[bool, str],
+    sources: list[str],
+    exit_code: int | None,
+) -> StageOutcome:
+    """The outcome of a findings stage (lint, scan): the report, a summary and
+    the findings in the log."""
+    passed, reason = gate
+    report = StageReport(
+        kind=kind,
+        counts=finding_counts(findings),
+        findings=findings,
+        gate_passed=passed,
+        gate_reason=reason,
+        sources=sources,
+    )
+    await ctx.log_line(
+        f"{kind}: {findings_summary(report.counts)} from {', '.join(sources)};"
+        f" gate {'passed' if passed else 'failed'}: {reason}"
+    )
+    await log_findings(ctx, findings)
+    return finish(report, exit_code=exit_code)
 
 
 async def log_findings(ctx: StageContext, findings: Sequence[Finding]) -> None:

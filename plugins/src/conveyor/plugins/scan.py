@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from conveyor.daemon.hookspecs import hookimpl
 from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.reports import Finding, StageReport
+from conveyor.daemon.reports import Finding
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.plugins.reporting import (
     REPORTS_ENV,
@@ -47,9 +47,7 @@ from conveyor.plugins.reporting import (
     StageFailure,
     describe_exit,
     find_reports,
-    findings_summary,
-    finish,
-    log_findings,
+    finish_findings,
     parse_report,
     prepare_reports_dir,
     relative_sources,
@@ -61,7 +59,6 @@ from conveyor.plugins.reports import (
     SCAN_SEVERITIES,
     Baseline,
     apply_baseline,
-    finding_counts,
     load_baseline,
     parse_bandit_json,
     parse_detect_secrets_json,
@@ -197,22 +194,9 @@ class ScanStage(ReportingStage[ScanParams]):
         findings = with_fingerprints(findings, ctx.workspace)
         if baseline is not None:
             findings = apply_baseline(findings, baseline)
-        passed, reason = scan_gate(findings, params.fail_on)
+        gate = scan_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
-        result = StageReport(
-            kind="scan",
-            counts=finding_counts(findings),
-            findings=findings,
-            gate_passed=passed,
-            gate_reason=reason,
-            sources=sources,
-        )
-        await ctx.log_line(
-            f"scan: {findings_summary(result.counts)} from {', '.join(sources)};"
-            f" gate {'passed' if passed else 'failed'}: {reason}"
-        )
-        await log_findings(ctx, findings)
-        return finish(result, exit_code=exit_code)
+        return await finish_findings(ctx, "scan", findings, gate, sources, exit_code)
 
 
 @hookimpl

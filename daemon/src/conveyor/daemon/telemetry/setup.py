@@ -135,7 +135,8 @@ def configure(
     resource = Resource.create({"service.name": SERVICE_NAME, "service.version": _version()})
 
     processors: list[BoundedBatchSpanProcessor] = []
-    tracer_provider = TracerProvider(resource=resource)
+    # shut down explicitly by the daemon (Telemetry.shutdown), not at exit
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     for name in traces:
         span_exporter: SpanExporter
         if name == "otlp":
@@ -173,7 +174,9 @@ def configure(
             )
         else:
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False
+    )
     if traces or metrics:
         log.info(
             "telemetry: traces -> %s, metrics -> %s (%s)",
