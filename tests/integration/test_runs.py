@@ -207,3 +207,17 @@ def test_unknown_ref_and_missing_repository_are_not_found(
         daemon.submit(repo.path, pipeline_path="ci/other.yaml")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "ci/other.yaml" in (err.value.details() or "")
+
+
+def test_watch_resumes_after_a_sequence_number(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    repo = pipeline_repo(DIAMOND)
+    run = daemon.wait(daemon.submit(repo.path).id)
+    everything = list(daemon.events(run.id))
+    assert [e.seq for e in everything] == list(range(1, run.last_event_seq + 1))
+    assert everything[0].run_status == runs_pb2.RUN_STATUS_QUEUED
+    assert everything[-1].run_status == runs_pb2.RUN_STATUS_SUCCEEDED
+    resumed = list(daemon.events(run.id, after_seq=5))
+    assert resumed == everything[5:]
+    assert list(daemon.events(run.id, after_seq=run.last_event_seq)) == []

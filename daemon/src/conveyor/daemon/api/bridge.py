@@ -140,7 +140,8 @@ class TrioBridge:
             self._token.run_sync_soon(self._nursery.start_soon, produce)
         except trio.RunFinishedError:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
-        context.add_callback(stop)
+        if not context.add_callback(stop):  # the call already ended
+            stop()
         try:
             while True:
                 item = handoff.get()
