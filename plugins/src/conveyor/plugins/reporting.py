@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -122,7 +123,7 @@ class ReadsParams(Protocol):
 ParamsT = TypeVar("ParamsT", bound=ReadsParams)
 
 
-class ReportingStage(Generic[ParamsT]):
+class ReportingStage(ABC, Generic[ParamsT]):
     """The frame of a reporting stage kind: its ``with:`` parameters are read
     (and checked) by ``read_params``; :meth:`execute` does the work, raising
     :class:`StageFailure` to fail the attempt with a reason."""
@@ -130,11 +131,13 @@ class ReportingStage(Generic[ParamsT]):
     name: str
     description: str
 
+    @abstractmethod
     def read_params(self, spec: StageSpec) -> ParamsT:
-        raise NotImplementedError
+        """Read and check the stage's ``with:`` parameters."""
 
+    @abstractmethod
     async def execute(self, ctx: StageContext, params: ParamsT) -> StageOutcome:
-        raise NotImplementedError
+        """Do the stage's work with checked parameters."""
 
     def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
         return self.read_params(spec).problems
