@@ -45,14 +45,12 @@ from conveyor.plugins.reporting import (
     Params,
     ReportingStage,
     StageFailure,
-    describe_exit,
-    find_reports,
     finish_findings,
     parse_report,
     prepare_reports_dir,
     relative_sources,
     require_tools,
-    run_commands,
+    run_sarif_commands,
     run_tool,
 )
 from conveyor.plugins.reports import (
@@ -105,15 +103,7 @@ class LintStage(ReportingStage[LintParams]):
         tools = require_tools(ctx, "lint", params.tools)
         folder = await prepare_reports_dir(ctx)
 
-        exit_code = await run_commands(ctx, params.shell, folder)
-        sarif_files = await find_reports(folder, SARIF_PATTERNS)
-        if exit_code and not sarif_files:
-            raise StageFailure(
-                f"the run commands {describe_exit(exit_code)} and wrote no SARIF report"
-                f" to ${REPORTS_ENV}",
-                error_type="exit_code",
-                exit_code=exit_code,
-            )
+        exit_code, sarif_files = await run_sarif_commands(ctx, params.shell, folder)
 
         findings: list[Finding] = []
         parsed: list[Path] = []

@@ -57,6 +57,7 @@ __all__ = [
     "require_tools",
     "run_commands",
     "run_reporting_stage",
+    "run_sarif_commands",
     "run_tool",
     "wrote_report",
 ]
@@ -319,6 +320,26 @@ async def run_commands(ctx: StageContext, shell: str, folder: Path) -> int | Non
     return await ctx.run_process(
         [shell, "-e", "-c", shell_script(ctx.spec.run)], env=reports_env(folder)
     )
+
+
+async def run_sarif_commands(
+    ctx: StageContext, shell: str, folder: Path
+) -> tuple[int | None, list[Path]]:
+    """Run the stage's ``run:`` commands and find the SARIF files they wrote.
+
+    Commands that failed without writing any SARIF fail the stage: their
+    failure would otherwise go unnoticed.
+    """
+    exit_code = await run_commands(ctx, shell, folder)
+    sarif_files = await find_reports(folder, SARIF_PATTERNS)
+    if exit_code and not sarif_files:
+        raise StageFailure(
+            f"the run commands {describe_exit(exit_code)} and wrote no SARIF report"
+            f" to ${REPORTS_ENV}",
+            error_type="exit_code",
+            exit_code=exit_code,
+        )
+    return exit_code, sarif_files
 
 
 def wrote_report(path: Path) -> bool:
