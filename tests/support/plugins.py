@@ -7,34 +7,46 @@ virtual environment.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def uv_command() -> list[str]:
+    """How to call uv: the one ``uv run`` names in ``$UV``, else the
+    repository's ``scripts/uv.sh`` (which finds it as the bootstrap does).
+
+    The workspace ``.venv`` is made by uv and has no pip, so nothing here
+    falls back to ``python -m pip``.
+    """
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv:
+        return [uv]
+    return ["bash", str(ROOT / "scripts" / "uv.sh")]
+
 
 def install(project: Path, target: Path) -> None:
-    """``pip install --target`` a project folder (with uv when available)."""
-    uv = shutil.which("uv")
-    if uv:
-        cmd = [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(project)]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    else:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--target",
-                str(target),
-                str(project),
-            ],
-            check=True,
-        )
+    """Install a project folder into ``target`` (``uv pip install --target``)."""
+    cmd = [
+        *uv_command(),
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--python",
+        sys.executable,
+        "--target",
+        str(target),
+        str(project),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}")
 
 
 def write_distribution(
