@@ -180,20 +180,19 @@ def fill(message: Message, text: str, depth: int = 0) -> Message:
     keys) to ``text``; a few items per list."""
     for field in message.DESCRIPTOR.fields:
         value: Any = getattr(message, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            key_type = field.message_type.fields_by_name["key"].type
-            if key_type == FieldDescriptor.TYPE_STRING:
-                for n in range(3):
-                    value[f"{text}{n}"] = n + 1
-            continue
         repeated = field.is_repeated
+        submessage = field.message_type
         if field.type == FieldDescriptor.TYPE_STRING:
             if repeated:
                 value.extend([f"{text}{n}" for n in range(2)])
             else:
                 setattr(message, field.name, text)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and depth < 4:
-            if field.message_type.full_name.startswith("google.protobuf"):
+        elif submessage is not None and submessage.GetOptions().map_entry:
+            if submessage.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING:
+                for n in range(3):
+                    value[f"{text}{n}"] = n + 1
+        elif submessage is not None and depth < 4:
+            if submessage.full_name.startswith("google.protobuf"):
                 continue
             if repeated:
                 for _ in range(2):
