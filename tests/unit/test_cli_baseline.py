@@ -167,7 +167,8 @@ def stage(name: str, **fields: object) -> runs_pb2.Stage:
 @pytest.mark.parametrize(
     ("stage_name", "message"),
     [
-        ("deploy", "run r-1 has no stage 'deploy' (stages: scan, broken, unit, lint)"),
+        ("deploy", "run r-1 has no stage 'deploy' (stages: scan, broken, unit, lint, build)"),
+        ("build", "stage 'build' is a run stage: a baseline takes the findings of a scan stage"),
         ("broken", "stage 'broken' of run r-1 has no report (failed: baseline file not found)"),
         ("unit", "stage 'unit' is a test stage: a baseline takes findings"),
         ("lint", "stage 'lint' is a lint stage, which reads no baseline file"),
@@ -178,9 +179,15 @@ def test_only_a_stage_with_findings_makes_a_baseline(stage_name: str, message: s
         id="r-1",
         stages=[
             stage("scan", report=runs_pb2.StageReport(kind="scan")),
-            stage("broken", status=runs_pb2.STAGE_STATUS_FAILED, reason="baseline file not found"),
+            stage(
+                "broken",
+                kind="scan",
+                status=runs_pb2.STAGE_STATUS_FAILED,
+                reason="baseline file not found",
+            ),
             stage("unit", report=runs_pb2.StageReport(kind="test")),
             stage("lint", report=runs_pb2.StageReport(kind="lint")),
+            stage("build", kind="run", status=runs_pb2.STAGE_STATUS_SUCCEEDED),
         ],
     )
     assert baseline.scan_report(run, "scan").kind == "scan"

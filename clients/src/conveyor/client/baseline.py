@@ -50,6 +50,11 @@ def scan_report(run: runs_pb2.Run, stage_name: str) -> runs_pb2.StageReport:
     if stage is None:
         names = ", ".join(printable(name) for name in stages) or "none"
         raise CommandError(f"run {run_id} has no stage {stage_name!r} (stages: {names})")
+    if stage.kind in ("run", "test", "lint") and not stage.HasField("report"):
+        raise CommandError(
+            f"stage {stage_name!r} is a {stage.kind} stage: a baseline takes the findings"
+            " of a scan stage"
+        )
     if not stage.HasField("report"):
         why = f": {printable(stage.reason)}" if stage.reason else ""
         raise CommandError(

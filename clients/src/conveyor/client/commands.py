@@ -178,10 +178,11 @@ def cmd_baseline(args: argparse.Namespace, session: Session) -> int:
     baseline.write(target, text)
     where = "PATH" if target.is_absolute() else target.as_posix()
     print(f"wrote {target}: {summary}")
-    print(
-        "  give each new entry a reason, commit the file, and point the scan stage at it"
-        f" (a path from the repository's root): with: {{baseline: {where}}}"
-    )
+    if added:
+        print(
+            "  give each new entry a reason, commit the file, and point the scan stage at it"
+            f" (a path from the repository's root): with: {{baseline: {where}}}"
+        )
     return 0
 
 
