@@ -24,7 +24,9 @@ from conveyor.v1 import runs_pb2
 
 SOURCES = {
     "src/app/settings.py": 'SECRET_KEY = "django-insecure-0123456789abcdef"\nDEBUG = False\n',
-    "src/app/auth.py": "import hashlib\n\ndef sign(key, data):\n    return hashlib.sha1(key + data)\n",
+    "src/app/auth.py": (
+        "import hashlib\n\ndef sign(key, data):\n    return hashlib.sha1(key + data)\n"
+    ),
     "tests/fixtures/keys.py": 'AWS_KEY = "AKIAIOSFODNN7EXAMPLE"\n',
     "tests/test_app.py": "def test_a():\n    assert True\n\ndef test_b():\n    assert 1\n",
 }
