@@ -73,7 +73,7 @@ def cmd_runs(args: argparse.Namespace, session: Session) -> int:
     else:
         print("no runs")
     if response.next_page_token:
-        print(f"more runs: --page-token {response.next_page_token}", file=sys.stderr)
+        print(f"more runs: --page-token {printable(response.next_page_token)}", file=sys.stderr)
     return 0
 
 
