@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from conveyor.client import render
+from conveyor.client.logs import stream_stage
 from conveyor.client.terminal import LogFilter, paint, printable, use_color
 from conveyor.client.timeline import timeline
 from conveyor.client.watch import (
@@ -170,6 +173,33 @@ def test_unterminated_and_oversized_sequences_are_dropped() -> None:
 def test_an_esc_inside_a_control_string_ends_it() -> None:
     # xterm: ESC aborts an OSC; what follows is read again
     assert filtered(b"\x1b]0;title\x1b[31mred\x1b[0m", True, 3) == b"\x1b[31mred\x1b[0m"
+
+
+class Interrupted:
+    """A session whose log stream sends ``chunks``, then Ctrl-C arrives."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.client = self
+        self.chunks = chunks
+
+    @contextmanager
+    def stream_logs(self, *args: object, **kwargs: object) -> Iterator[Iterator[Any]]:
+        def stream() -> Iterator[Any]:
+            offset = 0
+            for data in self.chunks:
+                yield runs_pb2.LogChunk(offset=offset, data=data)
+                offset += len(data)
+            raise KeyboardInterrupt
+
+        yield stream()
+
+
+def test_an_interrupted_follow_leaves_no_colour_on() -> None:
+    session = Interrupted(b"\x1b[1m$ make\x1b[0m\n", b"\x1b[31mcompiling")
+    out = io.BytesIO()
+    with pytest.raises(KeyboardInterrupt):
+        stream_stage(session, "r-1", "build", follow=True, out=out, color=True)  # type: ignore[arg-type]
+    assert out.getvalue() == b"\x1b[1m$ make\x1b[0m\n\x1b[31mcompiling\x1b[0m"
 
 
 # -- every server string the CLI renders -------------------------------------------

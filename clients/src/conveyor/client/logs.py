@@ -18,7 +18,8 @@ def stream_stage(
     colours when ``color`` is on; returns the last byte written (b"" if none).
 
     When the stream breaks because the daemon went away, reconnects and resumes
-    from the last offset received.
+    from the last offset received. Interrupted (Ctrl-C), it resets the colours
+    the log left on before passing the KeyboardInterrupt on.
     """
     offset = 0
     last = b""
@@ -32,23 +33,29 @@ def stream_stage(
             out.flush()
             last = data[-1:]
 
-    while True:
-        try:
-            with session.client.stream_logs(run_id, stage, offset=offset, follow=follow) as stream:
-                for chunk in stream:
-                    data = chunk.data
-                    if chunk.offset < offset:  # overlap after a resume
-                        data = data[offset - chunk.offset :]
-                    write(logfilter.feed(data))
-                    offset = max(offset, chunk.offset + len(chunk.data))
-                    failures = 0
-            write(logfilter.close())
-            return last
-        except DaemonUnavailable:
-            failures += 1
-            if failures > STREAM_RETRIES:
-                raise
-            session.reconnect()
+    try:
+        while True:
+            try:
+                with session.client.stream_logs(
+                    run_id, stage, offset=offset, follow=follow
+                ) as stream:
+                    for chunk in stream:
+                        data = chunk.data
+                        if chunk.offset < offset:  # overlap after a resume
+                            data = data[offset - chunk.offset :]
+                        write(logfilter.feed(data))
+                        offset = max(offset, chunk.offset + len(chunk.data))
+                        failures = 0
+                write(logfilter.close())
+                return last
+            except DaemonUnavailable:
+                failures += 1
+                if failures > STREAM_RETRIES:
+                    raise
+                session.reconnect()
+    except KeyboardInterrupt:
+        write(logfilter.close())  # Ctrl-C during --follow: leave no colour on
+        raise
 
 
 def stage_names(run: runs_pb2.Run) -> list[str]:
