@@ -112,13 +112,21 @@ def conveyor(
     return result
 
 
-def conveyor_bytes(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
+def conveyor_bytes(
+    daemon: DaemonProcess, *args: str, **env: str
+) -> subprocess.CompletedProcess[bytes]:
     """Like `conveyor`, for byte-exact output (`logs`)."""
     result = subprocess.run(
-        [*CLI, *args], env=cli_env(daemon.address), capture_output=True, timeout=2 * WAIT
+        [*CLI, *args], env=cli_env(daemon.address, **env), capture_output=True, timeout=2 * WAIT
     )
     assert b"Traceback" not in result.stderr, result.stderr
     return result
+
+
+def plain(log: bytes) -> bytes:
+    """A log as `conveyor logs` prints it without colours (the daemon's command
+    lines are bold)."""
+    return re.sub(rb"\x1b\[[0-9;]*m", b"", log)
 
 
 def normalize(line: str) -> str:
@@ -497,6 +505,195 @@ def test_watch_of_a_finished_failed_run_replays_it_and_exits_1(
     ]
 
 
+# -- findings: what fails the gate first, baselines (issue 8.3, 8.4) ---------------------
+
+# A project as found in the wild: a src layout, a test suite (bandit flags every
+# assert: low), a test fixture with a key-like string and a settings file with a
+# secret keyword (detect-secrets: high), and a SHA-1 it uses on purpose (high).
+PROJECT = {
+    "pyproject.toml": '[project]\nname = "app"\nversion = "1.0"\n\n[tool.ruff]\nfix = true\n',
+    "src/app/__init__.py": "",
+    "src/app/auth.py": (
+        "import hashlib\nimport hmac\n\n\ndef sign(key: bytes, data: bytes) -> str:\n"
+        "    return hmac.new(key, data, hashlib.sha1).hexdigest()\n"
+    ),
+    "tools/release.py": (
+        "import hashlib\n\n\ndef artifact_id(data: bytes) -> str:\n"
+        "    return hashlib.sha1(data).hexdigest()\n"
+    ),
+    "src/app/settings.py": 'SECRET_KEY = "django-insecure-s3cr3t-k3y-for-local-runs-0123456789"\n',
+    "tests/fixtures/keys.py": 'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\n',
+    **{
+        f"tests/test_{name}.py": (
+            f"from app import auth\n\n\ndef test_{name}_signs():\n"
+            f"    assert auth.sign(b'k', b'{name}')\n    assert len(auth.sign(b'k', b'x')) == 40\n"
+        )
+        for name in ("auth", "api", "models", "views", "forms", "utils", "cli", "db", "io", "log")
+    },
+}
+SCAN = """\
+name: {name}
+stages:
+  scan:
+    uses: scan
+    env: {{PATH: "{path}"}}
+    with: {with_}
+"""
+
+
+def scan_pipeline(name: str, with_: str = "{}") -> str:
+    """The scan stage, with the test's own bandit and detect-secrets on its PATH."""
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    return SCAN.format(name=name, path=path, with_=with_)
+
+
+def report_lines(stdout: str, stage_name: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{stage_name} ("))
+    return lines[start:]
+
+
+def test_show_lists_what_fails_the_gate_first_and_baseline_accepts_it(
+    conveyord: DaemonProcess, repo_factory: Callable[..., GitRepo]
+) -> None:
+    repo = repo_factory({**PROJECT, "conveyor.yaml": scan_pipeline("findings")})
+    run = conveyord.wait(conveyord.submit(repo.path).id)
+    scan = run.stages[0]
+    assert scan.status == runs_pb2.STAGE_STATUS_FAILED, scan.reason
+    highs = sum(1 for f in scan.report.findings if f.severity == "high")
+    lows = sum(1 for f in scan.report.findings if f.severity == "low")
+    assert highs >= 3 and lows >= 20
+    # in report order, the low findings of bandit come before detect-secrets' high ones
+    assert scan.report.findings[0].severity != "high"
+
+    result = conveyor(conveyord, "show", run.id)
+    assert result.returncode == 0, result.stderr
+    report = report_lines(result.stdout, "scan")
+    severities = [line.split()[1] for line in report[1:-1]]
+    assert severities[:highs] == ["high"] * highs
+    assert len(severities) == 20
+    hidden = len(scan.report.findings) - 20
+    assert report[-1] == f"  ... and {hidden} more; conveyor show {run.id} --findings all"
+
+    every = conveyor(conveyord, "show", run.id, "--findings", "all")
+    assert len(report_lines(every.stdout, "scan")) == 1 + len(scan.report.findings)
+    only_high = report_lines(
+        conveyor(conveyord, "show", run.id, "--severity", "high").stdout, "scan"
+    )
+    assert [line.split()[1] for line in only_high[1:-1]] == ["high"] * highs
+    assert only_high[-1] == f"  ({len(scan.report.findings) - highs} below high not shown)"
+
+    # the documented workflow: baseline what fails the gate, commit, point the scan at it
+    written = conveyor(
+        conveyord,
+        "baseline",
+        run.id,
+        "scan",
+        "--min-severity",
+        "high",
+        "--write",
+        ".conveyor/scan-baseline.json",
+        cwd=repo.path,
+    )
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.startswith(
+        f"wrote .conveyor/scan-baseline.json: {highs} entries added;"
+        f" left out: {len(scan.report.findings) - highs} below high\n"
+    )
+    document = json.loads((repo.path / ".conveyor" / "scan-baseline.json").read_text())
+    assert len(document["findings"]) == highs
+    printed = conveyor(conveyord, "baseline", run.id, "scan", "--min-severity", "high")
+    assert json.loads(printed.stdout) == document
+
+    repo.commit(
+        {
+            ".conveyor/scan-baseline.json": json.dumps(document, indent=2),
+            "conveyor.yaml": scan_pipeline("findings", "{baseline: .conveyor/scan-baseline.json}"),
+        }
+    )
+    again = conveyord.wait(conveyord.submit(repo.path).id).stages[0]
+    assert again.status == runs_pb2.STAGE_STATUS_SUCCEEDED, again.reason
+    assert {(f.severity, f.baselined) for f in again.report.findings} == {
+        ("high", True),
+        ("low", False),
+    }
+    assert again.report.counts["baselined"] == highs
+
+
+# -- server strings with terminal escapes (issue 9.9) ------------------------------------
+
+HOSTILE_GROUP = "grp\x1b]0;pwned\x07\x1b[2J"
+HOSTILE_REASON = "stop\x1b]2;title\x07\x1b[H\x1b[3A\x9b2J"
+HOSTILE_KIND = "kind\x1b]0;pwned\x07\x1b[2J"
+ESCAPED = {
+    HOSTILE_GROUP: "grp\\x1b]0;pwned\\x07\\x1b[2J",
+    HOSTILE_REASON: "stop\\x1b]2;title\\x07\\x1b[H\\x1b[3A\\x9b2J",
+    HOSTILE_KIND: "kind\\x1b]0;pwned\\x07\\x1b[2J",
+}
+
+
+def yaml_quoted(text: str) -> str:
+    """``text`` as a double-quoted YAML scalar, control characters escaped."""
+    return '"' + "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text) + '"'
+
+
+def assert_shown_escaped(output: str | bytes, *hostile: str) -> None:
+    text = output.decode() if isinstance(output, bytes) else output
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), text
+    for value in hostile:
+        assert ESCAPED[value] in text, (ESCAPED[value], text)
+
+
+def test_terminal_escapes_in_server_strings_are_shown_escaped(
+    conveyord: DaemonProcess, repo_factory: Callable[..., GitRepo], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    pipeline = GATED.format(name="hostile", gate=gate).replace(
+        "stages:", f"concurrency:\n  group: {yaml_quoted(HOSTILE_GROUP)}\nstages:", 1
+    )
+    bad = f"name: bad\nstages:\n  x:\n    uses: {yaml_quoted(HOSTILE_KIND)}\n"
+    pipeline_file = "ci\x1b]0;path\x07.yaml"
+    other = TWO_STAGES.format(name="pathy", test="echo ok")
+    repo = repo_factory({"conveyor.yaml": pipeline, "bad.yaml": bad, pipeline_file: other})
+
+    # validate and submit: the unknown `uses:` value in a diagnostic, an error
+    result = conveyor(conveyord, "validate", str(repo.path / "bad.yaml"))
+    assert result.returncode == 1
+    assert_shown_escaped(result.stdout, HOSTILE_KIND)
+    result = conveyor(conveyord, "submit", "--file", "bad.yaml", cwd=repo.path)
+    assert result.returncode == 1
+    assert_shown_escaped(result.stderr, HOSTILE_KIND)
+
+    # a pipeline path with escapes: run, or refused; shown escaped either way
+    result = conveyor(conveyord, "submit", "--file", pipeline_file, cwd=repo.path)
+    assert_shown_escaped(result.stdout + result.stderr)
+    assert "ci\\x1b]0;path\\x07.yaml" in result.stdout + result.stderr or result.returncode == 0
+    if result.returncode == 0:
+        shown = conveyor(conveyord, "show", submitted_id(result.stdout))
+        assert "pipeline file: ci\\x1b]0;path\\x07.yaml\n" in shown.stdout
+
+    # submit --watch, cancelled with a hostile reason; then show and watch
+    with follow(
+        conveyord, "submit", "--repo", str(repo.path), "--ref", "main", "--watch"
+    ) as watcher:
+        watcher.wait_for(b" talk running (attempt 1)\n")
+        run_id = submitted_id(watcher.output.decode())
+        cancel = conveyor(conveyord, "cancel", run_id, "--reason", HOSTILE_REASON)
+        assert cancel.returncode == 0, cancel.stderr
+        code, out, err = watcher.finish()
+    assert (code, err) == (1, "")
+    assert_shown_escaped(out, HOSTILE_REASON)
+    assert get_run(conveyord, run_id).reason == HOSTILE_REASON  # stored as sent
+    show = conveyor(conveyord, "show", run_id)
+    assert_shown_escaped(show.stdout, HOSTILE_REASON, HOSTILE_GROUP)
+    assert f"  concurrency:   {ESCAPED[HOSTILE_GROUP]}\n" in show.stdout
+    assert_shown_escaped(conveyor(conveyord, "watch", run_id).stdout, HOSTILE_REASON)
+    assert (
+        json.loads(conveyor(conveyord, "show", run_id, "-o", "json").stdout)["concurrency_group"]
+        == HOSTILE_GROUP
+    )  # JSON keeps the data as it is (escaped by JSON itself)
+
+
 # -- logs ---------------------------------------------------------------------------
 
 
@@ -515,19 +712,19 @@ def test_logs_of_one_stage_and_of_all_stages(
     assert logs["build"].endswith(b"\ncompiling\n\x1b[1m$ echo linking\x1b[0m\nlinking\n")
     assert logs["partial"].endswith(b"no newline")
 
-    result = conveyor_bytes(conveyord, "logs", run.id, "build")
+    result = conveyor_bytes(conveyord, "logs", run.id, "build", "--color", "always")
     assert (result.returncode, result.stderr) == (0, b"")
     assert result.stdout == logs["build"]
 
-    result = conveyor_bytes(conveyord, "logs", run.id)
+    result = conveyor_bytes(conveyord, "logs", run.id)  # piped: no colours
     assert (result.returncode, result.stderr) == (0, b"")
     assert result.stdout == (
         b"==> stage build <==\n"
-        + logs["build"]
+        + plain(logs["build"])
         + b"==> stage partial <==\n"
-        + logs["partial"]
+        + plain(logs["partial"])
         + b"\n==> stage last <==\n"  # a newline ends the unfinished line before a header
-        + logs["last"]
+        + plain(logs["last"])
     )
 
     missing = conveyor(conveyord, "logs", run.id, "deploy")
@@ -556,12 +753,42 @@ def test_logs_follow_streams_a_running_stage_until_it_ends(
         code, all_out, err = every.finish()
         assert (code, err) == (0, "")
     assert conveyord.wait(run.id).status == runs_pb2.RUN_STATUS_SUCCEEDED
-    talk = conveyord.logs(run.id, "talk")
+    talk = plain(conveyord.logs(run.id, "talk"))
     assert out == talk
     assert b"\nfirst-talk\n" in out and out.endswith(b"\nsecond-talk\n")
     assert all_out == (
-        b"==> stage talk <==\n" + talk + b"==> stage after <==\n" + conveyord.logs(run.id, "after")
+        b"==> stage talk <==\n"
+        + talk
+        + b"==> stage after <==\n"
+        + plain(conveyord.logs(run.id, "after"))
     )
+
+
+def test_logs_keep_colours_only_when_asked_and_never_other_escapes(
+    conveyord: DaemonProcess, pipeline_repo: PipelineRepo
+) -> None:
+    repo = pipeline_repo(
+        "name: escapes\nstages:\n  tool:\n    run: >-\n"
+        "      printf 'start\\033]0;owned\\007\\033[2J\\033[H\\033[31mred\\033[0m"
+        " 50%%\\r100%%\\n'\n"
+    )
+    run = conveyord.wait(conveyord.submit(repo.path).id)
+    raw = conveyord.logs(run.id, "tool")
+    assert b"start\x1b]0;owned\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m 50%\r100%\n" in raw
+
+    piped = conveyor_bytes(conveyord, "logs", run.id, "tool")
+    assert piped.returncode == 0, piped.stderr
+    assert b"\x1b" not in piped.stdout and b"\x07" not in piped.stdout
+    assert piped.stdout.endswith(b"\nstartred 50%\n100%\n")
+    for args, env in [
+        (["--color", "always"], {}),
+        (["--color", "always"], {"NO_COLOR": "1"}),  # the option wins over the environment
+    ]:
+        coloured = conveyor_bytes(conveyord, "logs", run.id, "tool", *args, **env)
+        assert coloured.stdout.endswith(b"\nstart\x1b[31mred\x1b[0m 50%\n100%\n")
+        assert b"\x1b]" not in coloured.stdout and b"\x1b[2J" not in coloured.stdout
+    never = conveyor_bytes(conveyord, "logs", run.id, "tool", "--color", "never")
+    assert never.stdout == piped.stdout
 
 
 # -- cancel -------------------------------------------------------------------------

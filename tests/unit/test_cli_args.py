@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conveyor.client import ConveyorError, DaemonUnavailable, connect
+from conveyor.client import ConveyorError, DaemonUnavailable, connect, render
 from conveyor.client.cli import build_parser, main
 from conveyor.client.errors import translate_rpc_error
 from conveyor.client.session import DEFAULT_CONNECT_TIMEOUT, Session, connect_timeout
@@ -73,11 +73,53 @@ def test_other_commands() -> None:
         ["--output", "yaml", "runs"],
         ["hook"],
         ["frobnicate"],
+        ["show", "r1", "--findings", "0"],
+        ["show", "r1", "--findings", "some"],
+        ["show", "r1", "--severity", "severe"],
+        ["logs", "r1", "--color", "sometimes"],
+        ["baseline", "r1"],
+        ["baseline", "r1", "scan", "--min-severity", "urgent"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_show_findings_and_severity_options() -> None:
+    parser = build_parser()
+    default = parser.parse_args(["show", "r1"])
+    assert (default.findings, default.severity) == (render.REPORT_ITEMS, None)
+    every = parser.parse_args(["show", "r1", "--findings", "all", "--severity", "HIGH"])
+    assert (every.findings, every.severity) == (render.ALL, "high")
+    assert parser.parse_args(["show", "r1", "--findings", "50"]).findings == 50
+
+
+def test_color_is_a_global_option() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["logs", "r1"]).color == "auto"
+    assert parser.parse_args(["--color", "never", "logs", "r1"]).color == "never"
+    assert parser.parse_args(["watch", "r1", "--color", "always"]).color == "always"
+
+
+def test_baseline_options() -> None:
+    args = build_parser().parse_args(
+        ["baseline", "r1", "scan", "--min-severity", "high", "--write", "b.json", "--replace"]
+    )
+    assert (args.run, args.stage, args.min_severity, args.write) == ("r1", "scan", "high", "b.json")
+    assert (args.replace, args.include_baselined) == (True, False)
+    defaults = build_parser().parse_args(["baseline", "r1", "scan"])
+    assert (defaults.min_severity, defaults.write, defaults.replace) == (None, None, False)
+
+
+def test_errors_quoting_escapes_are_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--address", NOWHERE, "validate", "ci\x1b]0;x\x07.yaml"]) == 1
+    assert capsys.readouterr().err == (
+        "conveyor: error: cannot read ci\\x1b]0;x\\x07.yaml: No such file or directory\n"
+    )
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

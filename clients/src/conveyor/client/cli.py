@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from conveyor.client import commands, render
+from conveyor.client import commands, render, severity
 from conveyor.client.errors import CommandError, ConveyorError, DaemonUnavailable
 from conveyor.client.session import Session
+from conveyor.client.terminal import COLOR_MODES, printable
 
 Command = Callable[[argparse.Namespace, Session], int]
 
@@ -28,8 +29,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _findings_limit(text: str) -> int:
+    """``--findings``: ``all`` (every one: render.ALL) or how many, 1-10000."""
+    if text.lower() == "all":
+        return render.ALL
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError("must be 'all' or between 1 and 10000")
+    return value
+
+
+def _severity(text: str) -> str:
+    try:
+        return severity.check(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """--address and --output, accepted before and after the subcommand."""
+    """--address, --output and --color, accepted before and after the subcommand."""
 
     def default(value: str | None) -> str | None:
         return argparse.SUPPRESS if suppress else value
@@ -45,6 +66,13 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         choices=["text", "json"],
         default=default("text"),
         help="output format of listings and details (default: text)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=COLOR_MODES,
+        default=default("auto"),
+        help="colours in logs and watch: auto (on a terminal, unless NO_COLOR is set),"
+        " always or never (default: auto)",
     )
 
 
@@ -91,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = _add(subparsers, parents, "show", commands.cmd_show, "a run and its stages")
     sub.add_argument("run", metavar="RUN")
+    sub.add_argument(
+        "--findings",
+        type=_findings_limit,
+        default=render.REPORT_ITEMS,
+        metavar="N|all",
+        help=f"findings or tests listed per stage report (default: {render.REPORT_ITEMS})",
+    )
+    sub.add_argument(
+        "--severity",
+        type=_severity,
+        metavar="SEVERITY",
+        help="only findings of this severity or worse: " + ", ".join(severity.SEVERITIES),
+    )
 
     sub = _add(
         subparsers, parents, "trace", commands.cmd_trace, "a run as a timeline of its stages"
@@ -111,6 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = _add(subparsers, parents, "validate", commands.cmd_validate, "check a pipeline file")
     sub.add_argument("file", metavar="FILE", nargs="?", default="conveyor.yaml")
+
+    sub = _add(
+        subparsers,
+        parents,
+        "baseline",
+        commands.cmd_baseline,
+        "write a scan baseline file from the findings of a run",
+    )
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("stage", metavar="STAGE", help="the scan stage")
+    sub.add_argument(
+        "--min-severity",
+        type=_severity,
+        metavar="SEVERITY",
+        help="only findings of this severity or worse (default: all): "
+        + ", ".join(severity.SEVERITIES),
+    )
+    sub.add_argument(
+        "--include-baselined",
+        action="store_true",
+        help="also the findings the run's baseline already accepted",
+    )
+    sub.add_argument(
+        "--write",
+        metavar="FILE",
+        help="write the baseline to FILE, keeping the entries already in it (default: print it)",
+    )
+    sub.add_argument(
+        "--replace", action="store_true", help="with --write: drop the entries already in FILE"
+    )
 
     _add(subparsers, parents, "plugins", commands.cmd_plugins, "list the daemon's plugins")
     _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")
@@ -136,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"conveyor: error: {message}", file=sys.stderr)
+    # messages quote what the daemon and the user sent: show, never act on, escapes
+    print(f"conveyor: error: {printable(message, multiline=True)}", file=sys.stderr)
 
 
 def _run(func: Command, args: argparse.Namespace, session: Session) -> int:
@@ -171,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    session = Session(args.address, args.output)
+    session = Session(args.address, args.output, color=args.color)
     try:
         return _run(func, args, session)
     finally:

@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from conveyor.client import hooks, render
+from conveyor.client import baseline, hooks, render
 from conveyor.client.errors import CommandError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
 from conveyor.client.session import Session
+from conveyor.client.terminal import printable, use_color
 from conveyor.client.timeline import timeline
 from conveyor.client.watch import watch
 from conveyor.v1 import runs_pb2
@@ -30,7 +31,7 @@ def _print_lines(lines: list[str]) -> None:
 
 
 def _warn(message: str) -> None:
-    print(f"conveyor: warning: {message}", file=sys.stderr)
+    print(f"conveyor: warning: {printable(message, multiline=True)}", file=sys.stderr)
 
 
 def cmd_submit(args: argparse.Namespace, session: Session) -> int:
@@ -72,7 +73,7 @@ def cmd_runs(args: argparse.Namespace, session: Session) -> int:
     else:
         print("no runs")
     if response.next_page_token:
-        print(f"more runs: --page-token {response.next_page_token}", file=sys.stderr)
+        print(f"more runs: --page-token {printable(response.next_page_token)}", file=sys.stderr)
     return 0
 
 
@@ -81,7 +82,7 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
     if session.json:
         print(render.to_json(run))
     else:
-        _print_lines(render.run_detail(run))
+        _print_lines(render.run_detail(run, limit=args.findings, min_severity=args.severity))
     return 0
 
 
@@ -100,7 +101,14 @@ def cmd_watch(args: argparse.Namespace, session: Session) -> int:
 
 def cmd_logs(args: argparse.Namespace, session: Session) -> int:
     sys.stdout.flush()
-    return logs(session, args.run, args.stage, follow=args.follow, out=sys.stdout.buffer)
+    return logs(
+        session,
+        args.run,
+        args.stage,
+        follow=args.follow,
+        out=sys.stdout.buffer,
+        color=use_color(session.color, sys.stdout),
+    )
 
 
 def cmd_cancel(args: argparse.Namespace, session: Session) -> int:
@@ -109,7 +117,7 @@ def cmd_cancel(args: argparse.Namespace, session: Session) -> int:
         print(render.to_json(run))
     else:
         print(
-            f"cancel requested for run {run.id} #{run.number} {run.pipeline}"
+            f"cancel requested for run {printable(run.id)} #{run.number} {printable(run.pipeline)}"
             f" (status: {render.run_status_name(run.status)})"
         )
     return 0
@@ -128,6 +136,54 @@ def cmd_validate(args: argparse.Namespace, session: Session) -> int:
     else:
         _print_lines(render.validation(response, file))
     return 0 if response.valid else 1
+
+
+def cmd_baseline(args: argparse.Namespace, session: Session) -> int:
+    run = session.client.get_run(args.run)
+    report = baseline.scan_report(run, args.stage)
+    chosen = baseline.select(
+        report, min_severity=args.min_severity, include_baselined=args.include_baselined
+    )
+    new = baseline.entries(chosen.findings)
+    target = Path(args.write) if args.write else None
+    existing = None if target is None or args.replace else baseline.read_existing(target)
+    items = baseline.merged(existing or [], new)
+    added = len(items) - len(existing or [])
+
+    left_out = []
+    if chosen.below:
+        left_out.append(f"{chosen.below} below {args.min_severity}")
+    if chosen.baselined:
+        left_out.append(f"{chosen.baselined} already baselined (--include-baselined adds them)")
+    if chosen.unfingerprinted:
+        _warn(
+            f"{chosen.unfingerprinted} findings have no fingerprint and are not in the baseline;"
+            " accept them with tool and rule entries (docs/pipeline.md#baselines)"
+        )
+    if report.truncated:
+        _warn(
+            f"the report kept {len(report.findings)} findings and left out {report.truncated};"
+            " those are not in the baseline: run the scan again with it to see them"
+        )
+    summary = f"{added} {'entry' if added == 1 else 'entries'} added"
+    if existing:
+        summary += f" to the {len(existing)} already in the file"
+    if left_out:
+        summary += f"; left out: {', '.join(left_out)}"
+    text = baseline.document(items)
+    if target is None:
+        sys.stdout.write(text)
+        print(f"conveyor: {summary}", file=sys.stderr)
+        return 0
+    baseline.write(target, text)
+    where = "PATH" if target.is_absolute() else target.as_posix()
+    print(f"wrote {target}: {summary}")
+    if added:
+        print(
+            "  give each new entry a reason, commit the file, and point the scan stage at it"
+            f" (a path from the repository's root): with: {{baseline: {where}}}"
+        )
+    return 0
 
 
 def cmd_plugins(args: argparse.Namespace, session: Session) -> int:

@@ -1,4 +1,9 @@
-"""Plain-text and JSON rendering of API messages for the CLI."""
+"""Plain-text and JSON rendering of API messages for the CLI.
+
+Every string from the daemon goes through :func:`~conveyor.client.terminal.printable`
+before it is laid out, so control characters are shown, never acted on.
+JSON output is left as the daemon sent it (``json.dumps`` escapes controls).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from conveyor.client import severity
+from conveyor.client.terminal import printable
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
 
 RUN_TERMINAL = frozenset(
@@ -32,6 +39,11 @@ STAGE_TERMINAL = frozenset(
         runs_pb2.STAGE_STATUS_INTERRUPTED,
     }
 )
+
+#: Findings or tests listed per stage by `show`; the rest are counted.
+REPORT_ITEMS = 20
+#: `limit` of :func:`stage_report` that lists everything.
+ALL = 0
 
 
 def _enum_label(name: str, prefix: str) -> str:
@@ -114,7 +126,7 @@ def format_clock(seconds: float) -> str:
 
 
 def short_commit(commit: str) -> str:
-    return commit[:10]
+    return printable(commit[:10])
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -158,11 +170,11 @@ def runs_table(runs: Sequence[runs_pb2.Run], now: float | None = None) -> list[s
     headers = ["ID", "#", "PIPELINE", "STATUS", "REF", "COMMIT", "CREATED", "DURATION"]
     rows = [
         [
-            run.id,
+            printable(run.id),
             f"#{run.number}",
-            run.pipeline,
+            printable(run.pipeline),
             run_status_name(run.status),
-            run.ref,
+            printable(run.ref),
             short_commit(run.commit),
             format_time(run.created_at),
             format_duration(run_duration(run, now)),
@@ -176,28 +188,36 @@ def stage_rows(stages: Iterable[runs_pb2.Stage], now: float | None = None) -> li
     headers = ["STAGE", "STATUS", "ATTEMPT", "EXIT", "DURATION", "REASON"]
     rows = [
         [
-            stage.name,
+            printable(stage.name),
             stage_status_name(stage.status),
             str(stage.attempt) if stage.attempt else "-",
             str(stage.exit_code) if stage.HasField("exit_code") else "-",
             format_duration(ts_span(stage.started_at, stage.finished_at, now)),
-            stage.reason,
+            printable(stage.reason),
         ]
         for stage in stages
     ]
     return table(headers, rows)
 
 
-def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
+def run_detail(
+    run: runs_pb2.Run,
+    now: float | None = None,
+    *,
+    limit: int = REPORT_ITEMS,
+    min_severity: str | None = None,
+) -> list[str]:
+    """`conveyor show`: the run's fields, its stages, then each stage's
+    report (see :func:`stage_report` for ``limit`` and ``min_severity``)."""
     status = run_status_name(run.status)
     if run.reason:
-        status += f" ({run.reason})"
+        status += f" ({printable(run.reason)})"
     fields = [
         ("status", status),
-        ("repository", run.repository),
-        ("ref", run.ref),
-        ("commit", run.commit),
-        ("pipeline file", run.pipeline_path),
+        ("repository", printable(run.repository)),
+        ("ref", printable(run.ref)),
+        ("commit", printable(run.commit)),
+        ("pipeline file", printable(run.pipeline_path)),
         ("trigger", trigger_name(run.trigger)),
         ("created", format_time(run.created_at)),
         ("started", format_time(run.started_at)),
@@ -205,10 +225,10 @@ def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
         ("duration", format_duration(run_duration(run, now))),
     ]
     if run.concurrency_group:
-        fields.append(("concurrency", run.concurrency_group))
+        fields.append(("concurrency", printable(run.concurrency_group)))
     if run.trace_id:
-        fields.append(("trace", run.trace_id))
-    lines = [f"run {run.id}  #{run.number} {run.pipeline}"]
+        fields.append(("trace", printable(run.trace_id)))
+    lines = [f"run {printable(run.id)}  #{run.number} {printable(run.pipeline)}"]
     lines += [f"  {label + ':':<15}{value}" for label, value in fields]
     if run.stages:
         lines.append("")
@@ -216,38 +236,44 @@ def run_detail(run: runs_pb2.Run, now: float | None = None) -> list[str]:
         for stage in run.stages:
             if stage.HasField("report"):
                 lines.append("")
-                lines += stage_report(stage.name, stage.report)
+                lines += stage_report(
+                    stage.name,
+                    stage.report,
+                    limit=limit,
+                    min_severity=min_severity,
+                    run_id=run.id,
+                )
     return lines
 
 
 # -- stage reports (lint, test, scan) ----------------------------------------
 
-#: Findings or tests listed per stage by `show`; the rest are counted.
-REPORT_ITEMS = 20
-#: Severities from worst to mildest: scans, then lint levels.
-SEVERITY_ORDER = ("critical", "high", "medium", "low", "error", "warning", "note")
 TEST_COUNT_ORDER = ("passed", "failed", "errors", "skipped", "flaky")
-_CONTROL = {c: "?" for c in [*range(0x20), 0x7F]}
+#: Test outcomes in the order `show` lists them: what fails a gate first.
+_OUTCOME_ORDER = {"failed": 0, "error": 0, "flaky": 1, "skipped": 3}
 MESSAGE_WIDTH = 200
 
 
 def _one_line(text: str) -> str:
-    """The first line of a tool's message, without control characters
+    """The first line of a tool's message, control characters escaped
     (no terminal escapes from reports), shortened."""
-    lines = text.strip().splitlines()
-    line = lines[0].translate(_CONTROL) if lines else ""
+    line = printable(text.strip().split("\n", 1)[0].rstrip())
     return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
+
+
+def is_test_report(report: runs_pb2.StageReport) -> bool:
+    return report.kind == "test" or bool(report.tests and not report.findings)
 
 
 def report_counts(report: runs_pb2.StageReport) -> str:
     """``3 findings (high 1, medium 2; 1 baselined)`` or
     ``4 tests: 2 passed, 1 failed, 1 flaky``."""
-    counts = dict(report.counts)
+    counts = {printable(k): v for k, v in report.counts.items()}
     if report.kind not in ("lint", "scan", "test") and not report.findings and not report.tests:
         # a plugin's own report: its counts as they are ("changes 3")
         return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no counts"
     total = counts.pop("total", None)
-    if report.kind == "test" or (report.tests and not report.findings):
+    if is_test_report(report):
         if total is None:
             total = sum(counts.get(k, 0) for k in TEST_COUNT_ORDER)
         known = [k for k in TEST_COUNT_ORDER if counts.get(k)]
@@ -258,13 +284,27 @@ def report_counts(report: runs_pb2.StageReport) -> str:
     baselined = counts.pop("baselined", 0)
     if total is None:
         total = len(report.findings) + report.truncated
-    order = [k for k in SEVERITY_ORDER if counts.get(k)]
-    order += sorted(k for k in counts if k not in SEVERITY_ORDER and counts[k])
+    order = sorted((k for k in counts if counts[k]), key=lambda k: (severity.rank(k), k))
     detail = ", ".join(f"{k} {counts[k]}" for k in order)
     if baselined:
         detail += ("; " if detail else "") + f"{baselined} baselined"
     noun = "finding" if total == 1 else "findings"
     return f"{total} {noun}" + (f" ({detail})" if detail else "")
+
+
+def ordered_findings(findings: Iterable[runs_pb2.Finding]) -> list[runs_pb2.Finding]:
+    """Findings by gate relevance: those not baselined first, then by
+    severity, worst first (unknown severities last), then by file and line."""
+    return sorted(
+        findings,
+        key=lambda f: (f.baselined, severity.rank(f.severity), f.file, f.line, f.column),
+    )
+
+
+def ordered_tests(tests: Iterable[runs_pb2.TestCaseResult]) -> list[runs_pb2.TestCaseResult]:
+    """Failed and errored tests first, then flaky ones, then skipped ones;
+    in report order otherwise."""
+    return sorted(tests, key=lambda t: _OUTCOME_ORDER.get(t.outcome, 2))
 
 
 def finding_rows(findings: Sequence[runs_pb2.Finding]) -> list[str]:
@@ -278,7 +318,7 @@ def finding_rows(findings: Sequence[runs_pb2.Finding]) -> list[str]:
         message = _one_line(f.message)
         if f.baselined:
             message = "(baselined) " + message
-        rows.append([_one_line(where), f.severity, _one_line(rule), message])
+        rows.append([_one_line(where), _one_line(f.severity), _one_line(rule), message])
     if not rows:
         return []
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -288,29 +328,53 @@ def finding_rows(findings: Sequence[runs_pb2.Finding]) -> list[str]:
     ]
 
 
-def stage_report(name: str, report: runs_pb2.StageReport) -> list[str]:
-    """A stage's report for `show`: counts and gate, then the findings (not
-    baselined first) or the tests that did not pass, at most
-    :data:`REPORT_ITEMS`."""
+def testcase_rows(tests: Sequence[runs_pb2.TestCaseResult]) -> list[str]:
+    """``outcome  name: first line of the message``."""
+    return [
+        f"  {_one_line(t.outcome)}  {_one_line(t.name)}"
+        + (f": {_one_line(t.message)}" if t.message.strip() else "")
+        for t in tests
+    ]
+
+
+def stage_report(
+    name: str,
+    report: runs_pb2.StageReport,
+    *,
+    limit: int = REPORT_ITEMS,
+    min_severity: str | None = None,
+    run_id: str = "",
+) -> list[str]:
+    """A stage's report for `show`: counts and gate, then at most ``limit``
+    findings (:data:`ALL`: every one) ordered by :func:`ordered_findings`,
+    only those at or above ``min_severity``, or the tests that did not pass
+    (:func:`ordered_tests`; skipped ones only with :data:`ALL`). Then how
+    many were left out, and how to see them."""
     gate = "passed" if report.gate_passed else "failed"
     if report.gate_reason:
         gate += f": {_one_line(report.gate_reason)}"
-    lines = [f"{name} ({report.kind or 'report'}): {report_counts(report)}; gate {gate}"]
-    if report.kind == "test" or (report.tests and not report.findings):
-        listed = [t for t in report.tests if t.outcome != "skipped"]
-        shown = [
-            f"  {t.outcome}  {_one_line(t.name)}"
-            + (f": {_one_line(t.message)}" if t.message.strip() else "")
-            for t in listed[:REPORT_ITEMS]
-        ]
-        more = len(listed) - len(shown) + report.truncated
+    kind = printable(report.kind) or "report"
+    lines = [f"{printable(name)} ({kind}): {report_counts(report)}; gate {gate}"]
+    below = 0
+    if is_test_report(report):
+        tests = ordered_tests(t for t in report.tests if limit == ALL or t.outcome != "skipped")
+        listed = len(tests)
+        lines += testcase_rows(tests if limit == ALL else tests[:limit])
     else:
-        ordered = sorted(report.findings, key=lambda f: f.baselined)
-        shown = finding_rows(ordered[:REPORT_ITEMS])
-        more = len(ordered) - len(shown) + report.truncated
-    lines += shown
-    if more > 0:
-        lines.append(f"  ... {more} more")
+        ordered = ordered_findings(report.findings)
+        findings = [f for f in ordered if severity.at_least(f.severity, min_severity)]
+        below, listed = len(ordered) - len(findings), len(findings)
+        lines += finding_rows(findings if limit == ALL else findings[:limit])
+    hidden = 0 if limit == ALL else max(0, listed - limit)
+    if hidden:
+        command = f"conveyor show {printable(run_id) or 'RUN'} --findings all"
+        if min_severity:
+            command += f" --severity {min_severity}"
+        lines.append(f"  ... and {hidden} more; {command}")
+    if below:
+        lines.append(f"  ({below} below {min_severity} not shown)")
+    if report.truncated:
+        lines.append(f"  ... and {report.truncated} more not kept in the report")
     return lines
 
 
@@ -318,33 +382,41 @@ def submitted(response: runs_pb2.SubmitRunResponse) -> str:
     run = response.run
     verb = "submitted" if response.created else "already submitted (same idempotency key)"
     return (
-        f"run {run.id} #{run.number} {run.pipeline} {verb}: "
-        f"{run.ref} at commit {short_commit(run.commit)}"
+        f"run {printable(run.id)} #{run.number} {printable(run.pipeline)} {verb}: "
+        f"{printable(run.ref)} at commit {short_commit(run.commit)}"
     )
 
 
 # -- pipelines, plugins, server --------------------------------------------
 
 
-def diagnostic_line(diag: pipelines_pb2.Diagnostic, default_file: str) -> str:
-    where = diag.file or default_file
+def _indented(first: str, text: str, indent: str = "  ") -> list[str]:
+    """``first`` followed by the first line of ``text``, its other lines
+    indented (text printed over several lines on purpose, escaped)."""
+    head, *rest = printable(text, multiline=True).split("\n")
+    return [first + head, *(indent + line for line in rest)]
+
+
+def diagnostic_lines(diag: pipelines_pb2.Diagnostic, default_file: str) -> list[str]:
+    """``file:line:column: [warning: ]path: message``, a message of several
+    lines continued on indented lines."""
+    where = printable(diag.file or default_file)
     if diag.line:
         where += f":{diag.line}:{diag.column}"
     parts = [where]
     if diag.severity == pipelines_pb2.SEVERITY_WARNING:
         parts.append("warning")
     if diag.path:
-        parts.append(diag.path)
-    parts.append(diag.message)
-    return ": ".join(parts)
+        parts.append(printable(diag.path))
+    return _indented(": ".join(parts) + ": ", diag.message)
 
 
 def validation(response: pipelines_pb2.ValidatePipelineResponse, file: str) -> list[str]:
-    lines = [diagnostic_line(d, file) for d in response.diagnostics]
+    lines = [line for d in response.diagnostics for line in diagnostic_lines(d, file)]
     if response.valid:
-        order = list(response.stage_order)
+        order = [printable(name) for name in response.stage_order]
         plural = "stage" if len(order) == 1 else "stages"
-        lines.append(f"{file}: valid ({len(order)} {plural}: {', '.join(order)})")
+        lines.append(f"{printable(file)}: valid ({len(order)} {plural}: {', '.join(order)})")
     return lines
 
 
@@ -353,7 +425,13 @@ def plugins_table(plugins: Sequence[server_pb2.Plugin]) -> list[str]:
     lines = table(
         headers,
         (
-            [p.name, p.distribution, p.version, ", ".join(p.provides), ", ".join(p.hooks)]
+            [
+                printable(p.name),
+                printable(p.distribution),
+                printable(p.version),
+                printable(", ".join(p.provides)),
+                printable(", ".join(p.hooks)),
+            ]
             for p in plugins
         ),
     )
@@ -361,7 +439,7 @@ def plugins_table(plugins: Sequence[server_pb2.Plugin]) -> list[str]:
     for plugin, line in zip(plugins, lines[1:], strict=True):
         out.append(line)
         if plugin.error:
-            out.append(f"  error: {plugin.error}")
+            out += _indented("  error: ", plugin.error, "    ")
     return out
 
 
@@ -370,8 +448,9 @@ def server_status(
 ) -> list[str]:
     started = status.started_at
     uptime = format_duration(ts_span(started, Timestamp(), now))
+    exporters = printable(", ".join(status.trace_exporters)) or "none"
     return [
-        f"conveyord {status.version or '(unknown version)'} at {address}",
+        f"conveyord {printable(status.version) or '(unknown version)'} at {printable(address)}",
         f"  up since:      {format_time(started)} ({uptime})",
         f"  runs:          {status.queued_runs} queued, {status.active_runs} active"
         f" (max {status.max_concurrent_runs or 'unlimited'})",
@@ -379,5 +458,5 @@ def server_status(
         f"  streams:       {status.active_streams} open",
         f"  spans:         {status.spans_ended} ended, {status.spans_exported} exported,"
         f" {status.spans_failed} failed, {status.spans_dropped} dropped"
-        f" (exporters: {', '.join(status.trace_exporters) or 'none'})",
+        f" (exporters: {exporters})",
     ]

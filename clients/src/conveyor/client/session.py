@@ -26,9 +26,17 @@ def connect_timeout() -> float:
 
 
 class Session:
-    def __init__(self, address: str | None, output: str = "text", timeout: float | None = None):
+    def __init__(
+        self,
+        address: str | None,
+        output: str = "text",
+        timeout: float | None = None,
+        color: str = "auto",
+    ):
         self.address = address or default_address()
         self.output = output
+        #: ``--color``: auto, always or never (see `terminal.use_color`).
+        self.color = color
         self.timeout = connect_timeout() if timeout is None else timeout
         self._client: ConveyorClient | None = None
 

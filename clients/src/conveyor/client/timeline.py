@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.client import render
+from conveyor.client.terminal import printable
 from conveyor.v1 import runs_pb2
 
 BAR_WIDTH = 40
@@ -24,21 +25,22 @@ def timeline(run: runs_pb2.Run, *, now: float, width: int = BAR_WIDTH) -> list[s
     origin = started or created
     total = max(finished - origin, 0.0)
     lines = [
-        f"run {run.id} #{run.number} {run.pipeline}: {render.run_status_name(run.status)}"
-        f" in {render.format_duration(total)}",
-        f"  commit {run.commit}  ref {run.ref}",
-        f"  trace  {run.trace_id or '-'}  (run span {run.span_id or '-'})",
+        f"run {printable(run.id)} #{run.number} {printable(run.pipeline)}:"
+        f" {render.run_status_name(run.status)} in {render.format_duration(total)}",
+        f"  commit {printable(run.commit)}  ref {printable(run.ref)}",
+        f"  trace  {printable(run.trace_id) or '-'}  (run span {printable(run.span_id) or '-'})",
     ]
     if started is not None:
         lines.append(f"  queued {render.format_duration(started - created)} before starting")
-    name_width = max([len("STAGE"), *(len(s.name) for s in run.stages)])
+    names = [printable(s.name) for s in run.stages]
+    name_width = max([len("STAGE"), *(len(name) for name in names)])
     lines.append("")
     lines.append(
         f"{'STAGE'.ljust(name_width)}  {'STATUS'.ljust(11)} {'START':>8} {'DURATION':>9}  "
         f"|{'0s'.ljust(width - len(render.format_duration(total)))}"
         f"{render.format_duration(total)}|"
     )
-    for stage in run.stages:
+    for name, stage in zip(names, run.stages, strict=True):
         stage_start = render.ts_seconds(stage.started_at)
         stage_end = render.ts_seconds(stage.finished_at)
         status = render.stage_status_name(stage.status)
@@ -50,6 +52,6 @@ def timeline(run: runs_pb2.Run, *, now: float, width: int = BAR_WIDTH) -> list[s
             offset = f"+{stage_start - origin:.3f}s"
             duration = render.format_duration(end - stage_start)
         lines.append(
-            f"{stage.name.ljust(name_width)}  {status.ljust(11)} {offset:>8} {duration:>9}  |{bar}|"
+            f"{name.ljust(name_width)}  {status.ljust(11)} {offset:>8} {duration:>9}  |{bar}|"
         )
     return lines

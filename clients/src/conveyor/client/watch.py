@@ -1,8 +1,12 @@
-"""`conveyor watch`: follow a run's stage DAG live."""
+"""`conveyor watch`: follow a run's stage DAG live.
+
+Names, reasons and messages from the daemon are escaped with
+:func:`~conveyor.client.terminal.printable` as they are stored in the view;
+colours follow ``--color`` (:func:`~conveyor.client.terminal.use_color`).
+"""
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import sys
@@ -16,6 +20,7 @@ from conveyor.client import render
 from conveyor.client.connection import Stream
 from conveyor.client.errors import DaemonUnavailable
 from conveyor.client.session import STREAM_RETRIES, Session
+from conveyor.client.terminal import paint, printable, use_color
 from conveyor.v1 import runs_pb2
 
 _S = runs_pb2
@@ -63,14 +68,14 @@ class StageState:
     @classmethod
     def from_stage(cls, stage: runs_pb2.Stage) -> StageState:
         return cls(
-            name=stage.name,
-            needs=list(stage.needs),
+            name=printable(stage.name),
+            needs=[printable(need) for need in stage.needs],
             status=stage.status or _S.STAGE_STATUS_PENDING,
             attempt=stage.attempt,
             exit_code=stage.exit_code if stage.HasField("exit_code") else None,
             started=render.ts_seconds(stage.started_at),
             finished=render.ts_seconds(stage.finished_at),
-            reason=stage.reason,
+            reason=printable(stage.reason),
         )
 
 
@@ -89,13 +94,13 @@ class RunView:
     @classmethod
     def from_run(cls, run: runs_pb2.Run) -> RunView:
         return cls(
-            run_id=run.id,
+            run_id=printable(run.id),
             number=run.number,
-            pipeline=run.pipeline,
+            pipeline=printable(run.pipeline),
             status=run.status,
             started=render.ts_seconds(run.started_at),
             finished=render.ts_seconds(run.finished_at),
-            stages={s.name: StageState.from_stage(s) for s in run.stages},
+            stages={state.name: state for state in map(StageState.from_stage, run.stages)},
         )
 
     def apply(self, event: runs_pb2.RunEvent) -> None:
@@ -109,13 +114,14 @@ class RunView:
             return
         if not event.stage:
             return
-        stage = self.stages.get(event.stage)
+        name = printable(event.stage)
+        stage = self.stages.get(name)
         if stage is None:
-            stage = self.stages[event.stage] = StageState(name=event.stage, needs=[])
+            stage = self.stages[name] = StageState(name=name, needs=[])
         if event.attempt:
             stage.attempt = event.attempt
         if event.message:
-            stage.reason = event.message
+            stage.reason = printable(event.message)
         if event.stage_status:
             stage.status = event.stage_status
             stage.exit_code = event.exit_code if event.HasField("exit_code") else None
@@ -154,46 +160,52 @@ class RunView:
         return lines
 
 
-def event_line(view: RunView, event: runs_pb2.RunEvent) -> str:
-    """One line per event, for logs and pipes (apply the event to `view` first)."""
+def event_line(view: RunView, event: runs_pb2.RunEvent, color: bool = False) -> str:
+    """One line per event, for logs and pipes (apply the event to `view` first);
+    with ``color``, the status of a stage is coloured."""
     clock = render.format_clock(render.ts_seconds(event.time) or time.time())
+    name = printable(event.stage)
     if event.kind == _S.RUN_EVENT_KIND_RUN_STATUS:
         text = f"run {render.run_status_name(event.run_status)}"
         if event.run_status in render.RUN_TERMINAL:
             text += f" in {render.format_duration(render.span(view.started, view.finished))}"
     elif event.kind == _S.RUN_EVENT_KIND_STAGE_RETRY:
-        text = f"{event.stage} retrying (attempt {event.attempt})"
+        text = f"{name} retrying (attempt {event.attempt})"
     else:
         # A stage skipped or cancelled before it started has no attempt (0): say nothing.
         details = [f"attempt {event.attempt}"] if event.attempt else []
         if event.HasField("exit_code"):
             details.append(f"exit {event.exit_code}")
-        status = render.stage_status_name(event.stage_status)
-        text = f"{event.stage} {status}" + (f" ({', '.join(details)})" if details else "")
-        stage = view.stages.get(event.stage)
+        status = paint(
+            render.stage_status_name(event.stage_status), COLORS.get(event.stage_status), color
+        )
+        text = f"{name} {status}" + (f" ({', '.join(details)})" if details else "")
+        stage = view.stages.get(name)
         if stage is not None and event.stage_status in render.STAGE_TERMINAL:
             duration = render.span(stage.started, stage.finished)
             if duration is not None:
                 text += f" in {render.format_duration(duration)}"
     if event.message:
-        text += f": {event.message}"
+        text += f": {printable(event.message)}"
     return f"{clock} {text}"
 
 
 def summary(run: runs_pb2.Run) -> list[str]:
     duration = render.format_duration(render.run_duration(run))
     lines = [
-        f"run {run.id} #{run.number} {run.pipeline} {render.run_status_name(run.status)}"
-        f" in {duration}" + (f": {run.reason}" if run.reason else "")
+        f"run {printable(run.id)} #{run.number} {printable(run.pipeline)}"
+        f" {render.run_status_name(run.status)} in {duration}"
+        + (f": {printable(run.reason)}" if run.reason else "")
     ]
-    width = max((len(s.name) for s in run.stages), default=0)
-    for stage in run.stages:
+    names = [printable(s.name) for s in run.stages]
+    width = max((len(name) for name in names), default=0)
+    for name, stage in zip(names, run.stages, strict=True):
         line = (
-            f"  {stage.name:<{width}}  {render.stage_status_name(stage.status):<11} "
+            f"  {name:<{width}}  {render.stage_status_name(stage.status):<11} "
             f"{render.format_duration(render.ts_span(stage.started_at, stage.finished_at)):>7}"
         )
         if stage.reason and stage.status != _S.STAGE_STATUS_SUCCEEDED:
-            line += f"  {stage.reason}"
+            line += f"  {printable(stage.reason)}"
         lines.append(line.rstrip())
     return lines
 
@@ -209,8 +221,9 @@ def _can_encode(out: TextIO, text: str) -> bool:
 class LineRenderer:
     """For pipes and files: one line per event."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, color: bool = False) -> None:
         self.out = out
+        self.color = color
 
     def start(self, view: RunView) -> None:
         names = ", ".join(view.stages) or "none"
@@ -220,7 +233,7 @@ class LineRenderer:
         self.out.flush()
 
     def event(self, view: RunView, event: runs_pb2.RunEvent, live: bool) -> None:
-        self.out.write(event_line(view, event) + "\n")
+        self.out.write(event_line(view, event, self.color) + "\n")
         self.out.flush()
 
     def tick(self, view: RunView) -> None:
@@ -237,12 +250,12 @@ class LineRenderer:
 class TtyRenderer:
     """For terminals: the stage list redrawn in place."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, color: bool = True) -> None:
         self.out = out
         unicode = _can_encode(out, "".join(UNICODE_SYMBOLS.values()) + "←")
         self.symbols = UNICODE_SYMBOLS if unicode else ASCII_SYMBOLS
         self.arrow = "←" if unicode else "<-"
-        self.color = not os.environ.get("NO_COLOR")
+        self.color = color
         self._drawn = 0
 
     def _colored(self, line: str, view: RunView) -> str:
@@ -254,7 +267,7 @@ class TtyRenderer:
         code = COLORS.get(stage.status) if stage else None
         if code is None:
             return line
-        return f"  \x1b[{code}m{line[2]}\x1b[0m{line[3:]}"
+        return f"  {paint(line[2], code, True)}{line[3:]}"
 
     def draw(self, view: RunView) -> None:
         width = max(20, shutil.get_terminal_size().columns - 1)
@@ -345,20 +358,24 @@ def _follow(
 
 
 def watch(session: Session, run_id: str, out: TextIO | None = None, tty: bool | None = None) -> int:
-    """Follow a run until it ends; 0 when it succeeded, 1 otherwise, 130 on Ctrl-C."""
+    """Follow a run until it ends; 0 when it succeeded, 1 otherwise, 130 on Ctrl-C.
+    Colours follow ``session.color``."""
     out = out or sys.stdout
     tty = out.isatty() if tty is None else tty
+    color = use_color(session.color, out)
     run = session.client.get_run(run_id)
     view = RunView.from_run(run)
-    renderer: LineRenderer | TtyRenderer = TtyRenderer(out) if tty else LineRenderer(out)
+    renderer: LineRenderer | TtyRenderer = (
+        TtyRenderer(out, color) if tty else LineRenderer(out, color)
+    )
     renderer.start(view)
     try:
         _follow(session, view, renderer, run.last_event_seq, TICK_SECONDS if tty else None)
     except KeyboardInterrupt:
         renderer.finish(view)
         print(
-            f"conveyor: stopped watching; run {run.id} goes on (`conveyor cancel {run.id}`"
-            " stops it)",
+            f"conveyor: stopped watching; run {view.run_id} goes on"
+            f" (`conveyor cancel {view.run_id}` stops it)",
             file=sys.stderr,
         )
         return 130
