@@ -233,13 +233,19 @@ class RunService:
                 for position, name in enumerate(loaded.order)
             ],
         )
+        # The span starts first, so its ids are stored with the run; the run
+        # counts as pending only once it is stored.
         tracing = self.telemetry.runs
         run.trace_id, run.span_id = tracing.start_run(run, request.trace_carrier)
-        stored, created = await self.store.create_run(run, request.idempotency_key)
+        try:
+            stored, created = await self.store.create_run(run, request.idempotency_key)
+        except BaseException as exc:
+            tracing.drop_run(run.id, error=exc)
+            raise
         if not created:  # lost a race with the same key
             tracing.drop_run(run.id, duplicate_of=stored.id)
             return stored, False
-        tracing.run_numbered(stored)
+        tracing.run_stored(stored)
         self.bus.publish(stored.id)
         self.scheduler.enqueue(stored, spec)
         return stored, True
@@ -267,6 +273,7 @@ class RunService:
             previous = remote_context(run.trace_id, run.span_id)
             run.trace_id, run.span_id = self.telemetry.runs.start_run(run, previous=previous)
             await self.store.set_trace(run.id, run.trace_id, run.span_id)
+            self.telemetry.runs.run_stored(run)
             self.scheduler.enqueue(run, spec)
 
     def _check_run_id(self, run_id: str) -> None:
