@@ -225,7 +225,8 @@ async def _threads_retired(deadline: float) -> None:
     from trio._core import _thread_cache
 
     with trio.fail_after(deadline):
-        while _thread_cache.THREAD_CACHE._idle_workers:
+        # No event tells when a worker thread exits: poll, with a deadline.
+        while _thread_cache.THREAD_CACHE._idle_workers:  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 
