@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -49,7 +49,9 @@ class Harness:
                     if metric.name != "cicd.pipeline.run.active":
                         continue
                     for point in metric.data.data_points:
-                        if point.attributes.get("cicd.pipeline.run.state") == "pending":
+                        attributes = point.attributes or {}
+                        if attributes.get("cicd.pipeline.run.state") == "pending":
+                            assert isinstance(point, NumberDataPoint)
                             total += int(point.value)
         return total
 
