@@ -107,15 +107,22 @@ def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -
         os.close(log_fd)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies waiting for a
-    slow init to reap them do not count). Blocking (reads /proc)."""
+def _group_exists(pgid: int) -> bool:
+    """Whether the kernel still knows the group, zombies included: one signal."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting for a
+    slow init to reap them do not count). Blocking (reads /proc)."""
+    if not _group_exists(pgid):
+        return False
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -149,12 +156,8 @@ async def _group_left(pgid: int) -> bool:
     """Whether anything of the group is left. One signal answers for the
     usual case (nothing left); only a group that still has members, maybe
     zombies, costs a /proc scan, in a worker thread."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+    if not _group_exists(pgid):
         return False
-    except PermissionError:
-        return True
     return await trio.to_thread.run_sync(_group_alive, pgid, limiter=_scans())
 
 
