@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import concurrent, latency, logstream, overhead, tracing
+from bench import concurrent, latency, logstream, overhead, tracing, validation
 from bench.common import (
     RESULTS_DIR,
     BenchResult,
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     concurrent.NAME: concurrent.run,
     logstream.NAME: logstream.run,
     tracing.NAME: tracing.run,
+    validation.NAME: validation.run,
 }
 
 

@@ -33,6 +33,21 @@ def daemon(daemon_home: Path) -> Iterator[DaemonProcess]:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[DaemonProcess]:
+    """One daemon for a whole test module, with the same short kill grace
+    period: for tests that need no fresh home, so a module starts one
+    daemon instead of one per test. They must read back only what they
+    made (their own pipeline names, run ids) and leave no run running."""
+    home = Path(tempfile.mkdtemp(prefix="cv-", dir="/tmp"))
+    proc = DaemonProcess(home, args=["--kill-grace", "1"]).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture
 def repo_factory(tmp_path: Path) -> Callable[..., GitRepo]:
     counter = iter(range(1000))

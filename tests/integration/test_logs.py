@@ -1,4 +1,7 @@
-"""Stage logs: every byte delivered, live or later, with bounded memory."""
+"""Stage logs: every byte delivered, live or later, with bounded memory.
+
+Most tests share one daemon (``shared_daemon``); the memory test has its own.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +12,38 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from conveyor.v1 import runs_pb2, server_pb2
 from tests.support.daemon import DaemonProcess, stage
 from tests.support.repos import GitRepo
 
-# 3000 numbered lines over ~1.5 s, then a tail without a newline.
+# 3000 numbered lines then a tail without a newline. With gates, the stage
+# waits for the file {before} to exist before it writes anything, and for
+# {during} after the first 1500 lines.
 TICKER = """
 name: ticker
 stages:
   tick:
     run: |
+      gate() {{
+        n=0
+        while [ ! -e "$1" ]; do n=$((n+1)); [ $n -gt 3000 ] && exit 1; sleep 0.01; done
+      }}
+      {wait_before}
       i=0
-      while [ $i -lt 3000 ]; do
-        echo "line $i"
-        i=$((i+1))
-        [ $((i % 300)) -eq 0 ] && sleep 0.15
-      done
+      while [ $i -lt 1500 ]; do echo "line $i"; i=$((i+1)); done
+      {wait_during}
+      while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done
       printf 'no newline at the end'
 """
+
+
+def ticker(before: Path | None = None, during: Path | None = None) -> str:
+    return TICKER.format(
+        wait_before=f'gate "{before}"' if before else "",
+        wait_during=f'gate "{during}"' if during else "",
+    )
 
 
 def _expected_ticker_output() -> bytes:
@@ -41,29 +57,47 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+def _status(daemon: DaemonProcess) -> server_pb2.GetServerStatusResponse:
+    return daemon.stub.GetServerStatus(server_pb2.GetServerStatusRequest())
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(0.01)
+
+
 def test_followers_that_start_before_during_and_after_see_every_byte(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+    shared_daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
 ) -> None:
-    repo = pipeline_repo(TICKER)
-    run = daemon.submit(repo.path)
+    daemon = shared_daemon
+    before_gate, during_gate = tmp_path / "before", tmp_path / "during"
+    run = daemon.submit(pipeline_repo(ticker(before_gate, during_gate)).path)
     results: dict[str, bytes] = {}
 
-    def follow(name: str, delay: float) -> None:
-        time.sleep(delay)
-        results[name] = daemon.logs(run.id, "tick", follow=True)
+    def follower(name: str) -> threading.Thread:
+        """Follow the log in a thread; return once the daemon serves the stream."""
+        thread = threading.Thread(
+            target=lambda: results.update({name: daemon.logs(run.id, "tick", follow=True)})
+        )
+        count = _status(daemon).active_streams
+        thread.start()
+        _until(lambda: _status(daemon).active_streams > count, f"the {name} follower streams")
+        return thread
 
-    # one follower before the stage starts, one while it runs
-    threads = [
-        threading.Thread(target=follow, args=("before", 0.0)),
-        threading.Thread(target=follow, args=("during", 0.5)),
-    ]
-    for t in threads:
-        t.start()
+    # before the stage writes anything
+    threads = [follower("before")]
+    before_gate.touch()
+    # during: the stage wrote its first half and waits
+    _until(lambda: b"line 1499\n" in daemon.logs(run.id, "tick"), "the first half written")
+    threads.append(follower("during"))
+    during_gate.touch()
     final = daemon.wait(run.id)
     for t in threads:
         t.join(30)
-    after = daemon.logs(run.id, "tick")
-    log = after
+    log = daemon.logs(run.id, "tick")  # after
     assert log.endswith(_expected_ticker_output())
     assert results["before"] == log
     assert results["during"] == log
@@ -71,9 +105,10 @@ def test_followers_that_start_before_during_and_after_see_every_byte(
 
 
 def test_log_stream_resumes_from_a_byte_offset(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+    shared_daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
 ) -> None:
-    repo = pipeline_repo(TICKER)
+    daemon = shared_daemon
+    repo = pipeline_repo(ticker())
     run = daemon.wait(daemon.submit(repo.path).id)
     whole = daemon.logs(run.id, "tick")
     chunks = list(
@@ -114,22 +149,20 @@ stages:
     assert stage(final, "line").log_size == len(line_log)
 
 
-def _status(daemon: DaemonProcess) -> server_pb2.GetServerStatusResponse:
-    return daemon.stub.GetServerStatus(server_pb2.GetServerStatusRequest())
-
-
 def _thread_count(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
 
 def test_clients_leaving_mid_stream_leak_no_streams_or_threads(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+    shared_daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
 ) -> None:
+    daemon = shared_daemon
     repo = pipeline_repo(
         "name: long\nstages:\n  s:\n    run: while true; do echo tick; sleep 0.05; done\n"
     )
     run = daemon.submit(repo.path)
     daemon.wait_for_stage(run.id, "s")
+    base = _status(daemon).active_streams  # streams of other tests on the shared daemon
     assert daemon.proc is not None
     pid = daemon.proc.pid
     threads_before = None
@@ -144,13 +177,13 @@ def test_clients_leaving_mid_stream_leak_no_streams_or_threads(
             events = daemon.stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
             next(iter(events))
             calls.append(events)
-        assert _status(daemon).active_streams == 20
+        assert _status(daemon).active_streams == base + 20
         for call in calls:
             call.cancel()  # the client goes away
         deadline = time.monotonic() + 10
-        while _status(daemon).active_streams and time.monotonic() < deadline:
+        while _status(daemon).active_streams > base and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _status(daemon).active_streams == 0
+        assert _status(daemon).active_streams == base
         if round_ == 0:
             threads_before = _thread_count(pid)
     assert threads_before is not None
@@ -158,15 +191,14 @@ def test_clients_leaving_mid_stream_leak_no_streams_or_threads(
     # 20 per round. Pools may still grow a little (idle workers linger).
     assert _thread_count(pid) < threads_before + 20, "threads do not pile up across rounds"
     # a deadline ends a stream the same way
-    try:
+    with pytest.raises(grpc.RpcError) as err:
         for _ in daemon.stub.StreamLogs(
             runs_pb2.StreamLogsRequest(run_id=run.id, stage="s", follow=True), timeout=0.5
         ):
             pass
-    except grpc.RpcError as err:
-        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.monotonic() + 10
-    while _status(daemon).active_streams and time.monotonic() < deadline:
+    while _status(daemon).active_streams > base and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _status(daemon).active_streams == 0
+    assert _status(daemon).active_streams == base
     daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,9 @@ def test_install_writes_an_executable_hook(bare: Path, capsys: pytest.CaptureFix
     script = hook.read_text()
     assert script.startswith("#!/bin/sh\n")
     assert hooks.MARKER in script
-    assert f'"{sys.executable}" -m conveyor.client.cli --address "{ADDRESS}" submit' in script
-    assert f'--repo "{bare.resolve()}" --ref "$refname" --commit "$newrev"' in script
+    python, repo = shlex.quote(sys.executable), shlex.quote(str(bare.resolve()))
+    assert f"{python} -m conveyor.client.cli --address {ADDRESS} submit" in script
+    assert f'--repo {repo} --ref "$refname" --commit "$newrev"' in script
     assert '--trigger push --idempotency-key "push:$refname:$newrev"' in script
     subprocess.run(["sh", "-n", str(hook)], check=True)
     out = capsys.readouterr().out
@@ -49,8 +51,9 @@ def test_install_uses_the_default_address(
     monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "home"))
     assert main(["hook", "install", str(bare), "--file", "ci/conveyor.yaml"]) == 0
     script = (bare / "hooks" / "post-receive").read_text()
-    assert f'--address "unix://{tmp_path / "home" / "conveyord.sock"}"' in script
-    assert '--file "ci/conveyor.yaml"' in script
+    address = shlex.quote(f"unix://{tmp_path / 'home' / 'conveyord.sock'}")
+    assert f"--address {address}" in script
+    assert "--file ci/conveyor.yaml" in script
 
 
 def test_hook_submits_each_updated_ref(bare: Path, tmp_path: Path) -> None:
@@ -134,9 +137,39 @@ def test_uninstall_leaves_a_foreign_hook(bare: Path) -> None:
     assert hook.exists()
 
 
-def test_sh_quote() -> None:
-    assert hooks.sh_quote("/a b/c") == '"/a b/c"'
-    assert hooks.sh_quote('x"$`\\y') == '"x\\"\\$\\`\\\\y"'
-    quoted = hooks.sh_quote('we"ird $HOME `x` \\')
-    echoed = subprocess.run(["sh", "-c", f"printf %s {quoted}"], capture_output=True, text=True)
-    assert echoed.stdout == 'we"ird $HOME `x` \\'
+def test_hook_passes_awkward_paths_and_addresses_through_unchanged(tmp_path: Path) -> None:
+    """Every value the hook script embeds is quoted for sh (shlex.quote):
+    quotes, `$`, backquotes, backslashes and spaces reach the CLI as they are."""
+    awkward = 'we\'ird "$HOME" `x` \\ dir'
+    repo = tmp_path / f"{awkward}.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    record = tmp_path / "calls.txt"
+    fake_python = tmp_path / f"{awkward} python"
+    fake_python.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{record}'\n")
+    fake_python.chmod(0o755)
+    address = f"unix:///tmp/{awkward}/conveyord.sock"
+    hook = hooks.install(
+        repo, address=address, python=str(fake_python), pipeline_file=f"ci/{awkward}.yaml"
+    ).hook
+    subprocess.run(
+        [str(hook)], input=f"{ZERO} {SHA_A} refs/heads/main\n", text=True, check=True, cwd=repo
+    )
+    assert record.read_text().splitlines() == [
+        "-m",
+        "conveyor.client.cli",
+        "--address",
+        address,
+        "submit",
+        "--repo",
+        str(repo.resolve()),
+        "--ref",
+        "refs/heads/main",
+        "--commit",
+        SHA_A,
+        "--trigger",
+        "push",
+        "--idempotency-key",
+        f"push:refs/heads/main:{SHA_A}",
+        "--file",
+        f"ci/{awkward}.yaml",
+    ]

@@ -11,13 +11,16 @@ import pytest
 from conveyor.daemon.pipeline import (
     ConcurrencySpec,
     Diagnostic,
+    Limits,
     PipelineError,
     PipelineSpec,
+    PipelineTooLarge,
     RetryPolicy,
     StageSpec,
     check_pipeline,
     load_pipeline,
 )
+from conveyor.daemon.pipeline.graph import order_stages
 
 
 def yml(text: str) -> str:
@@ -736,3 +739,97 @@ def test_check_pipeline_returns_spec_when_valid() -> None:
     assert diagnostics == []
     assert spec is not None
     assert spec.name == "x"
+
+
+# --------------------------------------------------------------------------- order and cycles
+
+
+def test_one_sort_orders_by_file_among_ready_stages_and_names_every_cycle() -> None:
+    ordering = order_stages(
+        {
+            "late": ["early"],
+            "x": ["y"],
+            "early": [],
+            "y": ["z"],
+            "z": ["x"],
+            "blocked": ["z"],
+            "self": ["self"],
+            "free": [],
+        }
+    )
+    assert ordering.order == ["early", "late", "free"]
+    assert ordering.cycles == [["x", "y", "z"], ["self"]]
+
+
+def test_a_long_chain_is_ordered_and_a_long_cycle_found_without_recursion() -> None:
+    n = 50_000
+    chain = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(n)}
+    assert order_stages(chain).order == list(chain)
+    ring = {f"s{i}": [f"s{(i - 1) % n}"] for i in range(n)}
+    ordering = order_stages(ring)
+    assert ordering.order == []
+    assert len(ordering.cycles) == 1 and len(ordering.cycles[0]) == n
+    assert ordering.cycles[0][:3] == ["s0", f"s{n - 1}", f"s{n - 2}"]
+
+
+def test_stage_order_names_the_cycle() -> None:
+    spec = PipelineSpec.model_validate(
+        {"name": "x", "stages": {"a": {}, "b": {"needs": "c"}, "c": {"needs": "b"}}}
+    )
+    with pytest.raises(ValueError, match="dependency cycle among stages: b -> c -> b"):
+        spec.stage_order()
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def chain_file(stages: int, needs: int = 1) -> str:
+    lines = ["name: big", "stages:"]
+    for i in range(stages):
+        lines += [f"  s{i}:", "    run: 'true'"]
+        if i:
+            previous = ", ".join(f"s{j}" for j in range(max(0, i - needs), i))
+            lines.append(f"    needs: [{previous}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_too_many_stages_is_refused_naming_the_limit_and_its_setting() -> None:
+    with pytest.raises(PipelineTooLarge) as info:
+        check_pipeline(chain_file(30), limits=Limits(max_stages=20))
+    (d,) = info.value.diagnostics
+    assert (d.line, d.column, d.path) == (2, 1, "stages")
+    assert d.message == "the pipeline has 30 stages; the limit is 20 (setting max_stages)"
+    assert isinstance(info.value, PipelineError), "load_pipeline callers see a PipelineError"
+
+
+def test_too_many_needs_is_refused_at_the_stage() -> None:
+    with pytest.raises(PipelineTooLarge) as info:
+        check_pipeline(chain_file(12, needs=11), limits=Limits(max_needs=10))
+    (d,) = info.value.diagnostics
+    assert d.path == "stages.s11.needs"
+    assert d.message == "stage 's11' needs 11 stages; the limit is 10 (setting max_needs)"
+
+
+def test_a_file_at_the_limits_is_valid_and_ordered() -> None:
+    spec, diagnostics = check_pipeline(chain_file(1000))
+    assert diagnostics == []
+    assert spec is not None
+    assert spec.stage_order() == [f"s{i}" for i in range(1000)]
+
+
+def test_diagnostics_beyond_the_limit_are_counted() -> None:
+    text = "name: x\nstages:\n" + "".join(f"  s{i}: {{needs: [nope{i}]}}\n" for i in range(30))
+    _, diagnostics = check_pipeline(text, limits=Limits(max_diagnostics=10))
+    assert len(diagnostics) == 11
+    assert [d.line for d in diagnostics[:10]] == list(range(3, 13))
+    assert diagnostics[-1].message == (
+        "20 more problem(s) not shown; at most 10 are reported (setting max_diagnostics)"
+    )
+
+
+def test_long_lists_of_candidates_are_cut_short() -> None:
+    text = "name: x\nstages:\n" + "".join(f"  s{i}: {{}}\n" for i in range(30))
+    text += "  last: {needs: [zzz]}\n"
+    d = only(text)
+    shown = ", ".join(f"s{i}" for i in range(20))
+    assert d.message == f"unknown stage 'zzz'; expected one of: {shown} (and 10 more)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import sys
 from dataclasses import dataclass
@@ -15,17 +16,11 @@ HOOK_NAME = "post-receive"
 MARKER = "# Installed by Conveyor (conveyor hook install)."
 
 
-def sh_quote(value: str) -> str:
-    """`value` as a double-quoted POSIX sh word."""
-    escaped = "".join("\\" + c if c in '"$`\\' else c for c in value)
-    return f'"{escaped}"'
-
-
 def hook_script(
     *, python: str, address: str, repository: Path, pipeline_file: str | None = None
 ) -> str:
     """The post-receive script submitting a push-triggered run per updated ref."""
-    file_option = f" --file {sh_quote(pipeline_file)}" if pipeline_file else ""
+    file_option = f" --file {shlex.quote(pipeline_file)}" if pipeline_file else ""
     return f"""#!/bin/sh
 {MARKER}
 # Remove it with `conveyor hook uninstall`; reinstalling overwrites it.
@@ -36,8 +31,8 @@ while read -r oldrev newrev refname; do
         *[!0]*) ;;
         *) continue ;;
     esac
-    {sh_quote(python)} -m conveyor.client.cli --address {sh_quote(address)} submit \\
-        --repo {sh_quote(str(repository))} --ref "$refname" --commit "$newrev" \\
+    {shlex.quote(python)} -m conveyor.client.cli --address {shlex.quote(address)} submit \\
+        --repo {shlex.quote(str(repository))} --ref "$refname" --commit "$newrev" \\
         --trigger push --idempotency-key "push:$refname:$newrev"{file_option} || status=1
 done
 exit $status

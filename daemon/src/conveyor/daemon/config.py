@@ -4,94 +4,136 @@ The file is TOML (``$CONVEYOR_HOME/conveyord.toml`` when present, or
 ``--config PATH``) with the keys below at top level; each key also reads from
 ``CONVEYOR_<KEY>`` (upper case; lists comma-separated) and from the flag
 ``--<key>`` (dashes for underscores).
+
+Every value is checked against its key's type and bounds with pydantic, as
+it comes from its source: TOML values must already have the right type
+(``2.9`` is not an integer, ``"yes"`` is not a boolean), text from the
+environment and flags must spell one (``ture`` is neither true nor false).
+A bad value raises :class:`ConfigError` naming the key, the source and what
+was expected.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails
 
 from conveyor.client.address import SOCKET_NAME, conveyor_home
+from conveyor.daemon.pipeline import Limits
 
 
 class ConfigError(Exception):
-    pass
+    """The configuration is unusable; the message says which value and why
+    (one problem per line)."""
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
-def check_listen_address(address: str) -> None:
+def check_listen_address(address: str) -> str:
     """Unix sockets and loopback TCP only: the API has no authentication yet,
-    and anyone who can reach it can run commands as the daemon's user."""
+    and anyone who can reach it can run commands as the daemon's user.
+    Raises ValueError otherwise."""
     if address.startswith("unix://"):
         if not address.removeprefix("unix://").startswith("/"):
-            raise ConfigError(f"listen {address!r}: a unix socket path must be absolute")
-        return
+            raise ValueError("a unix socket path must be absolute")
+        return address
     host, _, port = address.rpartition(":")
     if not port.isdigit() or not host:
-        raise ConfigError(f"listen {address!r}: expected unix:///path or HOST:PORT")
+        raise ValueError("expected unix:///path or HOST:PORT")
     if host not in LOOPBACK_HOSTS and not host.startswith("127."):
-        raise ConfigError(
-            f"listen {address!r}: only loopback addresses are allowed, because the API has"
-            " no authentication yet (use unix:///path, 127.0.0.1:PORT or [::1]:PORT)"
+        raise ValueError(
+            "only loopback addresses are allowed, because the API has no authentication"
+            " yet (use unix:///path, 127.0.0.1:PORT or [::1]:PORT)"
         )
+    return address
+
+
+def _absolute(path: Path) -> Path:
+    return path.expanduser().absolute()
 
 
 DEFAULT_PASSTHROUGH = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME"]
+_LIMITS = Limits()
+
+Folder = Annotated[Path, AfterValidator(_absolute)]
+ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
+Count = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def setting(default: Any, *, help: str) -> Any:
     """A configuration key: its default and the help shown for ``--key``."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    home: Path = field(
+    home: Folder = field(
         default_factory=conveyor_home,
         metadata={"help": "folder for the database, logs, workspaces and the default socket"},
     )
-    listen: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "gRPC listen address: unix:///path or a loopback 127.0.0.1:PORT /"
-            " [::1]:PORT (repeatable; default: the socket $CONVEYOR_HOME/conveyord.sock)"
-        },
+    listen: list[ListenAddress] = setting(
+        [],
+        help="gRPC listen address: unix:///path or a loopback 127.0.0.1:PORT /"
+        " [::1]:PORT (repeatable; default: the socket $CONVEYOR_HOME/conveyord.sock)",
     )
-    max_concurrent_runs: int = setting(16, help="runs executing at once; more wait in the queue")
-    kill_grace: float = setting(
+    max_concurrent_runs: Count = setting(16, help="runs executing at once; more wait in the queue")
+    kill_grace: Seconds = setting(
         5.0, help="seconds between SIGTERM and SIGKILL when a stage is cancelled or times out"
     )
-    grpc_workers: int = setting(64, help="gRPC worker threads (each open stream holds one)")
-    max_concurrent_rpcs: int = setting(
+    grpc_workers: Annotated[int, Field(ge=2)] = setting(
+        64, help="gRPC worker threads (each open stream holds one)"
+    )
+    max_concurrent_rpcs: Count = setting(
         256, help="RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED"
     )
-    shutdown_mode: str = setting(
+    shutdown_mode: Literal["cancel", "finish"] = setting(
         "cancel", help="on SIGTERM/SIGINT: 'cancel' running runs, or let them 'finish'"
     )
-    shutdown_timeout: float = setting(
+    shutdown_timeout: Seconds = setting(
         30.0, help="seconds to wait for runs on shutdown before stopping them anyway"
     )
     keep_workspaces: bool = setting(
         False, help="keep each run's workspace after it finishes (for debugging)"
     )
-    stage_env_passthrough: list[str] = field(
-        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
-        metadata={"help": "daemon environment variables handed to stage processes"},
+    stage_env_passthrough: list[str] = setting(
+        DEFAULT_PASSTHROUGH, help="daemon environment variables handed to stage processes"
     )
-    hook_timeout: float = setting(
+    hook_timeout: PositiveSeconds = setting(
         30.0, help="seconds a plugin's lifecycle hook may take before it is abandoned"
     )
-    log_level: str = setting("info", help="debug, info, warning or error")
-    telemetry_exporter: str = setting(
+    max_stages: Count = setting(
+        _LIMITS.max_stages, help="stages a pipeline file may have; more is INVALID_ARGUMENT"
+    )
+    max_needs: Count = setting(
+        _LIMITS.max_needs, help="entries a stage's needs may have; more is INVALID_ARGUMENT"
+    )
+    max_diagnostics: Count = setting(
+        _LIMITS.max_diagnostics,
+        help="problems reported for one pipeline file; the rest are counted",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", help="debug, info, warning or error"
+    )
+    telemetry_exporter: Literal["", "otlp", "console", "none"] = setting(
         "",
         help="trace/metric exporter when OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER are"
         " unset: otlp, console or none (default: otlp if an endpoint is set)",
@@ -99,7 +141,7 @@ class Config:
     otlp_endpoint: str = setting(
         "", help="OTLP/gRPC endpoint when OTEL_EXPORTER_OTLP_ENDPOINT is unset"
     )
-    telemetry_shutdown_timeout: float = setting(
+    telemetry_shutdown_timeout: Seconds = setting(
         5.0, help="seconds to flush telemetry on shutdown before giving up on it"
     )
 
@@ -119,44 +161,127 @@ class Config:
     def listen_addresses(self) -> list[str]:
         return self.listen or [f"unix://{self.home / SOCKET_NAME}"]
 
-    def check(self) -> None:
-        if self.max_concurrent_runs < 1:
-            raise ConfigError("max_concurrent_runs must be at least 1")
-        if self.kill_grace < 0:
-            raise ConfigError("kill_grace must not be negative")
-        if self.grpc_workers < 2:
-            raise ConfigError("grpc_workers must be at least 2")
-        if self.shutdown_mode not in ("cancel", "finish"):
-            raise ConfigError("shutdown_mode must be 'cancel' or 'finish'")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of: {', '.join(LOG_LEVELS)}")
-        if self.telemetry_exporter not in ("", "otlp", "console", "none"):
-            raise ConfigError("telemetry_exporter must be 'otlp', 'console' or 'none'")
-        if self.hook_timeout <= 0:
-            raise ConfigError("hook_timeout must be positive")
-        for address in self.listen:
-            check_listen_address(address)
+
+# -- checking one value -----------------------------------------------------------------
 
 
-def _coerce(name: str, kind: Any, value: Any) -> Any:
+@cache
+def _types() -> dict[str, Any]:
+    return typing.get_type_hints(Config, include_extras=True)
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter[Any]:
+    return TypeAdapter(_types()[key])
+
+
+def _is_list(key: str) -> bool:
+    return typing.get_origin(_types()[key]) is list
+
+
+def _is_bool(key: str) -> bool:
+    return _types()[key] is bool
+
+
+def _expected(key: str, *, strict: bool) -> str:
+    """What ``key`` takes, in words: ``an integer of at least 1``. Text
+    (``strict`` false) may spell a boolean more ways than TOML can."""
+    hint = _types()[key]
+    if typing.get_origin(hint) is list:
+        return "a list of strings"
+    constraints: list[Any] = []
+    if typing.get_origin(hint) is Annotated:
+        hint, *metadata = typing.get_args(hint)
+        for item in metadata:
+            constraints += getattr(item, "metadata", [item])
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(hint))
+    words = {
+        int: "an integer",
+        float: "a finite number",
+        bool: "true or false" if strict else "true or false (or 1/0, yes/no, on/off)",
+        str: "a string",
+        Path: "a path",
+    }.get(hint, str(hint))
+    for constraint in constraints:
+        if isinstance(constraint, Ge):
+            words += f" of at least {constraint.ge}"
+        elif isinstance(constraint, Gt):
+            words += f" greater than {constraint.gt}"
+    return words
+
+
+def _describe(key: str, value: Any, source: str, error: ErrorDetails, *, strict: bool) -> str:
+    if error["type"] == "value_error":
+        reason = error["msg"].removeprefix("Value error, ")
+        item = error.get("input", value)
+        return f"{key}: invalid value {item!r} {source}: {reason}"
+    return f"{key}: invalid value {value!r} {source}; expected {_expected(key, strict=strict)}"
+
+
+class _Layer:
+    """The values of one source, each checked as it is added."""
+
+    def __init__(self, values: dict[str, Any], problems: list[str]) -> None:
+        self.values = values
+        self.problems = problems
+
+    def set(self, key: str, value: Any, source: str, *, strict: bool) -> None:
+        try:
+            self.values[key] = _adapter(key).validate_python(value, strict=strict)
+        except ValidationError as exc:
+            problem = _describe(key, value, source, exc.errors()[0], strict=strict)
+            self.problems.append(problem)
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# -- the sources ---------------------------------------------------------------------------
+
+
+def _keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _read_file(path: Path, layer: _Layer) -> None:
     try:
-        if kind in ("int", int):
-            return int(value)
-        if kind in ("float", float):
-            return float(value)
-        if kind in ("bool", bool):
-            if isinstance(value, bool):
-                return value
-            return str(value).lower() in ("1", "true", "yes", "on")
-        if kind in ("Path", Path):
-            return Path(value).expanduser().absolute()
-        if kind in ("list[str]", list):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return [str(v) for v in value]
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}: invalid value {value!r} ({exc})") from None
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    keys = _keys()
+    for key, value in data.items():
+        if key == "home":
+            layer.problems.append(
+                f"home: cannot be set in {path}, the file that lives in it;"
+                " use CONVEYOR_HOME or --home"
+            )
+        elif key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            layer.problems.append(f"{path}: unknown setting {key!r}{hint}")
+        else:
+            # TOML values are typed: they must already be of the key's type.
+            layer.set(key, value, f"in {path}", strict=True)
+
+
+def _read_environment(environ: Mapping[str, str], layer: _Layer) -> None:
+    for key in _keys():
+        variable = f"CONVEYOR_{key.upper()}"
+        text = environ.get(variable)
+        if text is None or (key == "home" and not text):
+            continue
+        value: Any = _split(text) if _is_list(key) else text
+        layer.set(key, value, f"from environment variable {variable}", strict=False)
+
+
+def _read_flags(overrides: Mapping[str, Any], layer: _Layer) -> None:
+    for key in _keys():
+        value = overrides.get(key)
+        if value is not None:
+            flag = "--" + key.replace("_", "-")
+            layer.set(key, value, f"from flag {flag}", strict=False)
 
 
 def load_config(
@@ -165,43 +290,27 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the configuration from file, environment and flag overrides."""
+    """Build the configuration from file, environment and flag overrides
+    (``None`` for a flag not given). Raises :class:`ConfigError` listing
+    every bad value, each with its key, its source and what was expected."""
     environ = os.environ if environ is None else environ
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    values: dict[str, Any] = {}
-    home = environ.get("CONVEYOR_HOME")
-    if overrides and overrides.get("home"):
-        home = str(overrides["home"])
-    if home:
-        values["home"] = _coerce("home", "Path", home)
+    overrides = overrides or {}
+    problems: list[str] = []
+    from_file: dict[str, Any] = {}
+    from_env: dict[str, Any] = {}
+    from_flags: dict[str, Any] = {}
+    _read_environment(environ, _Layer(from_env, problems))
+    _read_flags(overrides, _Layer(from_flags, problems))
+    home = from_flags.get("home") or from_env.get("home") or conveyor_home()
     file_path = path
     if file_path is None:
-        candidate = Path(values.get("home") or conveyor_home()) / "conveyord.toml"
+        candidate = Path(home) / "conveyord.toml"
         file_path = candidate if candidate.is_file() else None
     if file_path is not None:
-        try:
-            data = tomllib.loads(file_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{file_path}: {exc}") from None
-        for key, value in data.items():
-            if key not in fields:
-                raise ConfigError(f"{file_path}: unknown setting {key!r}")
-            if key == "home":
-                raise ConfigError(
-                    f"{file_path}: 'home' cannot be set in the file that lives in it;"
-                    " use CONVEYOR_HOME or --home"
-                )
-            values[key] = _coerce(key, fields[key].type, value)
-    for name, f in fields.items():
-        env_value = environ.get(f"CONVEYOR_{name.upper()}")
-        if env_value is not None and name != "home":
-            values[name] = _coerce(name, f.type, env_value)
-    for name, value in (overrides or {}).items():
-        if value is not None and name in fields:
-            values[name] = _coerce(name, fields[name].type, value)
-    config = Config(**values)
-    config.check()
-    return config
+        _read_file(file_path, _Layer(from_file, problems))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Config(**{**from_file, **from_env, **from_flags})
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -209,9 +318,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
+        if _is_bool(f.name):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif f.type in ("list[str]", list):
+        elif _is_list(f.name):
             parser.add_argument(flag, action="append", metavar="VALUE", help=help_text)
         else:
             parser.add_argument(flag, metavar=f.name.upper(), help=help_text)

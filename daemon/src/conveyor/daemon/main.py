@@ -10,9 +10,17 @@ from pathlib import Path
 
 import trio
 
-from conveyor.daemon.app import Daemon
+from conveyor.daemon.api.server import ListenError
+from conveyor.daemon.app import Daemon, HomeInUse
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
+from conveyor.daemon.telemetry import TelemetryConfigError
+
+log = logging.getLogger("conveyord")
+
+#: Start-up failures a user can act on from their message alone: said in
+#: one line, without a traceback.
+EXPECTED_FAILURES = (HomeInUse, ListenError, TelemetryConfigError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(path=args.config, overrides=flag_overrides(args))
     except ConfigError as exc:
-        print(f"conveyord: configuration error: {exc}", file=sys.stderr)
+        for problem in str(exc).splitlines():
+            print(f"conveyord: configuration error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -48,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(Daemon(config).run)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a start-up failure: say what, not a traceback
-        logging.getLogger("conveyord").debug("fatal", exc_info=True)
+    except Exception as exc:
         cause = _first_error(exc)
+        if not isinstance(cause, EXPECTED_FAILURES):
+            # A crash: keep everything needed to find out why.
+            log.error("conveyord crashed", exc_info=exc)
         print(f"conveyord: {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
     return 0

@@ -25,8 +25,10 @@ from conveyor.daemon.events import EventBus
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import (
     Diagnostic,
+    Limits,
     PipelineError,
     PipelineSpec,
+    PipelineTooLarge,
     check_pipeline,
     load_pipeline,
 )
@@ -50,6 +52,8 @@ _HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
 DEFAULT_PIPELINE_PATH = "conveyor.yaml"
 EVENT_BATCH = 500
 SPEC_CACHE_SIZE = 256
+#: Pipeline files parsed and checked at once, each in a worker thread.
+VALIDATION_THREADS = 2
 FINISHED = frozenset(status for status in RunStatus if status.finished)
 MAX_PAGE_SIZE = 500
 
@@ -77,6 +81,18 @@ class Validation:
     diagnostics: list[Diagnostic]
 
 
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A valid pipeline file with what every run of it needs, computed once
+    in the worker thread that checked it."""
+
+    spec: PipelineSpec
+    #: Stage names in execution order.
+    order: list[str]
+    #: The spec as stored with each run.
+    spec_json: str
+
+
 class RunService:
     def __init__(
         self,
@@ -97,39 +113,63 @@ class RunService:
         self.scheduler = scheduler
         self.telemetry = telemetry
         self.started_at = time.time()
-        self._specs: OrderedDict[tuple[str, str], PipelineSpec] = OrderedDict()
+        self._specs: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
+        self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
 
     # -- pipelines -------------------------------------------------------------
 
     def _installed(self) -> dict[str, Any]:
         """What a pipeline file is checked against: the installed stage kinds
-        (with their parameter validators) and executors."""
+        (with their parameter validators), executors and the size limits."""
         return {
             "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
             "executors": self.plugins.executors.keys(),
+            "limits": Limits(
+                max_stages=self.config.max_stages,
+                max_needs=self.config.max_needs,
+                max_diagnostics=self.config.max_diagnostics,
+            ),
         }
 
-    def validate(self, text: str, file: str) -> Validation:
-        spec, diagnostics = check_pipeline(text, file or DEFAULT_PIPELINE_PATH, **self._installed())
-        return Validation(spec, diagnostics)
+    async def validate(self, text: str, file: str) -> Validation:
+        """Check a pipeline file (in a worker thread: it costs time linear in
+        its size). A file over a size limit raises :class:`InvalidArgument`
+        naming the limit."""
+        installed = self._installed()
 
-    def _load_cached(self, revision: vcs.Revision, file: str) -> PipelineSpec:
+        def check() -> Validation:
+            try:
+                spec, diagnostics = check_pipeline(text, file or DEFAULT_PIPELINE_PATH, **installed)
+            except PipelineTooLarge as exc:
+                raise InvalidArgument(str(exc)) from None
+            return Validation(spec, diagnostics)
+
+        return await trio.to_thread.run_sync(check, limiter=self._validation_limiter)
+
+    async def _load_cached(self, revision: vcs.Revision, file: str) -> LoadedPipeline:
         """Parse a pipeline file, reusing the result for a blob seen before
         (stage kinds and executors do not change while the daemon runs)."""
         key = (revision.pipeline_blob, file)
-        spec = self._specs.get(key)
-        if spec is None:
-            spec = self._load(revision.pipeline_text, file)
-            self._specs[key] = spec
+        loaded = self._specs.get(key)
+        if loaded is None:
+            loaded = await trio.to_thread.run_sync(
+                self._load,
+                revision.pipeline_text,
+                file,
+                self._installed(),
+                limiter=self._validation_limiter,
+            )
+            self._specs[key] = loaded
             if len(self._specs) > SPEC_CACHE_SIZE:
                 self._specs.popitem(last=False)
         else:
             self._specs.move_to_end(key)
-        return spec
+        return loaded
 
-    def _load(self, text: str, file: str) -> PipelineSpec:
+    def _load(self, text: str, file: str, installed: dict[str, Any]) -> LoadedPipeline:
+        """Blocking: run it in a worker thread."""
         try:
-            return load_pipeline(text, file, **self._installed())
+            spec = load_pipeline(text, file, **installed)
         except PipelineError as exc:
             message = f"invalid pipeline file:\n{exc}"
             broken = [p for p in self.plugins.describe() if p.error]
@@ -138,6 +178,7 @@ class RunService:
                     f"{p.name} ({p.error})" for p in broken
                 )
             raise InvalidArgument(message) from None
+        return LoadedPipeline(spec, spec.stage_order(), spec.model_dump_json(by_alias=True))
 
     # -- runs ------------------------------------------------------------------
 
@@ -163,7 +204,8 @@ class RunService:
             raise Unavailable("the daemon is shutting down; submit again once it is back")
         repo = vcs.repository_path(request.repository)
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
-        spec = self._load_cached(revision, pipeline_path)
+        loaded = await self._load_cached(revision, pipeline_path)
+        spec = loaded.spec
         ref = request.ref or revision.commit
         group, _ = concurrency_group(spec, ref)
         run_id = new_run_id()
@@ -178,7 +220,7 @@ class RunService:
             trigger=request.trigger,
             status=RunStatus.QUEUED,
             created_at=time.time(),
-            spec_json=spec.model_dump_json(by_alias=True),
+            spec_json=loaded.spec_json,
             concurrency_group=group,
             stages=[
                 StageRecord(
@@ -188,16 +230,22 @@ class RunService:
                     kind=spec.stages[name].uses,
                     needs=list(spec.stages[name].needs),
                 )
-                for position, name in enumerate(spec.stage_order())
+                for position, name in enumerate(loaded.order)
             ],
         )
+        # The span starts first, so its ids are stored with the run; the run
+        # counts as pending only once it is stored.
         tracing = self.telemetry.runs
         run.trace_id, run.span_id = tracing.start_run(run, request.trace_carrier)
-        stored, created = await self.store.create_run(run, request.idempotency_key)
+        try:
+            stored, created = await self.store.create_run(run, request.idempotency_key)
+        except BaseException as exc:
+            tracing.drop_run(run.id, error=exc)
+            raise
         if not created:  # lost a race with the same key
             tracing.drop_run(run.id, duplicate_of=stored.id)
             return stored, False
-        tracing.run_numbered(stored)
+        tracing.run_stored(stored)
         self.bus.publish(stored.id)
         self.scheduler.enqueue(stored, spec)
         return stored, True
@@ -225,6 +273,7 @@ class RunService:
             previous = remote_context(run.trace_id, run.span_id)
             run.trace_id, run.span_id = self.telemetry.runs.start_run(run, previous=previous)
             await self.store.set_trace(run.id, run.trace_id, run.span_id)
+            self.telemetry.runs.run_stored(run)
             self.scheduler.enqueue(run, spec)
 
     def _check_run_id(self, run_id: str) -> None:

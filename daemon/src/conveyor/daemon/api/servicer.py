@@ -114,7 +114,7 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         self, request: pipelines_pb2.ValidatePipelineRequest, context: grpc.ServicerContext
     ) -> pipelines_pb2.ValidatePipelineResponse:
         async def validate() -> pipelines_pb2.ValidatePipelineResponse:
-            result = self._service.validate(request.content, request.file)
+            result = await self._service.validate(request.content, request.file)
             return pipelines_pb2.ValidatePipelineResponse(
                 valid=not result.diagnostics,
                 diagnostics=[convert.diagnostic_message(d) for d in result.diagnostics],

@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import trio
@@ -27,6 +28,11 @@ from conveyor.daemon.logstore import CHUNK, StageLog
 #: so blocked pumps never starve database or file work.
 PUMP_LIMITER_SIZE = 1024
 _pump_limiter: trio.CapacityLimiter | None = None
+#: Threads scanning /proc for what is left of stopped process groups.
+SCAN_LIMITER_SIZE = 4
+_scan_limiter: trio.CapacityLimiter | None = None
+#: Seconds between /proc scans while waiting for a stopped group to empty.
+GROUP_POLL_INTERVAL = 0.05
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
@@ -42,6 +48,13 @@ def _limiter() -> trio.CapacityLimiter:
     if _pump_limiter is None:
         _pump_limiter = trio.CapacityLimiter(PUMP_LIMITER_SIZE)
     return _pump_limiter
+
+
+def _scans() -> trio.CapacityLimiter:
+    global _scan_limiter
+    if _scan_limiter is None:
+        _scan_limiter = trio.CapacityLimiter(SCAN_LIMITER_SIZE)
+    return _scan_limiter
 
 
 class _Progress:
@@ -94,15 +107,22 @@ def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -
         os.close(log_fd)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies waiting for a
-    slow init to reap them do not count)."""
+def _group_exists(pgid: int) -> bool:
+    """Whether the kernel still knows the group, zombies included: one signal."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting for a
+    slow init to reap them do not count). Blocking (reads /proc)."""
+    if not _group_exists(pgid):
+        return False
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -120,15 +140,38 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Poll /proc until no process of the group runs, for at most
+    ``timeout`` seconds; True when the group is gone. Blocking."""
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(GROUP_POLL_INTERVAL, remaining))
+    return True
+
+
+async def _group_left(pgid: int) -> bool:
+    """Whether anything of the group is left. One signal answers for the
+    usual case (nothing left); only a group that still has members, maybe
+    zombies, costs a /proc scan, in a worker thread."""
+    if not _group_exists(pgid):
+        return False
+    return await trio.to_thread.run_sync(_group_alive, pgid, limiter=_scans())
+
+
 async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
     """SIGTERM the group, wait up to ``grace`` for it to go, then SIGKILL."""
-    if proc.returncode is None or _group_alive(pgid):
+    if proc.returncode is None or await _group_left(pgid):
         _signal_group(pgid, signal.SIGTERM)
-        with trio.move_on_after(grace):
+        deadline = trio.current_time() + grace
+        with trio.move_on_at(deadline):
             await proc.wait()
-            # No event tells when a process group empties: poll briefly.
-            while _group_alive(pgid):  # noqa: ASYNC110
-                await trio.sleep(0.02)
+            # No event tells when a process group empties: a worker thread
+            # polls /proc, for no longer than the grace period.
+            remaining = deadline - trio.current_time()
+            await trio.to_thread.run_sync(_wait_group_gone, pgid, remaining, limiter=_scans())
     _signal_group(pgid, signal.SIGKILL)
     await proc.wait()
 

@@ -1,18 +1,12 @@
 """The ``conveyor.yaml`` pipeline file: models, loading, validation and JSON Schema."""
 
+from conveyor.daemon.pipeline.checks import Limits, StageValidator
+from conveyor.daemon.pipeline.diagnostics import Diagnostic, PipelineError, PipelineTooLarge
 from conveyor.daemon.pipeline.durations import parse_duration
-from conveyor.daemon.pipeline.loader import (
-    Diagnostic,
-    PipelineError,
-    StageValidator,
-    check_pipeline,
-    load_pipeline,
-)
+from conveyor.daemon.pipeline.loader import check_pipeline, load_pipeline
 from conveyor.daemon.pipeline.model import (
     ConcurrencySpec,
-    Duration,
     PipelineSpec,
-    PositiveDuration,
     RetryPolicy,
     StageSpec,
 )
@@ -20,10 +14,10 @@ from conveyor.daemon.pipeline.model import (
 __all__ = [
     "ConcurrencySpec",
     "Diagnostic",
-    "Duration",
+    "Limits",
     "PipelineError",
     "PipelineSpec",
-    "PositiveDuration",
+    "PipelineTooLarge",
     "RetryPolicy",
     "StageSpec",
     "StageValidator",

@@ -18,13 +18,11 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
+from conveyor.daemon.pipeline.graph import order_stages
 
 __all__ = [
-    "NAME_PATTERN",
     "ConcurrencySpec",
-    "Duration",
     "PipelineSpec",
-    "PositiveDuration",
     "RetryPolicy",
     "StageSpec",
     "describe_value",
@@ -218,20 +216,12 @@ class PipelineSpec(_Model):
 
         Raises ``ValueError`` if a stage needs an unknown stage or on a cycle.
         """
-        names = list(self.stages)
         for name, stage in self.stages.items():
             for need in stage.needs:
                 if need not in self.stages:
                     raise ValueError(f"stage {name!r} needs unknown stage {need!r}")
-        order: list[str] = []
-        done: set[str] = set()
-        while len(order) < len(names):
-            for name in names:
-                if name not in done and done.issuperset(self.stages[name].needs):
-                    order.append(name)
-                    done.add(name)
-                    break
-            else:
-                stuck = ", ".join(n for n in names if n not in done)
-                raise ValueError(f"dependency cycle among stages: {stuck}")
-        return order
+        ordering = order_stages({name: stage.needs for name, stage in self.stages.items()})
+        if ordering.cycles:
+            cycle = ordering.cycles[0]
+            raise ValueError(f"dependency cycle among stages: {' -> '.join([*cycle, cycle[0]])}")
+        return ordering.order

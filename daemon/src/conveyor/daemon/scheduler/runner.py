@@ -397,9 +397,14 @@ class RunExecution:
         self, kind: StageKind, ctx: StageContext, timeout: float | None
     ) -> StageOutcome:
         outcome: StageOutcome
+        late = False
         with trio.move_on_after(timeout if timeout else math.inf) as scope:
             try:
                 outcome = await kind.run(ctx)
+                # A loop held up elsewhere may see the stage's process end
+                # only after the deadline, and then nothing cancels the
+                # attempt: an attempt that returns past its deadline timed out.
+                late = trio.current_time() >= scope.deadline
             except ExecutorError as exc:
                 await ctx.log_line(str(exc))
                 outcome = StageOutcome(
@@ -419,7 +424,7 @@ class RunExecution:
                     error_type=type(exc).__qualname__,
                     system_error=True,
                 )
-        if scope.cancelled_caught:
+        if scope.cancelled_caught or late:
             reason = f"timed out after {_fmt_seconds(timeout or 0)}"
             await ctx.log_line(f"stage {reason}")
             outcome = StageOutcome(StageStatus.TIMED_OUT, reason, error_type="timeout")

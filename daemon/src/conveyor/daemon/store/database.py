@@ -1,8 +1,12 @@
 """A SQLite database used from trio without blocking the loop.
 
 Every statement runs in a worker thread. Writes go through one connection and
-a capacity limiter of one, so transactions never interleave; reads use one
-connection per worker thread (WAL lets them run beside the writer).
+a capacity limiter of one, so transactions never interleave. Reads use a
+fixed pool of connections, as many as the read limiter lets run at once
+(WAL lets them run beside the writer): a read checks one out for its
+transaction and puts it back, whichever worker thread runs it, so the number
+of connections and file descriptors never grows while trio retires idle
+threads and starts new ones.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from conveyor.daemon.store.schema import migrate
 
 T = TypeVar("T")
 
+#: Reads that may run at once, and so reader connections.
+DEFAULT_READERS = 4
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -33,22 +40,33 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class Database:
-    """Owns the SQLite connections of one database file.
+    """Owns the SQLite connections of one database file: one writer and
+    ``readers`` reader connections, all opened here (blocking: construct it
+    in a thread).
 
     Resource handling: call :meth:`close` when done; it waits for nothing, so
     call it after the tasks using the database have finished.
     """
 
-    def __init__(self, path: Path, *, readers: int = 4) -> None:
+    def __init__(self, path: Path, *, readers: int = DEFAULT_READERS) -> None:
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         migrate(self._writer)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(readers)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        #: Reader connections not in use. The read limiter admits at most
+        #: ``readers`` reads at once, so a read always finds one here.
+        self._idle: list[sqlite3.Connection] = [_connect(path) for _ in range(readers)]
+        self._readers = list(self._idle)
+        self._idle_lock = threading.Lock()
+
+    @property
+    def connections(self) -> int:
+        """Open connections: the writer and the readers."""
+        return 1 + len(self._readers)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in one transaction, committed before returning."""
@@ -74,21 +92,20 @@ class Database:
         return result
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        conn.execute("BEGIN")
+        with self._idle_lock:
+            conn = self._idle.pop()
         try:
-            return fn(conn)
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
         finally:
-            conn.execute("COMMIT")
+            with self._idle_lock:
+                self._idle.append(conn)
 
     def close(self) -> None:
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
+        for conn in self._readers:
             conn.close()
+        self._readers = self._idle = []
         self._writer.close()

@@ -101,13 +101,15 @@ class RunTracing:
             links=[Link(previous, {"conveyor.link": "previous_attempt"})] if previous else (),
         )
         self._runs[run.id] = span
-        self._instruments.run_queued(run.pipeline)
         return span_ids(span)
 
-    def run_numbered(self, run: RunRecord) -> None:
+    def run_stored(self, run: RunRecord) -> None:
+        """The run is stored (and numbered): it counts as pending from now
+        on, until :meth:`run_started` or :meth:`end_run`."""
         span = self._runs.get(run.id)
         if span is not None:
             span.set_attribute(a.RUN_NUMBER, run.number)
+        self._instruments.run_queued(run.pipeline)
 
     def run_started(self, run: RunRecord) -> None:
         span = self._runs.get(run.id)
@@ -147,12 +149,21 @@ class RunTracing:
             span.set_status(Status(StatusCode.ERROR, run.reason or result))
         span.end(end_time=_ns(run.finished_at))
 
-    def drop_run(self, run_id: str, duplicate_of: str) -> None:
-        """End the span of a run that was not created after all (idempotency)."""
+    def drop_run(
+        self, run_id: str, *, duplicate_of: str = "", error: BaseException | None = None
+    ) -> None:
+        """End the span of a run that was not stored after all: an earlier
+        run had its idempotency key (``duplicate_of``), or storing it failed
+        (``error``). Nothing was counted for it."""
         span = self._runs.pop(run_id, None)
-        if span is not None:
+        if span is None:
+            return
+        if duplicate_of:
             span.set_attribute("conveyor.run.duplicate_of", duplicate_of)
-            span.end()
+        if error is not None:
+            span.set_attribute(a.ERROR_TYPE, type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"the run was not stored: {error}"))
+        span.end()
 
     # -- stages ----------------------------------------------------------------
 
