@@ -18,7 +18,7 @@ raise ImportError("libfoo.so: cannot open shared object file")
 """
 
 BROKEN_REGISTRATION = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 def conveyor_stage_kinds():
@@ -26,7 +26,7 @@ def conveyor_stage_kinds():
 """
 
 CRASHING_STAGE = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 class Crash:
     name = "crash"
@@ -45,7 +45,7 @@ def conveyor_stage_kinds():
 """
 
 NOISY_OBSERVER = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 async def conveyor_run_finished(run):
@@ -148,7 +148,7 @@ def test_a_pipeline_using_a_kind_of_a_broken_plugin_is_rejected_with_a_hint(
 
 HUNG_OBSERVER = """
 import trio
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 async def conveyor_stage_finished(run, stage):

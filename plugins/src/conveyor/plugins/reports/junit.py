@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from conveyor.daemon.reports import TestCaseResult
+from conveyor.plugin import TestCaseResult
 from conveyor.plugins.reports._files import ReportError, read_report
 from conveyor.plugins.reports.redaction import redact_credentials
 
