@@ -119,6 +119,16 @@ def _message(detail: ErrorDetails, model: type[BaseModel], kind: str) -> str:
         return f"expected a list, got {got}"
     if kind_of_error in ("dict_type", "model_type", "model_attributes_type"):
         return f"expected a mapping, got {got}"
+    if kind_of_error in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        unit = "character" if kind_of_error.startswith("string") else "item"
+        if kind_of_error.endswith("too_short"):
+            if ctx.get("min_length") == 1:
+                return "must not be empty"
+            bound = f"at least {ctx.get('min_length')}"
+        else:
+            bound = f"at most {ctx.get('max_length')}"
+        length = len(value) if isinstance(value, str | list | tuple | dict) else "?"
+        return f"expected {bound} {unit}s, got {length}"
     if kind_of_error in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     text = detail["msg"].removeprefix("Input ")
