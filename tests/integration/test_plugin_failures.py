@@ -45,49 +45,46 @@ def conveyor_stage_kinds():
     return [Crash()]
 """
 
-HALF_BROKEN = """
+
+def kind_plugin(kind: str, more_hooks: str) -> str:
+    """A plugin module with a stage kind that succeeds, and ``more_hooks``."""
+    return f"""
 from conveyor.plugin import StageOutcome, StageStatus, hookimpl
 
-class Half:
-    name = "half"
-    description = "a kind from a plugin whose executors hook raises"
+class Kind:
+    name = "{kind}"
+    description = "the {kind} kind"
 
     def validate(self, spec):
         return []
 
     async def run(self, ctx):
-        return StageOutcome(StageStatus.SUCCEEDED, "half works")
+        return StageOutcome(StageStatus.SUCCEEDED, "{kind} works")
 
 @hookimpl
 def conveyor_stage_kinds():
-    return [Half()]
+    return [Kind()]
+{more_hooks}"""
 
+
+# one good registration hook, one that raises
+HALF_BROKEN = kind_plugin(
+    "half",
+    """
 @hookimpl
 def conveyor_executors():
     raise ValueError("no executors today")
-"""
+""",
+)
 
-MISSPELLED = """
-from conveyor.plugin import hookimpl
-
-class Never:
-    name = "never"
-    description = "from a plugin that is refused"
-
-    def validate(self, spec):
-        return []
-
-    async def run(self, ctx):
-        raise AssertionError("never runs")
-
-@hookimpl
-def conveyor_stage_kinds():
-    return [Never()]
-
+MISSPELLED = kind_plugin(
+    "never",
+    """
 @hookimpl
 def conveyor_stage_finish(stage):
     pass
-"""
+""",
+)
 
 NOISY_OBSERVER = """
 from conveyor.plugin import hookimpl

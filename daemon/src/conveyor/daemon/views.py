@@ -91,41 +91,13 @@ def _report_copy(report: StageReport | None) -> StageReport | None:
 
 def stage_view(record: StageRecord) -> Stage:
     """A frozen snapshot of ``record``."""
-    return Stage(
-        run_id=record.run_id,
-        name=record.name,
-        position=record.position,
-        kind=record.kind,
-        needs=tuple(record.needs),
-        status=record.status,
-        attempt=record.attempt,
-        exit_code=record.exit_code,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        reason=record.reason,
-        log_size=record.log_size,
-        report=_report_copy(record.report),
-    )
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Stage)}
+    values.update(needs=tuple(record.needs), report=_report_copy(record.report))
+    return Stage(**values)
 
 
 def run_view(record: RunRecord) -> Run:
     """A frozen snapshot of ``record`` and its stages."""
-    return Run(
-        id=record.id,
-        number=record.number,
-        pipeline=record.pipeline,
-        repository=record.repository,
-        ref=record.ref,
-        commit=record.commit,
-        pipeline_path=record.pipeline_path,
-        trigger=record.trigger,
-        status=record.status,
-        reason=record.reason,
-        created_at=record.created_at,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        concurrency_group=record.concurrency_group,
-        trace_id=record.trace_id,
-        span_id=record.span_id,
-        stages=tuple(stage_view(stage) for stage in record.stages),
-    )
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Run)}
+    values.update(stages=tuple(stage_view(stage) for stage in record.stages))
+    return Run(**values)

@@ -47,13 +47,12 @@ from conveyor.plugin import (
 )
 from conveyor.plugins.parameters import Choices, Shell, WorkspacePaths
 from conveyor.plugins.reporting.files import (
-    REPORTS_ENV,
-    SARIF_PATTERNS,
+    no_findings_report,
     parse_report,
     prepare_reports_dir,
     relative_sources,
 )
-from conveyor.plugins.reporting.frame import ReportingStage, StageFailure
+from conveyor.plugins.reporting.frame import ReportingStage
 from conveyor.plugins.reporting.outcome import finish_findings, settle_findings
 from conveyor.plugins.reporting.processes import require_tools, run_sarif_commands, run_tool
 from conveyor.plugins.reports import LintLevel, lint_gate, parse_ruff_json, parse_sarif
@@ -85,11 +84,8 @@ class LintStage(ReportingStage[LintParameters]):
     parameters = LintParameters
 
     def check(self, spec: StageSpec, params: LintParameters | None) -> Iterable[tuple[str, str]]:
-        if params is not None and not spec.run and not params.tools_for(spec):
-            yield (
-                "with.tools",
-                "a lint stage without 'run' commands needs at least one tool in 'tools'",
-            )
+        if params is not None:
+            yield from self.tools_problems(spec, params.tools_for(spec))
 
     async def execute(self, ctx: StageContext, params: LintParameters) -> StageOutcome:
         tools = await require_tools(ctx, "lint", params.tools_for(ctx.spec))
@@ -119,12 +115,7 @@ class LintStage(ReportingStage[LintParameters]):
             findings += await parse_report(ctx, parse_sarif, sarif, root=ctx.workspace)
             parsed.append(sarif)
         if not parsed:
-            raise StageFailure(
-                f"no lint report: no built-in tool ran and the run commands wrote no SARIF"
-                f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
-                error_type="report_error",
-                exit_code=exit_code,
-            )
+            raise no_findings_report("lint", exit_code)
 
         findings = await settle_findings(findings, ctx.workspace)
         gate = lint_gate(findings, params.fail_on)

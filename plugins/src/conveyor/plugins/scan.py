@@ -49,13 +49,12 @@ from conveyor.plugin import (
 )
 from conveyor.plugins.parameters import Choices, OptionalWorkspaceFile, Shell, WorkspacePaths
 from conveyor.plugins.reporting.files import (
-    REPORTS_ENV,
-    SARIF_PATTERNS,
+    no_findings_report,
     parse_report,
     prepare_reports_dir,
     relative_sources,
 )
-from conveyor.plugins.reporting.frame import ReportingStage, StageFailure
+from conveyor.plugins.reporting.frame import ReportingStage
 from conveyor.plugins.reporting.outcome import finish_findings, settle_findings
 from conveyor.plugins.reporting.processes import require_tools, run_sarif_commands, run_tool
 from conveyor.plugins.reports import (
@@ -100,11 +99,8 @@ class ScanStage(ReportingStage[ScanParameters]):
     parameters = ScanParameters
 
     def check(self, spec: StageSpec, params: ScanParameters | None) -> Iterable[tuple[str, str]]:
-        if params is not None and not spec.run and not params.tools:
-            yield (
-                "with.tools",
-                "a scan stage without 'run' commands needs at least one tool in 'tools'",
-            )
+        if params is not None:
+            yield from self.tools_problems(spec, params.tools)
 
     async def execute(self, ctx: StageContext, params: ScanParameters) -> StageOutcome:
         tools = await require_tools(ctx, "scan", params.tools)
@@ -166,12 +162,7 @@ class ScanStage(ReportingStage[ScanParameters]):
             )
             parsed.append(sarif)
         if not parsed:
-            raise StageFailure(
-                f"no scan report: no built-in tool ran and the run commands wrote no SARIF"
-                f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
-                error_type="report_error",
-                exit_code=exit_code,
-            )
+            raise no_findings_report("scan", exit_code)
 
         if params.baseline:
             # the baseline's fingerprints look like secrets to detect-secrets

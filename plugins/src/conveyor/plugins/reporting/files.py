@@ -22,6 +22,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def no_findings_report(kind: str, exit_code: int | None) -> StageFailure:
+    """The failure of a findings stage that has nothing to parse."""
+    return StageFailure(
+        f"no {kind} report: no built-in tool ran and the run commands wrote no SARIF"
+        f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
+        error_type="report_error",
+        exit_code=exit_code,
+    )
+
+
 async def prepare_reports_dir(ctx: StageContext) -> Path:
     """Create the attempt's (empty) reports folder and return its path."""
     folder = ctx.reports_dir

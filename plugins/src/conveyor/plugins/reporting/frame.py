@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -65,6 +65,14 @@ class ReportingStage(ABC, Generic[ParamsT]):
         """The stage's parameters, and every problem with the stage."""
         params, problems = read_parameters(self.parameters, spec, self.name)
         return params, [*self.check(spec, params), *problems]
+
+    def tools_problems(self, spec: StageSpec, tools: Sequence[str]) -> Iterable[tuple[str, str]]:
+        """A problem when the stage would run nothing: no tool, no commands."""
+        if not spec.run and not tools:
+            yield (
+                "with.tools",
+                f"a {self.name} stage without 'run' commands needs at least one tool in 'tools'",
+            )
 
     @abstractmethod
     async def execute(self, ctx: StageContext, params: ParamsT) -> StageOutcome:
