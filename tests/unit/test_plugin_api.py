@@ -146,15 +146,16 @@ def test_a_kind_without_parameters_says_so() -> None:
 def test_nested_models_name_the_nested_key() -> None:
     class Inner(BaseModel):
         model_config = Parameters.model_config
-        port: int = 80
+        port: int
 
     class Outer(Parameters):
-        server: Inner = Inner()
+        server: Inner | None = None
 
     with pytest.raises(ValidationError) as caught:
         Outer.model_validate({"server": {"prot": 1}})
     assert parameter_problems(caught.value, Outer, "srv") == [
-        ("with.server.prot", "unknown key 'prot'")
+        ("with.server.port", "required key 'port' is missing"),
+        ("with.server.prot", "unknown key 'prot'"),
     ]
 
 

@@ -93,7 +93,7 @@ def _message(detail: ErrorDetails, model: type[BaseModel], kind: str) -> str:
             f"{_did_you_mean(name, accepted)}"
         )
     if kind_of_error == "missing":
-        return f"required parameter {str(loc[-1])!r} is missing" if top else "required"
+        return f"required {'parameter' if top else 'key'} {str(loc[-1])!r} is missing"
     if kind_of_error == "literal_error":
         expected = ctx.get("expected", "")
         if loc and isinstance(loc[-1], int):
