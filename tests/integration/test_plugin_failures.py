@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ raise ImportError("libfoo.so: cannot open shared object file")
 """
 
 BROKEN_REGISTRATION = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 def conveyor_stage_kinds():
@@ -26,7 +27,7 @@ def conveyor_stage_kinds():
 """
 
 CRASHING_STAGE = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 class Crash:
     name = "crash"
@@ -44,8 +45,49 @@ def conveyor_stage_kinds():
     return [Crash()]
 """
 
+
+def kind_plugin(kind: str, more_hooks: str) -> str:
+    """A plugin module with a stage kind that succeeds, and ``more_hooks``."""
+    return f"""
+from conveyor.plugin import StageOutcome, StageStatus, hookimpl
+
+class Kind:
+    name = "{kind}"
+    description = "the {kind} kind"
+
+    def validate(self, spec):
+        return []
+
+    async def run(self, ctx):
+        return StageOutcome(StageStatus.SUCCEEDED, "{kind} works")
+
+@hookimpl
+def conveyor_stage_kinds():
+    return [Kind()]
+{more_hooks}"""
+
+
+# one good registration hook, one that raises
+HALF_BROKEN = kind_plugin(
+    "half",
+    """
+@hookimpl
+def conveyor_executors():
+    raise ValueError("no executors today")
+""",
+)
+
+MISSPELLED = kind_plugin(
+    "never",
+    """
+@hookimpl
+def conveyor_stage_finish(stage):
+    pass
+""",
+)
+
 NOISY_OBSERVER = """
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 async def conveyor_run_finished(run):
@@ -79,6 +121,12 @@ def plugin_daemon(daemon_home: Path, tmp_path: Path) -> Iterator[DaemonProcess]:
         {"crashing_stage_plugin": CRASHING_STAGE},
     )
     write_distribution(
+        site, "half-broken", {"half": "half_broken_plugin"}, {"half_broken_plugin": HALF_BROKEN}
+    )
+    write_distribution(
+        site, "misspelled", {"misspelled": "misspelled_plugin"}, {"misspelled_plugin": MISSPELLED}
+    )
+    write_distribution(
         site,
         "noisy-observer",
         {"noisy_observer": "noisy_observer_plugin"},
@@ -110,6 +158,30 @@ def test_plugins_that_fail_to_load_are_reported_by_name(plugin_daemon: DaemonPro
         "conveyor_run_finished",
         "conveyor_stage_finished",
     }
+
+
+def test_a_plugin_keeps_what_did_not_fail_and_a_misspelled_hook_is_refused(
+    plugin_daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    plugins = _plugins(plugin_daemon)
+    half = plugins["half"]
+    assert half.error == "conveyor_executors raised ValueError: no executors today"
+    assert half.provides == ["stage kind: half"]
+    assert set(half.hooks) == {"conveyor_stage_kinds", "conveyor_executors"}
+    misspelled = plugins["misspelled"]
+    assert misspelled.error.startswith(
+        "unknown hook conveyor_stage_finish (did you mean conveyor_stage_finished?)"
+    )
+    assert misspelled.provides == [] and misspelled.hooks == []
+
+    run = plugin_daemon.wait(
+        plugin_daemon.submit(pipeline_repo("name: h\nstages:\n  a:\n    uses: half\n").path).id
+    )
+    assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
+    assert stage(run, "a").reason == "half works"
+    with pytest.raises(grpc.RpcError) as err:
+        plugin_daemon.submit(pipeline_repo("name: n\nstages:\n  a:\n    uses: never\n").path)
+    assert "unknown stage kind 'never'" in (err.value.details() or "")
 
 
 def test_a_stage_whose_plugin_raises_fails_alone_with_the_traceback_in_its_log(
@@ -148,7 +220,7 @@ def test_a_pipeline_using_a_kind_of_a_broken_plugin_is_rejected_with_a_hint(
 
 HUNG_OBSERVER = """
 import trio
-from conveyor.daemon.hookspecs import hookimpl
+from conveyor.plugin import hookimpl
 
 @hookimpl
 async def conveyor_stage_finished(run, stage):
@@ -182,3 +254,106 @@ def test_a_hung_lifecycle_hook_is_abandoned_after_hook_timeout(
     finally:
         assert daemon.stop(timeout=15) == 0
     assert "took longer than 0.3s; abandoned" in daemon.log_path.read_text()
+
+
+HANGING_HOOKS = """
+import trio
+from conveyor.plugin import hookimpl
+
+@hookimpl
+async def conveyor_run_started(run):
+    await trio.sleep_forever()
+
+@hookimpl
+async def conveyor_stage_finished(run, stage):
+    await trio.sleep_forever()
+
+@hookimpl
+async def conveyor_run_finished(run):
+    await trio.sleep_forever()
+"""
+
+SHUTDOWN_TIMEOUT = 2
+#: With hooks inline, each hung call held its run (and shutdown) this long.
+HOOK_TIMEOUT = 60
+
+
+def test_hung_hooks_hold_up_neither_runs_nor_shutdown(
+    daemon_home: Path, tmp_path: Path, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    site = tmp_path / "site"
+    write_distribution(
+        site, "hanging", {"hanging": "hanging_plugin"}, {"hanging_plugin": HANGING_HOOKS}
+    )
+    daemon = DaemonProcess(
+        daemon_home,
+        env={"PYTHONPATH": str(site)},
+        args=[
+            "--hook-timeout",
+            str(HOOK_TIMEOUT),
+            "--shutdown-timeout",
+            str(SHUTDOWN_TIMEOUT),
+            "--kill-grace",
+            "1",
+        ],
+    ).start()
+    try:
+        chain = pipeline_repo(
+            "name: chain\nstages:\n  a:\n    run: 'true'\n"
+            "  b:\n    needs: [a]\n    run: 'true'\n  c:\n    needs: [b]\n    run: 'true'\n"
+        )
+        # every hook of this run hangs, and the run does not wait for any of them
+        run = daemon.wait(daemon.submit(chain.path).id, timeout=HOOK_TIMEOUT / 2)
+        assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
+        slow = daemon.submit(pipeline_repo("name: slow\nstages:\n  a:\n    run: sleep 60\n").path)
+        for event in daemon.events(slow.id):
+            if event.stage_status == runs_pb2.STAGE_STATUS_RUNNING:
+                break
+    finally:
+        # SIGTERM with a run in progress and hung notifications queued: one
+        # grace period, then a hard cancel (generous margin; the point is
+        # not HOOK_TIMEOUT x hooks)
+        code = daemon.stop(timeout=SHUTDOWN_TIMEOUT + 10)
+    assert code == 0
+    log = daemon.log_path.read_text()
+    assert "notification(s) not delivered: the shutdown grace period ended" in log
+
+
+SLOW_OBSERVER = """
+import trio
+from conveyor.plugin import hookimpl
+
+@hookimpl
+async def conveyor_stage_finished(run, stage):
+    if stage.name != "a":
+        return
+    # hold a's notification until the stage that needs a has started
+    with trio.move_on_after(15):
+        while not await trio.Path({marker!r}).exists():
+            await trio.sleep(0.05)
+        await trio.Path({seen!r}).write_text("b started while a's hook ran")
+"""
+
+
+def test_a_slow_stage_finished_hook_does_not_delay_the_stages_that_need_it(
+    daemon_home: Path, tmp_path: Path, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    marker, seen = tmp_path / "b-started", tmp_path / "seen"
+    site = tmp_path / "site"
+    source = SLOW_OBSERVER.format(marker=str(marker), seen=str(seen))
+    write_distribution(site, "slow-observer", {"slow": "slow_plugin"}, {"slow_plugin": source})
+    daemon = DaemonProcess(daemon_home, env={"PYTHONPATH": str(site)}).start()
+    try:
+        repo = pipeline_repo(
+            "name: order\nstages:\n  a:\n    run: 'true'\n"
+            f"  b:\n    needs: [a]\n    run: touch {marker}\n"
+        )
+        run = daemon.wait(daemon.submit(repo.path).id)
+        assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
+        # the hook is delivered apart from the run: it may end after the run
+        deadline = time.monotonic() + 15
+        while not seen.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen.exists(), "stage b did not start until a's hook gave up"
+    finally:
+        daemon.stop()

@@ -1,13 +1,16 @@
 """Wires the daemon together and runs it until SIGTERM/SIGINT.
 
 Start-up: open the store and close out runs a previous daemon left in
-flight, stop their leftover processes, load plugins, start the scheduler
-(requeueing acknowledged runs that never started), then serve gRPC.
+flight, stop their leftover processes, load plugins, start the plugins'
+notifier and the scheduler (requeueing acknowledged runs that never
+started), then serve gRPC.
 
 Shutdown (SIGTERM/SIGINT, or :attr:`Daemon.shutdown_requested`): health
 turns NOT_SERVING and submissions are refused; running runs are cancelled or
 allowed to finish (``shutdown_mode``) and recorded as interrupted; the gRPC
-server stops; the store closes.
+server stops; plugins' pending notifications are delivered for what is left
+of ``shutdown_timeout`` (counted from the signal), then cancelled; the store
+closes.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Daemon:
                 telemetry=telemetry,
             )
             async with trio.open_nursery() as nursery:
+                await nursery.start(plugins.notifier.serve)
                 await nursery.start(scheduler.serve)
                 await service.close_interrupted(recovery.interrupted)
                 await service.resume_queued(recovery.queued)
@@ -105,11 +109,15 @@ class Daemon:
                     log.info("conveyord listening on %s", ", ".join(bound))
                     task_status.started(bound)
                     await self._wait_for_shutdown()
+                    # One grace period for the whole shutdown: runs drain
+                    # (shutdown_mode), then notifications get what is left.
+                    deadline = trio.current_time() + config.shutdown_timeout
                     log.info("shutting down (%s runs in progress)", scheduler.active_runs)
                     server.health.enter_graceful_shutdown()
                     await scheduler.drain(config.shutdown_mode, config.shutdown_timeout)
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
+                await plugins.notifier.aclose(deadline)
                 nursery.cancel_scope.cancel()
             timeout = config.telemetry_shutdown_timeout
             with trio.move_on_after(timeout + 1):

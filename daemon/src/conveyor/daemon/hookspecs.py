@@ -1,20 +1,28 @@
 """Hook specifications: the contract between Conveyor and its plugins.
 
-A plugin is a module (or object) with functions marked ``@hookimpl`` whose
-names match the specs below, registered under the ``conveyor`` entry-point
-group. Built-in plugins are registered exactly the same way.
+A plugin is a module (or object) with functions marked ``@hookimpl``
+(``from conveyor.plugin import hookimpl``) whose names match the specs below,
+registered under the ``conveyor`` entry-point group. Built-in plugins are
+registered exactly the same way. A marked function whose name is not one of
+these specs makes the plugin fail to load (a misspelled hook is an error, not
+a hook that is silently never called).
 
 Two families:
 
 * **Registration hooks** say what a plugin contributes (stage kinds,
   executors). Each is called once per plugin when the daemon loads plugins;
-  a plugin that raises there is reported by ``ListPlugins`` and its
-  contribution is left out — the other plugins load.
-* **Lifecycle hooks** observe runs. They may be plain functions or return an
-  awaitable, which the daemon awaits. Every implementation is called, in
-  turn; one that raises is logged with its plugin's name, one that takes
-  longer than ``hook_timeout`` seconds is abandoned, and the rest still run.
-  They run inside the daemon's trio loop: do not block — use
+  a plugin that raises there is reported by ``ListPlugins`` and that
+  contribution is left out — the rest of the plugin, and the other plugins,
+  load.
+* **Lifecycle hooks** observe runs. They are called off the runs' path: the
+  daemon queues a notification (with frozen :class:`~conveyor.plugin.Run`
+  and :class:`~conveyor.plugin.Stage` snapshots) and goes on; one task
+  delivers notifications in order. Implementations may be plain functions or
+  return an awaitable, which the daemon awaits. Each plugin's
+  implementations are called in turn, through pluggy (wrappers included);
+  one that raises is logged with its plugin's name, one that takes longer
+  than ``hook_timeout`` seconds is abandoned, and the other plugins are still
+  called. They run inside the daemon's trio loop: do not block — use
   ``trio.to_thread.run_sync`` for blocking work.
 """
 
@@ -27,12 +35,13 @@ import pluggy
 
 if TYPE_CHECKING:
     from conveyor.daemon.executors.base import Executor
-    from conveyor.daemon.records import RunRecord, StageRecord
     from conveyor.daemon.stages import StageKind
+    from conveyor.daemon.views import Run, Stage
 
 PROJECT = "conveyor"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marks a hook implementation; plugins import it from :mod:`conveyor.plugin`.
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
@@ -45,8 +54,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def conveyor_stage_kinds() -> list[StageKind]:
     """Return the stage kinds this plugin provides.
 
-    Called once when plugins load. Each item follows
-    :class:`conveyor.daemon.stages.StageKind`: a ``name`` (what ``uses:``
+    Called once per plugin when plugins load, in a worker thread. Each item
+    follows :class:`conveyor.plugin.StageKind`: a ``name`` (what ``uses:``
     names in a pipeline file), a ``description``, ``validate(spec)`` to check
     a stage's parameters at load time, and ``async run(ctx)`` to do the work.
 
@@ -59,10 +68,10 @@ def conveyor_stage_kinds() -> list[StageKind]:
 def conveyor_executors() -> list[Executor]:
     """Return the executors this plugin provides.
 
-    Called once when plugins load. Each item follows
-    :class:`conveyor.daemon.executors.base.Executor`: a ``name`` (what
-    ``executor:`` names in a pipeline file) and ``async run(request, log)``
-    which runs one process and returns its exit code.
+    Called once per plugin when plugins load, in a worker thread. Each item
+    follows :class:`conveyor.plugin.Executor`: a ``name`` (what
+    ``executor:`` names in a pipeline file) and ``async run(request,
+    output)``, which runs one process and returns its exit code.
     """
 
 
@@ -72,8 +81,8 @@ def conveyor_executors() -> list[Executor]:
 
 
 @hookspec
-def conveyor_run_started(run: RunRecord) -> Awaitable[None] | None:
-    """Called when a run leaves the queue and starts (status ``running``).
+def conveyor_run_started(run: Run) -> Awaitable[None] | None:
+    """Called after a run leaves the queue and starts (status ``running``).
 
     :param run: the run, with its stages (all ``pending``).
     May return an awaitable; its result is ignored.
@@ -81,11 +90,11 @@ def conveyor_run_started(run: RunRecord) -> Awaitable[None] | None:
 
 
 @hookspec
-def conveyor_stage_finished(run: RunRecord, stage: StageRecord) -> Awaitable[None] | None:
-    """Called when a stage reaches a final status (succeeded, failed,
-    cancelled, timed out or skipped), after it is stored.
+def conveyor_stage_finished(run: Run, stage: Stage) -> Awaitable[None] | None:
+    """Called after a stage reaches a final status (succeeded, failed,
+    cancelled, timed out, skipped or interrupted) and it is stored.
 
-    :param run: the run as it is at that moment.
+    :param run: the run as it was at that moment.
     :param stage: the finished stage, with its status, exit code, reason and
         timings.
     May return an awaitable; its result is ignored.
@@ -93,8 +102,8 @@ def conveyor_stage_finished(run: RunRecord, stage: StageRecord) -> Awaitable[Non
 
 
 @hookspec
-def conveyor_run_finished(run: RunRecord) -> Awaitable[None] | None:
-    """Called when a run reaches a final status, after it is stored —
+def conveyor_run_finished(run: Run) -> Awaitable[None] | None:
+    """Called after a run reaches a final status and it is stored —
     including a run cancelled while queued and, at start-up, runs that a
     stopped daemon left in flight (marked ``interrupted``).
 

@@ -1,14 +1,21 @@
 """The plugin manager: loads plugins from the ``conveyor`` entry-point group
-(built-in ones included), collects what they contribute and calls lifecycle
-hooks without letting a failing plugin take the daemon down."""
+(built-in ones included), collects what they contribute and notifies them of
+runs, without letting a failing plugin take the daemon down.
+
+Every hook is called through pluggy, one plugin at a time (a subset hook
+caller holding only that plugin's implementations, wrappers included), so
+one plugin's exception or hang is that plugin's alone. What goes wrong, and
+what it costs the plugin, is the failure table of docs/plugins.md.
+"""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -18,7 +25,10 @@ import trio
 
 from conveyor.daemon import hookspecs
 from conveyor.daemon.executors.base import Executor
+from conveyor.daemon.notifier import QUEUE_SIZE, Notification, Notifier
+from conveyor.daemon.records import RunRecord, StageRecord
 from conveyor.daemon.stages import StageKind
+from conveyor.daemon.views import run_view, stage_view
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +46,40 @@ class PluginInfo:
     provides: list[str] = field(default_factory=list)
     error: str = ""
 
+    def add_error(self, error: str) -> None:
+        """Record a problem (several are joined with ``; ``) and log it."""
+        self.error = f"{self.error}; {error}" if self.error else error
+        log.error("plugin %s: %s", self.name, error)
+
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-class Plugins:
-    """Owns the pluggy manager and what the plugins contributed."""
+def _spec_names() -> list[str]:
+    marker = f"{hookspecs.PROJECT}_spec"
+    return sorted(
+        name for name, obj in vars(hookspecs).items() if getattr(obj, marker, None) is not None
+    )
 
-    def __init__(self, *, hook_timeout: float = 30.0) -> None:
+
+def _is_stage_kind(item: object) -> bool:
+    return (
+        isinstance(getattr(item, "name", None), str)
+        and callable(getattr(item, "validate", None))
+        and callable(getattr(item, "run", None))
+    )
+
+
+def _is_executor(item: object) -> bool:
+    return isinstance(getattr(item, "name", None), str) and callable(getattr(item, "run", None))
+
+
+class Plugins:
+    """Owns the pluggy manager, what the plugins contributed, and the
+    :class:`Notifier` that delivers lifecycle hooks."""
+
+    def __init__(self, *, hook_timeout: float = 30.0, queue_size: int = QUEUE_SIZE) -> None:
         self.hook_timeout = hook_timeout
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -53,12 +88,16 @@ class Plugins:
         self.executors: dict[str, Executor] = {}
         #: "kind" or "executor:name" -> the plugin that provided it
         self._owner: dict[str, str] = {}
+        self.notifier = Notifier(self._deliver, capacity=queue_size)
+
+    # -- loading -------------------------------------------------------------
 
     def load_entry_points(self) -> None:
         """Import and register every plugin of the entry-point group.
 
-        A plugin that fails to import is recorded with its error (see
-        :meth:`describe`) and skipped.
+        Blocking (imports modules and calls registration hooks): run it in a
+        worker thread. A plugin that fails to import is recorded with its
+        error (see :meth:`describe`) and skipped.
         """
         allow = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -74,64 +113,127 @@ class Plugins:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                info.error = f"failed to import {ep.value}: {_describe(exc)}"
-                log.error("plugin %s: %s", ep.name, info.error)
+                info.add_error(f"failed to import {ep.value}: {_describe(exc)}")
                 continue
             self.register(plugin, ep.name, info)
 
-    def register(self, plugin: object, name: str, info: PluginInfo | None = None) -> None:
-        """Register one plugin object and collect its contributions."""
-        info = info or self.infos.setdefault(name, PluginInfo(name=name))
+    def register(self, plugin: object, name: str, info: PluginInfo | None = None) -> PluginInfo:
+        """Register one plugin object and collect its contributions.
+
+        A plugin pluggy refuses (a hook with an unknown argument) or that
+        implements a hook Conveyor does not have is recorded with the error
+        and not registered; a registration hook that raises leaves that
+        contribution out, and the rest of the plugin is used.
+        """
+        info = info or PluginInfo(name=name)
         self.infos[name] = info
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            info.error = f"failed to register: {_describe(exc)}"
-            log.error("plugin %s: %s", name, info.error)
-            return
+            info.add_error(f"failed to register: {_describe(exc)}")
+            return info
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.pm.unregister(plugin)
+            info.add_error(unknown)
+            return info
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
-        self._collect(name, info)
-        if info.error:
-            self._disable(name, info)
+        for kind in self._registered(plugin, info, "conveyor_stage_kinds", _is_stage_kind):
+            if kind.name in self.stage_kinds:
+                log.warning("stage kind %r from %s replaces an earlier one", kind.name, name)
+            self.stage_kinds[kind.name] = kind
+            self._owner[kind.name] = name
+            info.provides.append(f"stage kind: {kind.name}")
+        for executor in self._registered(plugin, info, "conveyor_executors", _is_executor):
+            if executor.name in self.executors:
+                log.warning("executor %r from %s replaces an earlier one", executor.name, name)
+            self.executors[executor.name] = executor
+            self._owner[f"executor:{executor.name}"] = name
+            info.provides.append(f"executor: {executor.name}")
+        return info
 
-    def _disable(self, name: str, info: PluginInfo) -> None:
-        """Take a plugin whose registration failed out entirely: none of its
-        hooks are called and nothing it contributed is used."""
-        self.pm.unregister(name=name)
-        self.stage_kinds = {k: v for k, v in self.stage_kinds.items() if self._owner.get(k) != name}
-        self.executors = {
-            k: v for k, v in self.executors.items() if self._owner.get(f"executor:{k}") != name
-        }
-        info.provides = []
+    def unregister(self, name: str) -> None:
+        """Take a plugin out: its hooks are no longer called and what it
+        contributed is gone (a clash it won does not bring back the loser)."""
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        self.infos.pop(name, None)
+        for key in [k for k, owner in self._owner.items() if owner == name]:
+            del self._owner[key]
+            if key.startswith("executor:"):
+                self.executors.pop(key.removeprefix("executor:"), None)
+            else:
+                self.stage_kinds.pop(key, None)
 
-    def _collect(self, name: str, info: PluginInfo) -> None:
-        plugin = self.pm.get_plugin(name)
-        for impl in self.pm.hook.conveyor_stage_kinds.get_hookimpls():
-            if impl.plugin is not plugin:
-                continue
-            for kind in self._call_registration(info, impl.function) or []:
-                if kind.name in self.stage_kinds:
-                    log.warning("stage kind %r from %s replaces an earlier one", kind.name, name)
-                self.stage_kinds[kind.name] = kind
-                self._owner[kind.name] = name
-                info.provides.append(f"stage kind: {kind.name}")
-        for impl in self.pm.hook.conveyor_executors.get_hookimpls():
-            if impl.plugin is not plugin:
-                continue
-            for executor in self._call_registration(info, impl.function) or []:
-                if executor.name in self.executors:
-                    log.warning("executor %r from %s replaces an earlier one", executor.name, name)
-                self.executors[executor.name] = executor
-                self._owner[f"executor:{executor.name}"] = name
-                info.provides.append(f"executor: {executor.name}")
-
-    def _call_registration(self, info: PluginInfo, fn: Callable[[], Any]) -> list[Any] | None:
+    def _unknown_hooks(self, plugin: object) -> str:
+        """Why the newly registered ``plugin`` implements hooks that do not
+        exist ("" when it does not), found with pluggy's ``check_pending``
+        as pytest does."""
         try:
-            return list(fn() or [])
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            specs = _spec_names()
+            problems = []
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                if caller.has_spec() or all(
+                    impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin
+                ):
+                    continue
+                close = difflib.get_close_matches(caller.name, specs, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                problems.append(f"{caller.name}{hint}")
+            if problems:
+                return (
+                    f"unknown hook {', '.join(problems)}: not a Conveyor hook"
+                    f" (the hooks are: {', '.join(specs)})"
+                )
+        return ""
+
+    def _only(self, plugin: object, hook_name: str) -> pluggy.HookCaller:
+        """A caller of ``hook_name`` with only ``plugin``'s implementations."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def _registered(
+        self,
+        plugin: object,
+        info: PluginInfo,
+        hook_name: str,
+        looks_right: Callable[[object], bool],
+    ) -> list[Any]:
+        """What ``plugin``'s implementation of a registration hook returns:
+        its items that look right; nothing when it raises or returns
+        something else than a list (the error is recorded)."""
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+            return []
+        try:
+            results = self._only(plugin, hook_name)()
         except Exception as exc:
-            info.error = f"{fn.__name__} raised {_describe(exc)}"
-            log.error("plugin %s: %s", info.name, info.error)
-            return None
+            info.add_error(f"{hook_name} raised {_describe(exc)}")
+            return []
+        items: list[Any] = []
+        what = "stage kind" if hook_name == "conveyor_stage_kinds" else "executor"
+        for result in results:
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                info.add_error(
+                    f"{hook_name} returned an awaitable; registration hooks return"
+                    " their list directly (not async def)"
+                )
+                continue
+            if isinstance(result, str | bytes) or not isinstance(result, Iterable):
+                info.add_error(f"{hook_name} returned {type(result).__name__}, expected a list")
+                continue
+            for item in result:
+                if looks_right(item):
+                    items.append(item)
+                else:
+                    info.add_error(f"{hook_name} returned {item!r}, which is not a {what}")
+        return items
+
+    # -- what plugins provide --------------------------------------------------
 
     def owner_of(self, stage_kind: str) -> str:
         """The name of the plugin that provided a stage kind."""
@@ -140,27 +242,71 @@ class Plugins:
     def describe(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call every implementation of a lifecycle hook, awaiting awaitables.
+    # -- lifecycle notifications ----------------------------------------------
 
-        A failing implementation is logged with its plugin's name, one that
-        takes longer than :attr:`hook_timeout` seconds is abandoned; the others
-        still run.
+    def run_started(self, run: RunRecord) -> None:
+        """Notify ``conveyor_run_started`` (queued; never blocks)."""
+        self._post("conveyor_run_started", f"run {run.id}", lambda: {"run": run_view(run)})
+
+    def stage_finished(self, run: RunRecord, stage: StageRecord) -> None:
+        """Notify ``conveyor_stage_finished`` (queued; never blocks)."""
+        self._post(
+            "conveyor_stage_finished",
+            f"run {run.id} stage {stage.name}",
+            lambda: {"run": run_view(run), "stage": stage_view(stage)},
+        )
+
+    def run_finished(self, run: RunRecord) -> None:
+        """Notify ``conveyor_run_finished`` (queued; never blocks)."""
+        self._post("conveyor_run_finished", f"run {run.id}", lambda: {"run": run_view(run)})
+
+    def _post(self, hook_name: str, about: str, arguments: Callable[[], dict[str, Any]]) -> None:
+        """Queue a notification with frozen views of the records as they are
+        now; nothing (not even the views) when no plugin implements the hook."""
+        if self._implemented(hook_name):
+            self.notifier.post(Notification(hook_name, arguments(), about))
+
+    def _implemented(self, hook_name: str) -> bool:
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        return bool(caller.get_hookimpls())
+
+    async def _deliver(self, note: Notification) -> None:
+        """Call every plugin's implementations of a lifecycle hook, one
+        plugin at a time, in pluggy's order (last registered first).
+
+        A failing plugin is logged with its name; one that takes longer than
+        :attr:`hook_timeout` seconds is abandoned; the others are still called.
         """
-        timeout = self.hook_timeout
-        caller = getattr(self.pm.hook, hook_name)
+        caller: pluggy.HookCaller = getattr(self.pm.hook, note.hook)
+        names: dict[str, None] = {}
         for impl in reversed(caller.get_hookimpls()):
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            names.setdefault(impl.plugin_name)
+        for name in names:
+            plugin = self.pm.get_plugin(name)
+            if plugin is not None:
+                await self._call_plugin(plugin, name, note)
+
+    async def _call_plugin(self, plugin: object, name: str, note: Notification) -> None:
+        timeout = self.hook_timeout
+        results: list[Any] = []
+        with trio.move_on_after(timeout) as scope:
+            try:
+                results = list(self._only(plugin, note.hook)(**note.kwargs))
+                for index, result in enumerate(results):
                     if inspect.isawaitable(result):
+                        results[index] = None
                         await result
-                except Exception:
-                    log.exception("plugin %s: %s failed", impl.plugin_name, hook_name)
-            if scope.cancelled_caught:
-                log.error(
-                    "plugin %s: %s took longer than %gs; abandoned",
-                    impl.plugin_name,
-                    hook_name,
-                    timeout,
-                )
+            except Exception:
+                log.exception("plugin %s: %s failed (%s)", name, note.hook, note.about)
+            finally:
+                for result in results:  # not awaited: failed or abandoned
+                    if inspect.iscoroutine(result):
+                        result.close()
+        if scope.cancelled_caught:
+            log.error(
+                "plugin %s: %s took longer than %gs; abandoned (%s)",
+                name,
+                note.hook,
+                timeout,
+                note.about,
+            )

@@ -261,7 +261,7 @@ class RunService:
                 for folder in (run.id, f"{run.id}.reports"):
                     path = self.config.workspaces_dir / folder
                     await trio.to_thread.run_sync(shutil.rmtree, path, True)
-            await self.plugins.notify("conveyor_run_finished", run=run)
+            self.plugins.run_finished(run)
 
     async def resume_queued(self, run_ids: list[str]) -> None:
         """Queue again the runs a previous daemon acknowledged but never started."""

@@ -7,23 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.daemon.executors.base import Executor, ProcessRequest
-from conveyor.daemon.logstore import StageLog
+from conveyor.daemon.executors.base import Executor, ProcessRequest, StageOutput
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
 from conveyor.daemon.reports import StageReport
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The run a stage belongs to."""
-
-    id: str
-    number: int
-    pipeline: str
-    repository: str
-    ref: str
-    commit: str
+from conveyor.daemon.views import Run
 
 
 @dataclass(frozen=True)
@@ -38,7 +26,7 @@ class StageOutcome:
     #: True when Conveyor or a plugin failed rather than the code under test.
     system_error: bool = False
     #: Attributes for the stage's span, e.g. ``artifact.hash`` from a build
-    #: stage (see :mod:`conveyor.daemon.telemetry.attributes`).
+    #: stage (see docs/telemetry.md).
     span_attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     #: Parsed results (lint findings, test counts, scan findings) and the
     #: gate's decision, stored with the stage and served over the API.
@@ -46,6 +34,8 @@ class StageOutcome:
 
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:
+        """0: succeeded; a positive code: failed (``exit code N``); a
+        negative one: failed (``killed by signal N``)."""
         if code == 0:
             return cls(StageStatus.SUCCEEDED, "", 0)
         if code < 0:
@@ -57,7 +47,8 @@ class StageOutcome:
 class StageContext:
     """Everything a stage attempt may use. Passed to :meth:`StageKind.run`."""
 
-    run: RunInfo
+    #: The run as it was when the attempt started.
+    run: Run
     name: str
     spec: StageSpec
     attempt: int
@@ -65,7 +56,8 @@ class StageContext:
     #: The complete environment for the stage's processes.
     env: Mapping[str, str]
     executor: Executor
-    log: StageLog
+    #: The stage's log: ``await ctx.log.write(data)`` appends raw output.
+    log: StageOutput
     kill_grace: float
     #: An empty folder for this attempt's machine-readable reports (JUnit,
     #: SARIF, JSON), outside the workspace. Created on first use by the kind.

@@ -1,7 +1,8 @@
 """The ``changelog`` stage kind.
 
 Registered through the ``conveyor`` entry-point group (see pyproject.toml),
-exactly like Conveyor's built-in plugins.
+exactly like Conveyor's built-in plugins, and written against the public
+:mod:`conveyor.plugin` module only.
 """
 
 from __future__ import annotations
@@ -9,14 +10,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import trio
+from pydantic import Field, ValidationError
 
-from conveyor.daemon.hookspecs import hookimpl
-from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.records import StageStatus
-from conveyor.daemon.reports import StageReport
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.plugin import (
+    Parameters,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    StageReport,
+    StageSpec,
+    StageStatus,
+    hookimpl,
+    parameter_problems,
+)
 
-PARAMETERS = ("since", "max_entries")
+
+class ChangelogParameters(Parameters):
+    """``with:`` of a ``changelog`` stage."""
+
+    #: The tag (or any revision) to list changes since; default: the latest
+    #: tag before the commit.
+    since: str = ""
+    max_entries: int = Field(200, ge=1, le=10_000)
 
 
 class ChangelogStage:
@@ -24,19 +39,14 @@ class ChangelogStage:
     description = "Write release notes (commit subjects since the previous tag)"
 
     def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
-        for key in spec.with_:
-            if key not in PARAMETERS:
-                yield (
-                    f"with.{key}",
-                    f"unknown parameter {key!r}; expected one of: since, max_entries",
-                )
-        limit = spec.with_.get("max_entries", 200)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            yield "with.max_entries", "max_entries must be a positive integer"
+        try:
+            ChangelogParameters.model_validate(spec.with_)
+        except ValidationError as exc:
+            yield from parameter_problems(exc, ChangelogParameters, self.name)
 
     async def run(self, ctx: StageContext) -> StageOutcome:
-        since = str(ctx.spec.with_.get("since") or "")
-        limit = int(ctx.spec.with_.get("max_entries", 200))
+        params = ChangelogParameters.model_validate(ctx.spec.with_)  # valid: checked at load
+        since = params.since
         git = ["git", "-C", str(ctx.workspace)]
         if not since:
             described = await trio.run_process(
@@ -47,8 +57,9 @@ class ChangelogStage:
             )
             since = described.stdout.decode().strip() if described.returncode == 0 else ""
         revisions = f"{since}..HEAD" if since else "HEAD"
+        log_command = [*git, "log", "--no-merges", f"--max-count={params.max_entries}"]
         listed = await trio.run_process(
-            [*git, "log", "--no-merges", f"--max-count={limit}", "--format=%h %s", revisions],
+            [*log_command, "--format=%h %s", revisions],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

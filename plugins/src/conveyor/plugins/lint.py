@@ -32,75 +32,63 @@ report (``conveyor show``) lists the findings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
-from conveyor.daemon.hookspecs import hookimpl
-from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.reports import Finding
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
-from conveyor.plugins.reporting import (
-    REPORTS_ENV,
-    SARIF_PATTERNS,
-    Params,
-    ReportingStage,
-    StageFailure,
-    finish_findings,
+from conveyor.plugin import (
+    Finding,
+    Parameters,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    StageSpec,
+    hookimpl,
+)
+from conveyor.plugins.parameters import Choices, Shell, WorkspacePaths
+from conveyor.plugins.reporting.files import (
+    no_findings_report,
     parse_report,
     prepare_reports_dir,
     relative_sources,
-    require_tools,
-    run_sarif_commands,
-    run_tool,
 )
-from conveyor.plugins.reports import (
-    LINT_LEVELS,
-    lint_gate,
-    parse_ruff_json,
-    parse_sarif,
-    with_fingerprints,
-)
+from conveyor.plugins.reporting.frame import ReportingStage
+from conveyor.plugins.reporting.outcome import finish_findings, settle_findings
+from conveyor.plugins.reporting.processes import require_tools, run_sarif_commands, run_tool
+from conveyor.plugins.reports import LintLevel, lint_gate, parse_ruff_json, parse_sarif
 
-TOOLS = ("ruff",)
-PARAMETERS = ("tools", "paths", "fail_on", "shell")
-DEFAULT_FAIL_ON = ("error", "warning")
+Tool = Literal["ruff"]
 
 
-@dataclass(frozen=True)
-class LintParams:
-    tools: list[str]
-    paths: list[str]
-    fail_on: list[str]
-    shell: str
-    problems: list[tuple[str, str]]
+class LintParameters(Parameters):
+    """``with:`` of a ``lint`` stage."""
 
-    @classmethod
-    def read(cls, spec: StageSpec) -> LintParams:
-        params = Params(spec, "lint", PARAMETERS)
-        default_tools = [] if spec.run else list(TOOLS)
-        tools = params.str_list("tools", default_tools, TOOLS)
-        if not spec.run and not tools:
-            params.problem(
-                "tools", "a lint stage without 'run' commands needs at least one tool in 'tools'"
-            )
-        return cls(
-            tools=tools,
-            paths=params.workspace_paths("paths", ["."]),
-            fail_on=params.str_list("fail_on", DEFAULT_FAIL_ON, LINT_LEVELS),
-            shell=params.shell(),
-            problems=params.problems,
-        )
+    #: Default: ruff when the stage has no ``run:`` commands, else none.
+    tools: Choices[Tool] | None = None
+    paths: WorkspacePaths = ["."]
+    fail_on: Choices[LintLevel] = ["error", "warning"]
+    shell: Shell = "sh"
+
+    def tools_for(self, spec: StageSpec) -> list[Tool]:
+        if self.tools is not None:
+            return self.tools
+        return [] if spec.run else ["ruff"]
 
 
-class LintStage(ReportingStage[LintParams]):
+PARAMETERS = tuple(LintParameters.model_fields)
+
+
+class LintStage(ReportingStage[LintParameters]):
     name = "lint"
     description = "Run linters (ruff built in; others via SARIF), report findings, gate on levels"
+    parameters = LintParameters
 
-    def read_params(self, spec: StageSpec) -> LintParams:
-        return LintParams.read(spec)
+    def check(self, spec: StageSpec, params: LintParameters | None) -> Iterable[tuple[str, str]]:
+        if params is not None:
+            yield from self.tools_problems(spec, params.tools_for(spec))
 
-    async def execute(self, ctx: StageContext, params: LintParams) -> StageOutcome:
-        tools = require_tools(ctx, "lint", params.tools)
+    async def execute(self, ctx: StageContext, params: LintParameters) -> StageOutcome:
+        tools = await require_tools(ctx, "lint", params.tools_for(ctx.spec))
         folder = await prepare_reports_dir(ctx)
 
         exit_code, sarif_files = await run_sarif_commands(ctx, params.shell, folder)
@@ -127,14 +115,9 @@ class LintStage(ReportingStage[LintParams]):
             findings += await parse_report(ctx, parse_sarif, sarif, root=ctx.workspace)
             parsed.append(sarif)
         if not parsed:
-            raise StageFailure(
-                f"no lint report: no built-in tool ran and the run commands wrote no SARIF"
-                f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
-                error_type="report_error",
-                exit_code=exit_code,
-            )
+            raise no_findings_report("lint", exit_code)
 
-        findings = with_fingerprints(findings, ctx.workspace)
+        findings = await settle_findings(findings, ctx.workspace)
         gate = lint_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
         return await finish_findings(ctx, "lint", findings, gate, sources, exit_code)

@@ -20,11 +20,25 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from conveyor.daemon.hookspecs import hookimpl
-from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.plugin import (
+    Parameters,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    StageSpec,
+    StageStatus,
+    hookimpl,
+)
+from conveyor.plugins.parameters import Shell, read_parameters
 
-SHELLS = ("sh", "bash")
+
+class RunParameters(Parameters):
+    """``with:`` of a ``run`` stage."""
+
+    shell: Shell = "sh"
+
+
+PARAMETERS = tuple(RunParameters.model_fields)
 
 
 def shell_script(commands: list[str]) -> str:
@@ -44,16 +58,15 @@ class RunStage:
     def validate(self, spec: StageSpec) -> Iterable[tuple[str, str]]:
         if not spec.run:
             yield "run", "a 'run' stage needs at least one command in 'run'"
-        for key in spec.with_:
-            if key != "shell":
-                yield f"with.{key}", f"unknown parameter {key!r}; the run kind accepts: shell"
-        shell = spec.with_.get("shell", "sh")
-        if shell not in SHELLS:
-            yield "with.shell", f"unsupported shell {shell!r}; expected one of: {', '.join(SHELLS)}"
+        yield from read_parameters(RunParameters, spec, self.name)[1]
 
     async def run(self, ctx: StageContext) -> StageOutcome:
-        shell = str(ctx.spec.with_.get("shell", "sh"))
-        code = await ctx.run_process([shell, "-e", "-c", shell_script(ctx.spec.run)])
+        params, problems = read_parameters(RunParameters, ctx.spec, self.name)
+        if params is None:  # checked when the pipeline loaded: not reached
+            field, message = problems[0]
+            reason = f"{field}: {message}"
+            return StageOutcome(StageStatus.FAILED, reason, error_type="invalid_parameters")
+        code = await ctx.run_process([params.shell, "-e", "-c", shell_script(ctx.spec.run)])
         return StageOutcome.from_exit_code(code)
 
 

@@ -32,41 +32,42 @@ redacted: no secret reaches the log, the report or the API.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
-from conveyor.daemon.hookspecs import hookimpl
-from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.reports import Finding
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
-from conveyor.plugins.reporting import (
-    REPORTS_ENV,
-    SARIF_PATTERNS,
-    Params,
-    ReportingStage,
-    StageFailure,
-    finish_findings,
+import trio
+
+from conveyor.plugin import (
+    Finding,
+    Parameters,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    StageSpec,
+    hookimpl,
+)
+from conveyor.plugins.parameters import Choices, OptionalWorkspaceFile, Shell, WorkspacePaths
+from conveyor.plugins.reporting.files import (
+    no_findings_report,
     parse_report,
     prepare_reports_dir,
     relative_sources,
-    require_tools,
-    run_sarif_commands,
-    run_tool,
 )
+from conveyor.plugins.reporting.frame import ReportingStage
+from conveyor.plugins.reporting.outcome import finish_findings, settle_findings
+from conveyor.plugins.reporting.processes import require_tools, run_sarif_commands, run_tool
 from conveyor.plugins.reports import (
-    SCAN_SEVERITIES,
     Baseline,
-    apply_baseline,
+    ScanSeverity,
     load_baseline,
     parse_bandit_json,
     parse_detect_secrets_json,
     parse_sarif,
     scan_gate,
-    with_fingerprints,
 )
 
-TOOLS = ("bandit", "detect-secrets")
-PARAMETERS = ("tools", "paths", "fail_on", "baseline", "shell")
+Tool = Literal["bandit", "detect-secrets"]
 #: Folders neither scanner looks into: version control, virtual
 #: environments, caches and third-party code.
 EXCLUDED_DIRS = (".git", ".venv", ".tox", ".nox", "__pycache__", "node_modules")
@@ -78,42 +79,31 @@ DETECT_SECRETS_EXCLUDE = (
 _TO_FILE = 'out="$1"; shift; exec "$@" > "$out"'
 
 
-@dataclass(frozen=True)
-class ScanParams:
-    tools: list[str]
-    paths: list[str]
-    fail_on: str
-    baseline: str
-    shell: str
-    problems: list[tuple[str, str]]
+class ScanParameters(Parameters):
+    """``with:`` of a ``scan`` stage."""
 
-    @classmethod
-    def read(cls, spec: StageSpec) -> ScanParams:
-        params = Params(spec, "scan", PARAMETERS)
-        tools = params.str_list("tools", TOOLS, TOOLS)
-        if not spec.run and not tools:
-            params.problem(
-                "tools", "a scan stage without 'run' commands needs at least one tool in 'tools'"
-            )
-        return cls(
-            tools=tools,
-            paths=params.workspace_paths("paths", ["."]),
-            fail_on=params.choice("fail_on", "high", SCAN_SEVERITIES),
-            baseline=params.workspace_file("baseline"),
-            shell=params.shell(),
-            problems=params.problems,
-        )
+    tools: Choices[Tool] = ["bandit", "detect-secrets"]
+    paths: WorkspacePaths = ["."]
+    fail_on: ScanSeverity = "high"
+    #: A baseline file in the repository ("" for none).
+    baseline: OptionalWorkspaceFile = ""
+    shell: Shell = "sh"
 
 
-class ScanStage(ReportingStage[ScanParams]):
+PARAMETERS = tuple(ScanParameters.model_fields)
+
+
+class ScanStage(ReportingStage[ScanParameters]):
     name = "scan"
     description = "Security scan (bandit, detect-secrets; others via SARIF) with a severity gate"
+    parameters = ScanParameters
 
-    def read_params(self, spec: StageSpec) -> ScanParams:
-        return ScanParams.read(spec)
+    def check(self, spec: StageSpec, params: ScanParameters | None) -> Iterable[tuple[str, str]]:
+        if params is not None:
+            yield from self.tools_problems(spec, params.tools)
 
-    async def execute(self, ctx: StageContext, params: ScanParams) -> StageOutcome:
-        tools = require_tools(ctx, "scan", params.tools)
+    async def execute(self, ctx: StageContext, params: ScanParameters) -> StageOutcome:
+        tools = await require_tools(ctx, "scan", params.tools)
         baseline: Baseline | None = None
         if params.baseline:
             baseline = await parse_report(ctx, load_baseline, ctx.workspace / params.baseline)
@@ -143,7 +133,9 @@ class ScanStage(ReportingStage[ScanParams]):
             parsed.append(report)
         if "detect-secrets" in tools:
             report = folder / "detect-secrets.json"
-            shell = shutil.which("sh", path=ctx.env.get("PATH")) or "/bin/sh"
+            search = ctx.env.get("PATH")
+            found = await trio.to_thread.run_sync(lambda: shutil.which("sh", path=search))
+            shell = found or "/bin/sh"
             # detect-secrets writes its JSON (hashed secrets) to stdout: keep
             # it out of the log by redirecting it to the report file.
             argv = [
@@ -170,20 +162,13 @@ class ScanStage(ReportingStage[ScanParams]):
             )
             parsed.append(sarif)
         if not parsed:
-            raise StageFailure(
-                f"no scan report: no built-in tool ran and the run commands wrote no SARIF"
-                f" file ({', '.join(SARIF_PATTERNS)}) to ${REPORTS_ENV}",
-                error_type="report_error",
-                exit_code=exit_code,
-            )
+            raise no_findings_report("scan", exit_code)
 
         if params.baseline:
             # the baseline's fingerprints look like secrets to detect-secrets
             own = PurePosixPath(params.baseline).as_posix()
             findings = [f for f in findings if f.file != own]
-        findings = with_fingerprints(findings, ctx.workspace)
-        if baseline is not None:
-            findings = apply_baseline(findings, baseline)
+        findings = await settle_findings(findings, ctx.workspace, baseline)
         gate = scan_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
         return await finish_findings(ctx, "scan", findings, gate, sources, exit_code)

@@ -25,77 +25,70 @@ listed as such, never silently passed. The others stay failed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import trio
+from pydantic import Field
 
-from conveyor.daemon.hookspecs import hookimpl
-from conveyor.daemon.pipeline import StageSpec
-from conveyor.daemon.reports import StageReport
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
-from conveyor.plugins.reporting import (
+from conveyor.plugin import (
+    Parameters,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    StageReport,
+    StageSpec,
+    hookimpl,
+)
+from conveyor.plugins.parameters import Shell
+from conveyor.plugins.reporting.files import (
     REPORTS_ENV,
-    Params,
-    ReportingStage,
-    StageFailure,
-    describe_exit,
     find_reports,
-    finish,
-    log_tests,
     parse_report,
     prepare_reports_dir,
     relative_sources,
-    run_commands,
 )
+from conveyor.plugins.reporting.frame import ReportingStage, StageFailure
+from conveyor.plugins.reporting.log import log_tests
+from conveyor.plugins.reporting.outcome import finish
+from conveyor.plugins.reporting.processes import describe_exit, run_commands
 from conveyor.plugins.reports import JUnitResult, flaky_tests, parse_junit, test_gate
 
-PARAMETERS = ("rerun_failed", "allow_flaky", "shell")
 MAX_RERUNS = 3
 JUNIT_PATTERNS = ("*.xml",)
 #: Order of the tests in the report: what needs attention first.
 OUTCOME_ORDER = {"failed": 0, "error": 1, "flaky": 2, "skipped": 3}
 
 
-@dataclass(frozen=True)
-class TestParams:
+class TestParameters(Parameters):
+    """``with:`` of a ``test`` stage."""
+
     __test__ = False  # not a pytest test class
 
-    rerun_failed: int
-    allow_flaky: bool
-    shell: str
-    problems: list[tuple[str, str]]
-
-    @classmethod
-    def read(cls, spec: StageSpec) -> TestParams:
-        params = Params(spec, "test", PARAMETERS)
-        if not spec.run:
-            params.problems.insert(
-                0,
-                (
-                    "run",
-                    "a 'test' stage needs a command in 'run' that writes JUnit XML"
-                    f" into ${REPORTS_ENV}",
-                ),
-            )
-        return cls(
-            rerun_failed=params.integer("rerun_failed", 0, 0, MAX_RERUNS),
-            allow_flaky=params.boolean("allow_flaky", True),
-            shell=params.shell(),
-            problems=params.problems,
-        )
+    rerun_failed: int = Field(0, ge=0, le=MAX_RERUNS)
+    allow_flaky: bool = True
+    shell: Shell = "sh"
 
 
-class TestStage(ReportingStage[TestParams]):
+PARAMETERS = tuple(TestParameters.model_fields)
+
+
+class TestStage(ReportingStage[TestParameters]):
     __test__ = False  # not a pytest test class
 
     name = "test"
     description = "Run tests that write JUnit XML; report results, re-run failures, flag flaky"
+    parameters = TestParameters
 
-    def read_params(self, spec: StageSpec) -> TestParams:
-        return TestParams.read(spec)
+    def check(self, spec: StageSpec, params: TestParameters | None) -> Iterable[tuple[str, str]]:
+        if not spec.run:
+            yield (
+                "run",
+                "a 'test' stage needs a command in 'run' that writes JUnit XML"
+                f" into ${REPORTS_ENV}",
+            )
 
-    async def execute(self, ctx: StageContext, params: TestParams) -> StageOutcome:
+    async def execute(self, ctx: StageContext, params: TestParameters) -> StageOutcome:
         folder = await prepare_reports_dir(ctx)
 
         exit_code, first, files = await self._run_tests(ctx, params, folder, "the test command")
@@ -149,7 +142,7 @@ class TestStage(ReportingStage[TestParams]):
         return finish(result, exit_code=exit_code)
 
     async def _run_tests(
-        self, ctx: StageContext, params: TestParams, folder: Path, what: str
+        self, ctx: StageContext, params: TestParameters, folder: Path, what: str
     ) -> tuple[int, JUnitResult, list[Path]]:
         """Run the commands with reports going to ``folder`` and read every
         JUnit file they wrote there (re-run folders do not exist yet when the

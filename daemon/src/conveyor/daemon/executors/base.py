@@ -1,10 +1,16 @@
-"""The executor contract that stage kinds use to run processes."""
+"""The executor contract that stage kinds use to run processes, and where a
+stage's output goes (:class:`StageOutput`)."""
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol
+
+import trio
 
 from conveyor.daemon.logstore import StageLog
 
@@ -24,9 +30,56 @@ class ProcessRequest:
     kill_grace: float = 5.0
 
 
+class OutputWriter(Protocol):
+    """Appends output from one worker thread (see :meth:`StageOutput.open_writer`).
+
+    A context manager: leaving it closes the writer.
+    """
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data`` to the stage log. Blocking: call it from the
+        thread that opened the writer, never from the trio loop."""
+        ...
+
+    def close(self) -> None:
+        """No more writes from this writer."""
+        ...
+
+    def __enter__(self) -> OutputWriter: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class StageOutput(Protocol):
+    """Where a stage's output goes: its log, which followers read live.
+
+    From the trio loop, ``await output.write(data)``. An executor that pumps
+    output in a worker thread (from a pipe, a socket, a container's stream)
+    opens an :class:`OutputWriter` in that thread instead: its writes go
+    straight to the log file, and followers are told in batches, whatever
+    the rate of output.
+    """
+
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` to the stage log (from the trio loop)."""
+        ...
+
+    def open_writer(self) -> OutputWriter:
+        """A writer for one worker thread. Blocking (it opens the log file):
+        call it in the thread that writes, e.g. inside
+        ``trio.to_thread.run_sync``. The output must have been made on the
+        trio loop of the daemon, which it notifies."""
+        ...
+
+
 class Executor(Protocol):
     """Runs stage processes, sending their output (stdout and stderr merged)
-    to the stage log.
+    to the stage's :class:`StageOutput`.
 
     Cancellation: when the calling task is cancelled (stage timeout, run
     cancelled), the executor stops the process and everything it started
@@ -35,13 +88,69 @@ class Executor(Protocol):
 
     name: str
 
-    async def run(
-        self,
-        request: ProcessRequest,
-        log: StageLog,
-    ) -> int:
+    async def run(self, request: ProcessRequest, output: StageOutput) -> int:
         """Run to completion and return the exit code (negative: killed by
         that signal). The request's environment carries the stage marker
         (``CONVEYOR_STAGE_PROCESS``): keep it in every process started, so a
         restarted daemon can clean up after a crash."""
         ...
+
+
+class LogOutput:
+    """The :class:`StageOutput` of a stage: its :class:`StageLog`.
+
+    Make it on the trio loop (it remembers the loop, for writers in threads).
+    """
+
+    def __init__(self, log: StageLog) -> None:
+        self._log = log
+        self._token = trio.lowlevel.current_trio_token()
+
+    async def write(self, data: bytes) -> None:
+        await self._log.write(data)
+
+    def open_writer(self) -> _LogWriter:
+        return _LogWriter(self._log, self._token)
+
+
+class _LogWriter:
+    """Appends to the log file from a worker thread; the byte counts reach
+    the trio loop in batches: at most one callback is pending at a time,
+    however fast the output. Callbacks run in order, so every byte written
+    is counted before the loop hears that the writing thread finished."""
+
+    def __init__(self, log: StageLog, token: trio.lowlevel.TrioToken) -> None:
+        self._log = log
+        self._token = token
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._fd: int | None = log.open_append()
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None:
+            raise ValueError("write to a closed output writer")
+        view = memoryview(data)
+        nbytes = len(view)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        with self._lock:
+            first = self._pending == 0
+            self._pending += nbytes
+        if first and nbytes:
+            self._token.run_sync_soon(self._deliver)
+
+    def _deliver(self) -> None:  # trio thread
+        with self._lock:
+            nbytes, self._pending = self._pending, 0
+        self._log.advance(nbytes)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> _LogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

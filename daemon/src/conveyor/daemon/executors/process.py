@@ -1,8 +1,9 @@
 """Run a command in its own process group, pumping its output into a log.
 
 The output pipe is drained by a worker thread that writes straight to the
-log file, so the trio loop never blocks on disk and memory stays bounded
-whatever the process writes. When the process ends, or the caller is
+log file (through an :class:`~conveyor.daemon.executors.base.OutputWriter`),
+so the trio loop never blocks on disk and memory stays bounded whatever the
+process writes. When the process ends, or the caller is
 cancelled, the whole process group is stopped: SIGTERM, a grace period, then
 SIGKILL, so grandchildren that ignore SIGTERM do not outlive their stage.
 """
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import trio
 
-from conveyor.daemon.executors.base import ExecutorError, ProcessRequest
-from conveyor.daemon.logstore import CHUNK, StageLog
+from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput
+from conveyor.daemon.logstore import CHUNK
 
 #: One pump thread per running process; kept apart from trio's default limiter
 #: so blocked pumps never starve database or file work.
@@ -57,38 +58,14 @@ def _scans() -> trio.CapacityLimiter:
     return _scan_limiter
 
 
-class _Progress:
-    """Byte counts from a pump thread, handed to the trio loop in batches:
-    at most one callback is pending at a time, however fast the output."""
-
-    def __init__(self, log: StageLog, token: trio.lowlevel.TrioToken) -> None:
-        self._log = log
-        self._token = token
-        self._lock = threading.Lock()
-        self._pending = 0
-
-    def add(self, nbytes: int) -> None:  # pump thread
-        with self._lock:
-            first = self._pending == 0
-            self._pending += nbytes
-        if first:
-            self._token.run_sync_soon(self._deliver)
-
-    def _deliver(self) -> None:  # trio thread
-        with self._lock:
-            nbytes, self._pending = self._pending, 0
-        self._log.advance(nbytes)
-
-
-def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -> None:
-    """Copy the pipe into the log file until EOF (or ``stop`` and no data)."""
+def _pump(rfd: int, output: StageOutput, stop: threading.Event) -> None:
+    """Copy the pipe into the stage output until EOF (or ``stop`` and no data)."""
     with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
         fcntl.fcntl(rfd, F_SETPIPE_SZ, PIPE_SIZE)
-    log_fd = log.open_append()
     buffer = bytearray(CHUNK)
     poller = select.poll()
     poller.register(rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    try:
+    with output.open_writer() as writer:
         while True:
             # Once the process group is gone, drain what is buffered and stop,
             # even if an escaped descendant still holds the pipe open.
@@ -99,12 +76,7 @@ def _pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -
             nbytes = os.readv(rfd, [buffer])
             if not nbytes:
                 return
-            view = memoryview(buffer)[:nbytes]
-            while view:
-                view = view[os.write(log_fd, view) :]
-            progress.add(nbytes)
-    finally:
-        os.close(log_fd)
+            writer.write(memoryview(buffer)[:nbytes])
 
 
 def _group_exists(pgid: int) -> bool:
@@ -176,10 +148,7 @@ async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
     await proc.wait()
 
 
-async def run_in_process_group(
-    request: ProcessRequest,
-    log: StageLog,
-) -> int:
+async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> int:
     """Run ``request`` to completion; return its exit code.
 
     Cancellation: on cancellation the process group gets SIGTERM, then
@@ -192,7 +161,6 @@ async def run_in_process_group(
     Error handling: a command that cannot be started raises
     :class:`ExecutorError` with the reason.
     """
-    progress = _Progress(log, trio.lowlevel.current_trio_token())
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         try:
@@ -212,7 +180,7 @@ async def run_in_process_group(
         pgid = proc.pid
         stop = threading.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_pump, rfd, log, progress, stop)
+            nursery.start_soon(_run_pump, rfd, output, stop)
             try:
                 await proc.wait()
             finally:
@@ -225,8 +193,8 @@ async def run_in_process_group(
         os.close(rfd)
 
 
-async def _run_pump(rfd: int, log: StageLog, progress: _Progress, stop: threading.Event) -> None:
-    await trio.to_thread.run_sync(_pump, rfd, log, progress, stop, limiter=_limiter())
+async def _run_pump(rfd: int, output: StageOutput, stop: threading.Event) -> None:
+    await trio.to_thread.run_sync(_pump, rfd, output, stop, limiter=_limiter())
 
 
 def kill_leftover_processes(marker: str) -> int:

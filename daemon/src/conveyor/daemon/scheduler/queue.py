@@ -157,7 +157,7 @@ class Scheduler:
             )
             self.deps.tracing.end_stage(run, stage)
         self.deps.tracing.end_run(run)
-        await self.deps.plugins.notify("conveyor_run_finished", run=run)
+        self.deps.plugins.run_finished(run)
 
     async def _record_internal_error(self, run: RunRecord, exc: Exception) -> None:
         """Never leave a run looking queued or running after a bug: fail it."""

@@ -24,7 +24,7 @@ import trio
 
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
-from conveyor.daemon.executors.base import Executor, ExecutorError
+from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput
 from conveyor.daemon.executors.process import STAGE_MARKER
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
@@ -32,9 +32,10 @@ from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageRecord, StageStatus
 from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
-from conveyor.daemon.stages import RunInfo, StageContext, StageKind, StageOutcome
+from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.runs import EventDraft
 from conveyor.daemon.telemetry.tracing import RunTracing
+from conveyor.daemon.views import run_view
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ class RunExecution:
         self.done = {stage.name: trio.Event() for stage in run.stages}
         #: ``error.type`` of the run's span when it does not succeed.
         self.error_type = ""
-        self.info = RunInfo(
-            id=run.id,
-            number=run.number,
-            pipeline=run.pipeline,
-            repository=run.repository,
-            ref=run.ref,
-            commit=run.commit,
-        )
 
     # -- recording -----------------------------------------------------------
 
@@ -151,7 +144,7 @@ class RunExecution:
             system_error=outcome.system_error,
             attributes=outcome.span_attributes,
         )
-        await self.deps.plugins.notify("conveyor_stage_finished", run=self.run, stage=stage)
+        self.deps.plugins.stage_finished(self.run, stage)
 
     # -- the run ---------------------------------------------------------------
 
@@ -161,7 +154,7 @@ class RunExecution:
         try:
             await self._record_run(RunStatus.RUNNING, started_at=time.time())
             self.deps.tracing.run_started(self.run)
-            await self.deps.plugins.notify("conveyor_run_started", run=self.run)
+            self.deps.plugins.run_started(self.run)
             timeout = self.spec.timeout or math.inf
             with trio.move_on_after(timeout) as timeout_scope:
                 await self._checkout()
@@ -234,7 +227,7 @@ class RunExecution:
         if not self.deps.config.keep_workspaces:
             await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
             await trio.to_thread.run_sync(shutil.rmtree, self.reports_root, True)
-        await self.deps.plugins.notify("conveyor_run_finished", run=self.run)
+        self.deps.plugins.run_finished(self.run)
 
     async def _run_dag(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -353,14 +346,14 @@ class RunExecution:
             if attempt == 1:
                 env = {**env, **deps.tracing.start_stage(self.run, stage)}
             ctx = StageContext(
-                run=self.info,
+                run=run_view(self.run),
                 name=stage.name,
                 spec=spec,
                 attempt=attempt,
                 workspace=self.workspace,
                 env=env,
                 executor=executor,
-                log=live,
+                log=LogOutput(live),
                 kill_grace=deps.config.kill_grace,
                 reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
             )

@@ -1,4 +1,5 @@
-"""Parsing tool reports into :mod:`conveyor.daemon.reports` records, and gates.
+"""Parsing tool reports into :mod:`conveyor.plugin` records (findings, test
+results), and gates.
 
 Used by the ``lint``, ``test`` and ``scan`` stage kinds:
 
@@ -13,7 +14,7 @@ Everything here only reads the files it is given; a malformed or missing
 report raises :class:`ReportError`, whose message names the file.
 """
 
-from conveyor.plugins.reports._files import MAX_REPORT_BYTES, ReportError
+from conveyor.plugins.reports._files import ReportError
 from conveyor.plugins.reports.baseline import (
     Baseline,
     BaselineEntry,
@@ -28,14 +29,14 @@ from conveyor.plugins.reports.findings import (
     parse_detect_secrets_json,
     parse_ruff_json,
     parse_sarif,
-    security_severity,
 )
 from conveyor.plugins.reports.gates import (
     LINT_LEVELS,
     SCAN_SEVERITIES,
+    LintLevel,
+    ScanSeverity,
     finding_counts,
     lint_gate,
-    rule_summary,
     scan_gate,
     scan_rank,
     test_gate,
@@ -45,12 +46,13 @@ from conveyor.plugins.reports.redaction import redact, redact_credentials
 
 __all__ = [
     "LINT_LEVELS",
-    "MAX_REPORT_BYTES",
     "SCAN_SEVERITIES",
     "Baseline",
     "BaselineEntry",
     "JUnitResult",
+    "LintLevel",
     "ReportError",
+    "ScanSeverity",
     "apply_baseline",
     "baseline_document",
     "finding_counts",
@@ -65,10 +67,8 @@ __all__ = [
     "parse_sarif",
     "redact",
     "redact_credentials",
-    "rule_summary",
     "scan_gate",
     "scan_rank",
-    "security_severity",
     "test_gate",
     "with_fingerprints",
 ]

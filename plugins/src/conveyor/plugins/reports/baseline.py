@@ -29,7 +29,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from conveyor.daemon.reports import Finding
+from conveyor.plugin import Finding
 from conveyor.plugins.reports._files import ReportError, Shape, is_inside, load_json, type_name
 
 BASELINE_VERSION = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from conveyor.daemon.reports import Finding
+from conveyor.plugin import Finding
 from conveyor.plugins.reports._files import (
     ReportError,
     Shape,

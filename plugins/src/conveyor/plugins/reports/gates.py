@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
-from conveyor.daemon.reports import Finding
+from conveyor.plugin import Finding
 
 if TYPE_CHECKING:
     from conveyor.plugins.reports.junit import JUnitResult
 
-#: Lint levels, least severe first (SARIF's levels; ruff reports ``error``).
-LINT_LEVELS = ("note", "warning", "error")
+#: A lint level (SARIF's levels; ruff reports ``error``).
+LintLevel = Literal["note", "warning", "error"]
+#: Lint levels, least severe first.
+LINT_LEVELS: tuple[LintLevel, ...] = get_args(LintLevel)
+#: A scan severity.
+ScanSeverity = Literal["low", "medium", "high", "critical"]
 #: Scan severities, least severe first.
-SCAN_SEVERITIES = ("low", "medium", "high", "critical")
+SCAN_SEVERITIES: tuple[ScanSeverity, ...] = get_args(ScanSeverity)
 
 # Severities other tools use, as scan severities. Anything else counts as
 # critical: an unknown severity fails closed.

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from conveyor.daemon.reports import TestCaseResult
+import defusedxml.ElementTree as defused
+from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+
+from conveyor.plugin import TestCaseResult
 from conveyor.plugins.reports._files import ReportError, read_report
 from conveyor.plugins.reports.redaction import redact_credentials
 
@@ -17,10 +20,6 @@ from conveyor.plugins.reports.redaction import redact_credentials
 MAX_MESSAGE_CHARS = 2000
 
 _OUTCOMES = {"failure": "failed", "error": "error", "skipped": "skipped"}
-
-
-class _Refused(Exception):
-    """Raised from expat's handlers to stop at a DOCTYPE or entity declaration."""
 
 
 @dataclass
@@ -50,10 +49,10 @@ class JUnitResult:
 
 
 def _local(name: object) -> str:
-    """A name without its namespace (``"uri testcase"`` or ``"{uri}testcase"``)."""
+    """A name without its namespace (``"{uri}testcase"``)."""
     if not isinstance(name, str):
         return ""
-    return name.rsplit(" ", 1)[-1].rsplit("}", 1)[-1]
+    return name.rsplit("}", 1)[-1]
 
 
 def _seconds(value: str | None) -> float:
@@ -121,40 +120,21 @@ def _add_case(case: ET.Element, suite_file: str, result: JUnitResult) -> None:
 def _parse_xml(path: Path, data: bytes) -> ET.Element:
     """The element tree of ``data``, refusing DOCTYPEs and entity declarations.
 
-    expat is driven directly so that a DOCTYPE stops the parse before any
-    entity is declared or expanded (no billion laughs, no external entities),
-    while ``<!DOCTYPE html>`` inside a CDATA section (a web page in a
-    failure message) is only text. Namespaces are dropped from names.
+    defusedxml stops the parse at a DOCTYPE, before any entity is declared or
+    expanded (no billion laughs, no external entities), while
+    ``<!DOCTYPE html>`` inside a CDATA section (a web page in a failure
+    message) is only text. Names keep their namespace (``{uri}testcase``).
     """
-    builder = ET.TreeBuilder()
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.buffer_text = True
-
-    def refuse(*_: object) -> None:
-        raise _Refused
-
-    def start(name: str, attributes: dict[str, str]) -> None:
-        builder.start(_local(name), {_local(k): v for k, v in attributes.items()})
-
-    def end(name: str) -> None:
-        builder.end(_local(name))
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = builder.data
     try:
-        parser.Parse(data, True)
-    except _Refused:
+        return defused.fromstring(data, forbid_dtd=True)
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden):
         raise ReportError(
             path, "refusing an XML document with a DOCTYPE or entity declarations"
         ) from None
-    except expat.ExpatError as exc:
+    except ET.ParseError as exc:
         raise ReportError(
-            path, f"not valid XML: {expat.ErrorString(exc.code)} (line {exc.lineno})"
+            path, f"not valid XML: {expat.ErrorString(exc.code)} (line {exc.position[0]})"
         ) from None
-    return builder.close()
 
 
 def parse_junit(path: Path) -> JUnitResult:

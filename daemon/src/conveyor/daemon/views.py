@@ -1,0 +1,103 @@
+"""Frozen views of runs and stages: what plugins are given.
+
+The scheduler works on mutable :class:`~conveyor.daemon.records.RunRecord`
+and :class:`~conveyor.daemon.records.StageRecord` objects. Plugins never see
+those: lifecycle hooks and stage kinds get a :class:`Run` (with its
+:class:`Stage` s) snapshotted at the moment of the call, so a plugin can
+keep it, hand it to another task or read it later without seeing (or
+causing) changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from conveyor.daemon.records import RunRecord, RunStatus, StageRecord, StageStatus, TriggerKind
+from conveyor.daemon.reports import StageReport
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of a run, as it was when the view was taken."""
+
+    #: The id of the run the stage belongs to.
+    run_id: str
+    name: str
+    #: Position in the run's (topological) stage order, from 0.
+    position: int
+    #: The stage kind (``uses:``).
+    kind: str
+    needs: tuple[str, ...]
+    status: StageStatus
+    #: The attempt running or last run: 1 for the first, 0 before it starts.
+    attempt: int
+    exit_code: int | None
+    #: Unix seconds, or None.
+    started_at: float | None
+    finished_at: float | None
+    reason: str
+    #: Bytes in the stage's log.
+    log_size: int
+    #: Parsed results (lint findings, test counts...), when the kind returned some.
+    report: StageReport | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run with its stages, as it was when the view was taken."""
+
+    id: str
+    number: int
+    pipeline: str
+    #: The repository's path on the daemon's machine.
+    repository: str
+    ref: str
+    commit: str
+    pipeline_path: str
+    trigger: TriggerKind
+    status: RunStatus
+    reason: str
+    #: Unix seconds; started/finished are None until then.
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    #: The concurrency group the run is serialised in ("" for none).
+    concurrency_group: str
+    #: The run span's context (hex), to link to the run's trace.
+    trace_id: str
+    span_id: str
+    stages: tuple[Stage, ...]
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``; KeyError when the run has none."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+def _report_copy(report: StageReport | None) -> StageReport | None:
+    if report is None:
+        return None
+    return dataclasses.replace(
+        report,
+        counts=dict(report.counts),
+        findings=list(report.findings),
+        tests=list(report.tests),
+        sources=list(report.sources),
+    )
+
+
+def stage_view(record: StageRecord) -> Stage:
+    """A frozen snapshot of ``record``."""
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Stage)}
+    values.update(needs=tuple(record.needs), report=_report_copy(record.report))
+    return Stage(**values)
+
+
+def run_view(record: RunRecord) -> Run:
+    """A frozen snapshot of ``record`` and its stages."""
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Run)}
+    values.update(stages=tuple(stage_view(stage) for stage in record.stages))
+    return Run(**values)

@@ -1,0 +1,72 @@
+"""Everything a Conveyor plugin author needs, in one public module.
+
+Plugins import from here and from nothing else of Conveyor (the way pytest
+plugins use the ``pytest`` namespace); the daemon's own modules
+(``conveyor.daemon.*``) are private and change without notice. The hooks
+themselves are documented in ``docs/plugins.md``.
+
+Markers:
+    :data:`hookimpl` marks a hook implementation.
+
+Stage kinds (``conveyor_stage_kinds``):
+    :class:`StageKind` (the protocol), :class:`StageContext` (what a stage
+    attempt is given), :class:`StageOutcome` (what it returns),
+    :class:`StageSpec` (the stage as written in the pipeline file),
+    :class:`Parameters` and :func:`parameter_problems` (``with:`` parameters
+    as a pydantic model, with pipeline diagnostics for free).
+
+Executors (``conveyor_executors``):
+    :class:`Executor` (the protocol), :class:`ProcessRequest`,
+    :class:`ExecutorError`, :class:`StageOutput` and :class:`OutputWriter`
+    (where output goes), :func:`run_in_process_group` (run a local process
+    group the way the ``local`` executor does).
+
+Lifecycle hooks (``conveyor_run_started``, ``conveyor_stage_finished``,
+``conveyor_run_finished``):
+    :class:`Run` and :class:`Stage`, frozen snapshots (stage kinds get the
+    same :class:`Run` as ``ctx.run``); :class:`RunStatus`,
+    :class:`StageStatus` and :class:`TriggerKind`.
+
+Reports (parsed results of a stage, returned in its outcome):
+    :class:`StageReport`, :class:`Finding`, :class:`TestCaseResult`.
+"""
+
+from conveyor.daemon.executors.base import (
+    Executor,
+    ExecutorError,
+    OutputWriter,
+    ProcessRequest,
+    StageOutput,
+)
+from conveyor.daemon.executors.process import run_in_process_group
+from conveyor.daemon.hookspecs import hookimpl
+from conveyor.daemon.pipeline import StageSpec
+from conveyor.daemon.records import RunStatus, StageStatus, TriggerKind
+from conveyor.daemon.reports import Finding, StageReport, TestCaseResult
+from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.daemon.views import Run, Stage
+from conveyor.plugin._parameters import Parameters, parameter_problems
+
+__all__ = [
+    "Executor",
+    "ExecutorError",
+    "Finding",
+    "OutputWriter",
+    "Parameters",
+    "ProcessRequest",
+    "Run",
+    "RunStatus",
+    "Stage",
+    "StageContext",
+    "StageKind",
+    "StageOutcome",
+    "StageOutput",
+    "StageReport",
+    "StageSpec",
+    "StageStatus",
+    "TestCaseResult",
+    "TriggerKind",
+    "hookimpl",
+    "parameter_problems",
+    "run_in_process_group",
+]
