@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from conveyor.daemon.executors import process
-from conveyor.daemon.executors.base import ProcessRequest
+from conveyor.daemon.executors.base import LogOutput, ProcessRequest
 from conveyor.daemon.logstore import StageLog
 from tests.support.processes import alive, wait_for_file
 
@@ -47,7 +47,7 @@ async def test_a_cancelled_stage_kills_a_sigterm_ignoring_child_scanning_off_the
         env={"PATH": "/usr/bin:/bin"},
         kill_grace=0.5,
     )
-    log = StageLog(tmp_path / "stage.log")
+    log = LogOutput(StageLog(tmp_path / "stage.log"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(process.run_in_process_group, request, log)
         child = int(await trio.to_thread.run_sync(wait_for_file, pidfile))
@@ -61,5 +61,5 @@ async def test_a_stage_that_leaves_nothing_behind_costs_no_scan(
     tmp_path: Path, scans_on: list[bool]
 ) -> None:
     request = ProcessRequest(argv=["true"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
-    assert await process.run_in_process_group(request, StageLog(tmp_path / "s.log")) == 0
+    assert await process.run_in_process_group(request, LogOutput(StageLog(tmp_path / "s.log"))) == 0
     assert scans_on == []

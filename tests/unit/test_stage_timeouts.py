@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from conveyor.daemon.config import Config
 from conveyor.daemon.events import EventBus
+from conveyor.daemon.executors.base import LogOutput
 from conveyor.daemon.executors.local import LocalExecutor
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
@@ -27,6 +28,7 @@ from conveyor.daemon.stages import StageContext, StageOutcome
 from conveyor.daemon.store import Database, RunStore
 from conveyor.daemon.telemetry.metrics import Instruments
 from conveyor.daemon.telemetry.tracing import RunTracing
+from conveyor.daemon.views import run_view
 
 
 @dataclass
@@ -87,14 +89,14 @@ async def attempt(tmp_path: Path) -> AsyncIterator[Attempt]:
     execution = RunExecution(deps, run, spec, RunControl(run_id, ""))
     execution.workspace.mkdir(parents=True)
     ctx = StageContext(
-        run=execution.info,
+        run=run_view(run),
         name="s",
         spec=spec.stages["s"],
         attempt=1,
         workspace=execution.workspace,
         env={"PATH": "/usr/bin:/bin"},
         executor=LocalExecutor(),
-        log=deps.logs.open_live(run_id, "s"),
+        log=LogOutput(deps.logs.open_live(run_id, "s")),
         kill_grace=1.0,
     )
     try:

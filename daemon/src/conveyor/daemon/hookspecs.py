@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from conveyor.daemon.artifacts.model import Artifact
     from conveyor.daemon.executors.base import Executor
     from conveyor.daemon.stages import StageKind
     from conveyor.daemon.views import Run, Stage
@@ -108,5 +109,18 @@ def conveyor_run_finished(run: Run) -> Awaitable[None] | None:
     stopped daemon left in flight (marked ``interrupted``).
 
     :param run: the finished run with all its stages.
+    May return an awaitable; its result is ignored.
+    """
+
+
+@hookspec
+def conveyor_artifact_produced(run: Run, artifact: Artifact) -> Awaitable[None] | None:
+    """Called after a stage's artifact is recorded: a new digest, or a known
+    one a later stage updated (pushed to a registry). Not called for a cache
+    hit, which reuses an artifact already announced.
+
+    :param run: the producing run as it is at that moment.
+    :param artifact: the artifact with its digest, version, tags, commit,
+        stage timings and signed provenance.
     May return an awaitable; its result is ignored.
     """

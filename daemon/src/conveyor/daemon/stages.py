@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from conveyor.daemon.artifacts.model import Artifact, ArtifactOutput, RegistryCredential
 from conveyor.daemon.executors.base import Executor, ProcessRequest, StageOutput
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
@@ -31,6 +32,10 @@ class StageOutcome:
     #: Parsed results (lint findings, test counts, scan findings) and the
     #: gate's decision, stored with the stage and served over the API.
     report: StageReport | None = None
+    #: What the attempt produced (or, for a push, updated); see
+    #: :class:`~conveyor.daemon.artifacts.model.ArtifactOutput`. Only read
+    #: from a SUCCEEDED outcome.
+    artifacts: tuple[ArtifactOutput, ...] = ()
 
     @classmethod
     def from_exit_code(cls, code: int) -> StageOutcome:
@@ -62,6 +67,21 @@ class StageContext:
     #: An empty folder for this attempt's machine-readable reports (JUnit,
     #: SARIF, JSON), outside the workspace. Created on first use by the kind.
     reports_dir: Path = Path()
+    #: The run's version (SemVer 2.0.0): a ``vX.Y.Z`` tag on the commit, else
+    #: the pipeline's ``version:`` with the run number as pre-release.
+    version: str = ""
+    #: Artifacts the run has recorded so far (earlier stages' outputs and
+    #: cache hits), oldest first.
+    artifacts: tuple[Artifact, ...] = ()
+    #: Looks up a registry login the daemon holds, by the name a stage gives
+    #: (``with: {credentials: NAME}``); None when there is no such login.
+    credential_lookup: Callable[[str], RegistryCredential | None] = field(
+        default=lambda name: None, repr=False
+    )
+
+    def credential(self, name: str) -> RegistryCredential | None:
+        """The daemon-side registry login called ``name``, if any."""
+        return self.credential_lookup(name)
 
     async def log_line(self, text: str) -> None:
         """Write a line from Conveyor itself into the stage log."""
@@ -103,6 +123,16 @@ class StageKind(Protocol):
         (``"run"``, ``"with.image"``); nothing when valid.
         """
         ...
+
+    # Optional attributes a kind may have (read with getattr):
+    #
+    # produces_artifacts: bool
+    #     True for kinds whose outcome carries artifacts (build, file). Before
+    #     such a stage runs, and after it, the daemon checks that the
+    #     workspace's tracked files equal the commit's tree.
+    # def cache_inputs(self, spec: StageSpec) -> Iterable[str]
+    #     Repository paths (besides the stage's ``inputs:``) whose content
+    #     goes into the stage's cache key, e.g. the Dockerfile.
 
     async def run(self, ctx: StageContext) -> StageOutcome:
         """Do the stage's work. Raise nothing for an ordinary failure: return

@@ -29,8 +29,21 @@ Lifecycle hooks (``conveyor_run_started``, ``conveyor_stage_finished``,
 
 Reports (parsed results of a stage, returned in its outcome):
     :class:`StageReport`, :class:`Finding`, :class:`TestCaseResult`.
+
+Artifacts (what build stages produce, ``conveyor_artifact_produced``):
+    :class:`ArtifactOutput` (returned in ``StageOutcome.artifacts``),
+    :class:`Artifact` (a recorded artifact), :class:`StageTiming`,
+    :class:`RegistryCredential`, :data:`OCI_IMAGE`, :data:`FILE`.
 """
 
+from conveyor.daemon.artifacts.model import (
+    FILE,
+    OCI_IMAGE,
+    Artifact,
+    ArtifactOutput,
+    RegistryCredential,
+    StageTiming,
+)
 from conveyor.daemon.executors.base import (
     Executor,
     ExecutorError,
@@ -48,12 +61,17 @@ from conveyor.daemon.views import Run, Stage
 from conveyor.plugin._parameters import Parameters, parameter_problems
 
 __all__ = [
+    "FILE",
+    "OCI_IMAGE",
+    "Artifact",
+    "ArtifactOutput",
     "Executor",
     "ExecutorError",
     "Finding",
     "OutputWriter",
     "Parameters",
     "ProcessRequest",
+    "RegistryCredential",
     "Run",
     "RunStatus",
     "Stage",
@@ -64,6 +82,7 @@ __all__ = [
     "StageReport",
     "StageSpec",
     "StageStatus",
+    "StageTiming",
     "TestCaseResult",
     "TriggerKind",
     "hookimpl",
