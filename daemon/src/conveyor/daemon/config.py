@@ -71,6 +71,11 @@ class Config:
         5.0, help="seconds between SIGTERM and SIGKILL when a stage is cancelled or times out"
     )
     grpc_workers: int = setting(64, help="gRPC worker threads (each open stream holds one)")
+    max_streams: int = setting(
+        48,
+        help="WatchRun/StreamLogs streams open at once; more get RESOURCE_EXHAUSTED (at most"
+        " grpc_workers - 16, so threads stay free for other calls and health checks)",
+    )
     max_concurrent_rpcs: int = setting(
         256, help="RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED"
     )
