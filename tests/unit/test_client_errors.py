@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from conveyor.client.errors import FieldViolation, translate_rpc_error
 
 
 class RichRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str, *extra: object) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, *extra: Message) -> None:
         self._code, self._details = code, details
         status = status_pb2.Status(code=code.value[0], message=details)
         for message in extra:
             packed = any_pb2.Any()
             packed.Pack(message)
             status.details.append(packed)
-        self._trailers = (("grpc-status-details-bin", status.SerializeToString()),)
+        self._trailers: tuple[Any, ...] = (("grpc-status-details-bin", status.SerializeToString()),)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -28,11 +30,11 @@ class RichRpcError(grpc.RpcError):
     def details(self) -> str:
         return self._details
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+    def trailing_metadata(self) -> tuple[Any, ...]:
         return self._trailers
 
 
-def _bad_request(field: str, description: str) -> object:
+def _bad_request(field: str, description: str) -> Message:
     violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
     return error_details_pb2.BadRequest(field_violations=[violation])
 
