@@ -36,7 +36,8 @@ class RichRpcError(grpc.RpcError):
 
 def _bad_request(field: str, description: str) -> Message:
     violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-    return error_details_pb2.BadRequest(field_violations=[violation])
+    request: Message = error_details_pb2.BadRequest(field_violations=[violation])
+    return request
 
 
 def test_field_violations_are_read_and_shown_when_the_message_lacks_them() -> None:
