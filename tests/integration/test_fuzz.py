@@ -66,9 +66,8 @@ class Fuzzer:
 
     def integer(self, bits: int) -> int:
         rng = self.rng
-        return rng.choice(
-            [0, 1, -1, rng.randrange(-1000, 1000), 2 ** (bits - 1) - 1, -(2 ** (bits - 1))]
-        )
+        choices: list[int] = [0, 1, -1, rng.randrange(-1000, 1000), 2 ** (bits - 1) - 1]
+        return rng.choice([*choices, -(2 ** (bits - 1))])
 
     def message(self, descriptor: Descriptor) -> Message:
         template = self.templates.get(descriptor.name)
