@@ -66,8 +66,8 @@ class Fuzzer:
 
     def integer(self, bits: int) -> int:
         rng = self.rng
-        choices: list[int] = [0, 1, -1, rng.randrange(-1000, 1000), 2 ** (bits - 1) - 1]
-        return rng.choice([*choices, -(2 ** (bits - 1))])
+        top = 1 << (bits - 1)
+        return rng.choice([0, 1, -1, rng.randrange(-1000, 1000), top - 1, -top])
 
     def message(self, descriptor: Descriptor) -> Message:
         template = self.templates.get(descriptor.name)
@@ -93,7 +93,7 @@ class Fuzzer:
         elif kind == FieldDescriptor.TYPE_BOOL:
             value = self.rng.random() < 0.5
         elif kind == FieldDescriptor.TYPE_ENUM:
-            value = self.rng.choice([*range(-1, 10), 2**31 - 1])
+            value = self.rng.choice([*range(-1, 10), (1 << 31) - 1])
         elif kind in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32):
             value = self.integer(32)
         elif kind in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64):
