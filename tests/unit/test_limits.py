@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from conveyor.daemon.api.limits import REQUEST_FIELDS, check_request, stream_slots
+from conveyor.daemon.api.convert import fit_run, run_message
+from conveyor.daemon.api.limits import REQUEST_FIELDS, RUN_BUDGET, check_request, stream_slots
 from conveyor.daemon.errors import InvalidArgument
+from conveyor.daemon.records import RunRecord, RunStatus, StageRecord, TriggerKind
+from conveyor.daemon.reports import Finding, StageReport
+from conveyor.daemon.reports import TestCaseResult as CaseResult
 from conveyor.v1 import pipelines_pb2, runs_pb2, service_pb2
 
 
@@ -79,3 +83,71 @@ def test_stream_slots_leave_workers_for_other_calls(
     workers: int, max_streams: int, slots: int
 ) -> None:
     assert stream_slots(workers, max_streams) == slots
+
+
+def _run_record(
+    stages: int, report: StageReport | None = None, why: str = "why " * 1100
+) -> RunRecord:
+    return RunRecord(
+        id="0123456789abcdef0123",
+        number=1,
+        pipeline="p",
+        repository="/r",
+        ref="main",
+        commit="a" * 40,
+        pipeline_path="conveyor.yaml",
+        trigger=TriggerKind.MANUAL,
+        status=RunStatus.FAILED,
+        created_at=1.0,
+        spec_json="{}",
+        concurrency_group="",
+        reason="r" * 10_000,
+        stages=[
+            StageRecord(
+                run_id="0123456789abcdef0123",
+                name=f"stage-{i}",
+                position=i,
+                kind="test",
+                needs=[f"stage-{i - 1}"] if i else [],
+                reason=why,
+                report=report,
+            )
+            for i in range(stages)
+        ],
+    )
+
+
+def _worst_report() -> StageReport:
+    text = "\u00e9" * 1500
+    return StageReport(
+        kind="test",
+        counts={"total": 2000},
+        findings=[Finding(tool=text, rule=text, severity="high", file=text, message=text)] * 1000,
+        tests=[CaseResult(name=text, outcome="failed", message=text, file=text)] * 1000,
+        gate_reason=text,
+        sources=[text] * 10,
+    )
+
+
+def test_a_run_with_the_largest_reports_fits_its_budget() -> None:
+    message = fit_run(run_message(_run_record(3, _worst_report())))
+    assert message.ByteSize() <= RUN_BUDGET
+    assert len(message.stages) == 3 and message.stages[0].report.counts["total"] == 2000
+    for stage in message.stages:
+        report = stage.report
+        assert len(report.findings) + len(report.tests) + report.truncated == 2000
+    assert message.stages[0].report.findings, "the first stages keep what fits"
+    assert message.reason.endswith("more characters)")
+
+
+def test_a_run_with_too_many_stages_to_send_says_so() -> None:
+    message = fit_run(run_message(_run_record(80_000, why="exit code 1")))
+    assert message.ByteSize() <= RUN_BUDGET
+    assert 0 < len(message.stages) < 80_000
+    assert "stages left out: too many to send" in message.reason
+
+
+def test_list_runs_summaries_carry_counts_not_lists() -> None:
+    stage = run_message(_run_record(1, _worst_report()), summary=True).stages[0]
+    assert not stage.report.findings and not stage.report.tests
+    assert stage.report.truncated == 2000 and stage.report.counts["total"] == 2000

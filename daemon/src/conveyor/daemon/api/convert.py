@@ -7,6 +7,7 @@ however large, can make an answer fail.
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
@@ -148,8 +149,13 @@ def run_message(run: RunRecord, *, summary: bool = False) -> runs_pb2.Run:
     )
 
 
-#: Bytes a repeated item costs beyond its own size (tag and length), at most.
-_ITEM_OVERHEAD = 6
+def _item_cost(item: Message) -> int:
+    """Bytes a message takes as an item of a repeated field numbered below 16
+    (one byte of tag, then its length as a varint)."""
+    size = item.ByteSize()
+    return size + 1 + max(1, (size.bit_length() + 6) // 7)
+
+
 #: Stage reasons are cut to this many characters when a run is still too large.
 _SHORT_TEXT = 200
 
@@ -159,7 +165,9 @@ def fit_run(message: runs_pb2.Run, budget: int = RUN_BUDGET) -> runs_pb2.Run:
 
     First the report lists are cut from the end, last stage first (each cut
     item counted in the report's ``truncated``); then stage reasons are
-    shortened. Counts, gates, statuses and the stages themselves always stay.
+    shortened. Counts, gates and statuses stay; only a run with more stages
+    than fit (tens of thousands) loses its last stages, which the run's
+    reason then says.
     """
     excess = message.ByteSize() - budget
     if excess <= 0:
@@ -170,7 +178,7 @@ def fit_run(message: runs_pb2.Run, budget: int = RUN_BUDGET) -> runs_pb2.Run:
         report = stage.report
         for items in (report.tests, report.findings):
             while items and excess > 0:
-                excess -= items[-1].ByteSize() + _ITEM_OVERHEAD
+                excess -= _item_cost(items[-1])
                 del items[-1]
                 report.truncated += 1
         if excess <= 0:
@@ -178,6 +186,17 @@ def fit_run(message: runs_pb2.Run, budget: int = RUN_BUDGET) -> runs_pb2.Run:
     for stage in message.stages:
         if len(stage.reason) > _SHORT_TEXT:
             stage.reason = clip(stage.reason, _SHORT_TEXT)
+    excess = message.ByteSize() - budget
+    total = len(message.stages)
+    while excess > 0 and message.stages:
+        excess -= _item_cost(message.stages[-1])
+        del message.stages[-1]
+    if len(message.stages) < total:
+        left_out = total - len(message.stages)
+        message.reason = (
+            f"{clip(message.reason, _SHORT_TEXT)}"
+            f" ({left_out} of {total} stages left out: too many to send)"
+        )
     return message
 
 
