@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from conveyor.daemon.api.bridge import abort
 from conveyor.daemon.api.limits import check_request
@@ -51,7 +51,7 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     def deserialize(data: bytes) -> Any:
         try:
             return actual(data)
-        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # DecodeError, mostly; whatever it is, the bytes are bad
             return _Undecodable(exc)
 
     return deserialize

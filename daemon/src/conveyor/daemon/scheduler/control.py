@@ -59,9 +59,11 @@ class RunControl:
 
     def decide(self, status: RunStatus, reason: str) -> tuple[RunStatus, str]:
         """Fix the run's final status: ``status``, unless a cancellation was
-        accepted first, which then wins. Returns what to record."""
+        accepted first, which then wins (a pending shutdown interruption
+        does not: a run that got to the end keeps its result). Returns what
+        to record."""
         if self.final_status is None:
-            if self.cancel_status is not None:
+            if self.cancel_status is RunStatus.CANCELLED:
                 status, reason = self.cancel_status, self.cancel_reason
             self.final_status, self.final_reason = status, reason
         return self.final_status, self.final_reason

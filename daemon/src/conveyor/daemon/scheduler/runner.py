@@ -190,7 +190,7 @@ class RunExecution:
             # before it wins (even over a success), one after it is refused.
             decided, reason = self.control.decide(status, reason)
             if decided is not status:
-                self.error_type = "interrupted" if decided is RunStatus.INTERRUPTED else ""
+                self.error_type = ""
             with trio.CancelScope(shield=True):
                 await self._close_out(decided, reason)
 
