@@ -70,8 +70,6 @@ class ConveyorError(Exception):
         for violation in self.field_violations:
             if violation.description and violation.description not in text:
                 text += f"\n  {violation.field}: {violation.description}"
-            elif violation.field not in text:
-                text += f" (field {violation.field})"
         if self.retry_after is not None and "retry" not in text:
             text += f" (retry in {self.retry_after:g}s)"
         return text

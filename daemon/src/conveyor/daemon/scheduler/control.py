@@ -12,9 +12,7 @@ from conveyor.daemon.records import RunStatus
 
 def already_finished(run_id: str, status: RunStatus) -> FailedPrecondition:
     """The answer to cancelling a run whose final status is ``status``."""
-    return FailedPrecondition(
-        f"run {run_id} already finished ({status.value}); nothing to cancel", field="run_id"
-    )
+    return FailedPrecondition(f"run {run_id} already finished ({status.value}); nothing to cancel")
 
 
 @dataclass

@@ -184,9 +184,7 @@ class Scheduler:
         """
         control = self._controls.get(run_id)
         if control is None:
-            raise FailedPrecondition(
-                f"run {run_id} is not queued or running in this daemon", field="run_id"
-            )
+            raise FailedPrecondition(f"run {run_id} is not queued or running in this daemon")
         if not control.cancel(reason or "cancelled by request"):
             assert control.final_status is not None
             raise already_finished(run_id, control.final_status)
