@@ -162,3 +162,17 @@ def test_a_bad_request_leaves_the_daemon_serving(
         _rpc_error(lambda: daemon.stub.GetRun(runs_pb2.GetRunRequest(run_id="zz")))
     repo = pipeline_repo("name: x\nstages:\n  s:\n    run: 'true'\n")
     assert daemon.wait(daemon.submit(repo.path).id).status == runs_pb2.RUN_STATUS_SUCCEEDED
+
+
+def test_a_log_offset_past_the_end_of_a_finished_stage_is_out_of_range(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    repo = pipeline_repo("name: x\nstages:\n  s:\n    run: echo hi\n")
+    run = daemon.wait(daemon.submit(repo.path).id)
+    size = run.stages[0].log_size
+    assert size > 0
+    assert daemon.logs(run.id, "s", offset=size) == b"", "the end itself is fine: nothing more"
+    for follow in (False, True):
+        err = _rpc_error(lambda follow=follow: daemon.logs(run.id, "s", size + 1, follow))  # type: ignore[misc]
+        assert err.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert f"offset {size + 1} is past the end of the log of stage 's'" in (err.details() or "")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -141,3 +142,48 @@ def test_listening_beyond_loopback_is_refused(daemon_home: Path) -> None:
     )
     assert result.returncode == 2
     assert "only loopback addresses are allowed" in result.stderr
+
+
+def _reflect_v1(
+    channel: grpc.Channel, *requests: reflection_pb2.ServerReflectionRequest
+) -> list[reflection_pb2.ServerReflectionResponse]:
+    """Ask ``grpc.reflection.v1``: the same messages as v1alpha under another
+    package, so v1alpha's classes encode them."""
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return list(call(iter(requests), timeout=5))
+
+
+def test_reflection_v1_lists_and_describes_the_services(daemon: DaemonProcess) -> None:
+    assert daemon.channel is not None
+    listing, described, itself = _reflect_v1(
+        daemon.channel,
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="conveyor.v1.ConveyorService"
+        ),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        ),
+    )
+    names = {s.name for s in listing.list_services_response.service}
+    assert names == {
+        "conveyor.v1.ConveyorService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    service = next(f for f in files if f.name == "conveyor/v1/service.proto").service[0]
+    assert "CancelRun" in {m.name for m in service.method}
+    (v1,) = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in itself.file_descriptor_response.file_descriptor_proto
+    ]
+    assert v1.package == "grpc.reflection.v1" and v1.service[0].name == "ServerReflection"

@@ -65,3 +65,19 @@ def test_non_finite_numbers_are_rejected(value: float) -> None:
 def test_other_types_are_rejected() -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration([5])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [10**400, "1" * 400, "99999999999999h", 2592001, "721h"])
+def test_durations_beyond_30_days_or_a_float_are_rejected(value: str | int) -> None:
+    with pytest.raises(ValueError, match=r"longer than the limit of 30 days \(2592000 seconds\)$"):
+        parse_duration(value)
+
+
+def test_30_days_is_accepted() -> None:
+    assert parse_duration("720h") == 2592000.0
+
+
+def test_a_long_invalid_value_is_cut_in_the_message() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration("x" * 10_000)
+    assert len(str(info.value)) < 200

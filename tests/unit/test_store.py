@@ -122,9 +122,9 @@ async def test_an_idempotency_key_answers_the_first_run(store: RunStore) -> None
     again, created_again = await store.create_run(make_run(), "push:main:1")
     assert created and not created_again
     assert again.id == first.id
-    found = await store.run_for_idempotency_key("push:main:1")
+    found = await store.run_for_idempotency_key(first.repository, "push:main:1")
     assert found is not None and found.id == first.id
-    assert await store.run_for_idempotency_key("push:main:2") is None
+    assert await store.run_for_idempotency_key(first.repository, "push:main:2") is None
     assert len(await store.list_runs(RunFilter(), limit=10)) == 1
 
 

@@ -447,14 +447,22 @@ class SubmitRunRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     COMMIT_FIELD_NUMBER: _builtins.int
     repository: _builtins.str
-    """Path (or file:// URL) of a git repository readable by the daemon."""
+    """Path (or file:// URL) of a git repository readable by the daemon.
+    At most 4096 bytes, 255 per path component.
+    """
     ref: _builtins.str
-    """Branch, tag or commit to run. Resolved to a commit at submit time."""
+    """Branch, tag or commit to run. Resolved to a commit at submit time.
+    At most 1024 bytes.
+    """
     pipeline_path: _builtins.str
-    """Pipeline file inside the repository; default "conveyor.yaml"."""
+    """Pipeline file inside the repository; default "conveyor.yaml".
+    At most 1024 bytes, 255 per path component, one line.
+    """
     trigger: Global___TriggerKind.ValueType
     idempotency_key: _builtins.str
-    """Submitting twice with the same key returns the first run."""
+    """Submitting twice with the same key for the same repository returns the
+    first run (keys are scoped by repository). At most 256 bytes.
+    """
     commit: _builtins.str
     """Optional exact commit to run (full hex id). When given, this commit runs
     and `ref` only names the run (a push hook sends the pushed commit, which
@@ -562,8 +570,15 @@ class ListRunsResponse(_message.Message):
     RUNS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Set when more runs match: page_size was reached, or the page reached
+    its size budget (about 1 MiB).
+    """
     @_builtins.property
-    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Run]: ...
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Run]:
+        """Stage reports are summaries here: counts and gate, no findings or tests
+        (they are counted in `truncated`); GetRun has them.
+        """
+
     def __init__(
         self,
         *,
@@ -586,6 +601,7 @@ class CancelRunRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     reason: _builtins.str
+    """Recorded as the run's reason; at most 1024 bytes."""
     def __init__(
         self,
         *,
@@ -706,7 +722,9 @@ class StreamLogsRequest(_message.Message):
     run_id: _builtins.str
     stage: _builtins.str
     offset: _builtins.int
-    """Byte offset to start from; resumes an interrupted stream."""
+    """Byte offset to start from; resumes an interrupted stream. Past the end
+    of a finished stage's log: OUT_OF_RANGE.
+    """
     follow: _builtins.bool
     """Keep streaming until the stage ends."""
     def __init__(

@@ -29,6 +29,15 @@ if _version_not_supported:
 
 class ConveyorServiceStub:
     """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -86,26 +95,40 @@ class ConveyorServiceStub:
 
 class ConveyorServiceServicer:
     """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
     """
 
     def SubmitRun(self, request, context):
         """Resolve the ref, validate the pipeline file at that commit and queue a run.
         INVALID_ARGUMENT: missing fields or an invalid pipeline file (the message
         names file, line and problem). NOT_FOUND: repository or ref not found.
+        FAILED_PRECONDITION: git refuses to read the repository (git's reason is
+        in the message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
-        """NOT_FOUND for an unknown run id.
+        """NOT_FOUND for an unknown run id. The answer stays under 3 MiB whatever
+        is stored: report lists are cut (counted in `truncated`) if needed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Newest first; filter by pipeline, status, commit.
+        """Newest first; filter by pipeline, status, commit. Reports are summaries
+        (counts and gate; GetRun has the findings and tests). A page ends at
+        page_size runs or about 1 MiB, whichever comes first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +136,7 @@ class ConveyorServiceServicer:
 
     def WatchRun(self, request, context):
         """Run and stage events from after_seq, then live until the run ends.
+        RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,13 +144,19 @@ class ConveyorServiceServicer:
 
     def StreamLogs(self, request, context):
         """A stage's log from an offset; with follow, live until the stage ends.
+        OUT_OF_RANGE for an offset past the end of a finished stage's log.
+        RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """FAILED_PRECONDITION when the run already finished.
+        """Cancel a queued or running run. An OK answer means the run ends
+        `cancelled` (the returned run may still be stopping: RUNNING); this holds
+        even when the cancel races the run's last stage. Otherwise the answer is
+        FAILED_PRECONDITION naming the run's final status ("already finished
+        (succeeded)"): the run's final status was decided before the cancel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,6 +239,15 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ConveyorService:
     """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
     """
 
     @staticmethod

@@ -29,7 +29,17 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ConveyorServiceStub:
-    """The Conveyor daemon's API."""
+    """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -39,17 +49,34 @@ class ConveyorServiceStub:
     """Resolve the ref, validate the pipeline file at that commit and queue a run.
     INVALID_ARGUMENT: missing fields or an invalid pipeline file (the message
     names file, line and problem). NOT_FOUND: repository or ref not found.
+    FAILED_PRECONDITION: git refuses to read the repository (git's reason is
+    in the message).
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.GetRunRequest, _runs_pb2.Run]
-    """NOT_FOUND for an unknown run id."""
+    """NOT_FOUND for an unknown run id. The answer stays under 3 MiB whatever
+    is stored: report lists are cut (counted in `truncated`) if needed.
+    """
     ListRuns: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ListRunsRequest, _runs_pb2.ListRunsResponse]
-    """Newest first; filter by pipeline, status, commit."""
+    """Newest first; filter by pipeline, status, commit. Reports are summaries
+    (counts and gate; GetRun has the findings and tests). A page ends at
+    page_size runs or about 1 MiB, whichever comes first.
+    """
     WatchRun: _grpc.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.RunEvent]
-    """Run and stage events from after_seq, then live until the run ends."""
+    """Run and stage events from after_seq, then live until the run ends.
+    RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+    """
     StreamLogs: _grpc.UnaryStreamMultiCallable[_runs_pb2.StreamLogsRequest, _runs_pb2.LogChunk]
-    """A stage's log from an offset; with follow, live until the stage ends."""
+    """A stage's log from an offset; with follow, live until the stage ends.
+    OUT_OF_RANGE for an offset past the end of a finished stage's log.
+    RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+    """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.CancelRunResponse]
-    """FAILED_PRECONDITION when the run already finished."""
+    """Cancel a queued or running run. An OK answer means the run ends
+    `cancelled` (the returned run may still be stopping: RUNNING); this holds
+    even when the cancel races the run's last stage. Otherwise the answer is
+    FAILED_PRECONDITION naming the run's final status ("already finished
+    (succeeded)"): the run's final status was decided before the cancel.
+    """
     ValidatePipeline: _grpc.UnaryUnaryMultiCallable[_pipelines_pb2.ValidatePipelineRequest, _pipelines_pb2.ValidatePipelineResponse]
     """Check a pipeline file without running it."""
     ListPlugins: _grpc.UnaryUnaryMultiCallable[_server_pb2.ListPluginsRequest, _server_pb2.ListPluginsResponse]
@@ -57,31 +84,68 @@ class ConveyorServiceStub:
 
 @_typing.type_check_only
 class ConveyorServiceAsyncStub(ConveyorServiceStub):
-    """The Conveyor daemon's API."""
+    """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.SubmitRunRequest, _runs_pb2.SubmitRunResponse]  # type: ignore[assignment]
     """Resolve the ref, validate the pipeline file at that commit and queue a run.
     INVALID_ARGUMENT: missing fields or an invalid pipeline file (the message
     names file, line and problem). NOT_FOUND: repository or ref not found.
+    FAILED_PRECONDITION: git refuses to read the repository (git's reason is
+    in the message).
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.GetRunRequest, _runs_pb2.Run]  # type: ignore[assignment]
-    """NOT_FOUND for an unknown run id."""
+    """NOT_FOUND for an unknown run id. The answer stays under 3 MiB whatever
+    is stored: report lists are cut (counted in `truncated`) if needed.
+    """
     ListRuns: _aio.UnaryUnaryMultiCallable[_runs_pb2.ListRunsRequest, _runs_pb2.ListRunsResponse]  # type: ignore[assignment]
-    """Newest first; filter by pipeline, status, commit."""
+    """Newest first; filter by pipeline, status, commit. Reports are summaries
+    (counts and gate; GetRun has the findings and tests). A page ends at
+    page_size runs or about 1 MiB, whichever comes first.
+    """
     WatchRun: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.RunEvent]  # type: ignore[assignment]
-    """Run and stage events from after_seq, then live until the run ends."""
+    """Run and stage events from after_seq, then live until the run ends.
+    RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+    """
     StreamLogs: _aio.UnaryStreamMultiCallable[_runs_pb2.StreamLogsRequest, _runs_pb2.LogChunk]  # type: ignore[assignment]
-    """A stage's log from an offset; with follow, live until the stage ends."""
+    """A stage's log from an offset; with follow, live until the stage ends.
+    OUT_OF_RANGE for an offset past the end of a finished stage's log.
+    RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+    """
     CancelRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.CancelRunResponse]  # type: ignore[assignment]
-    """FAILED_PRECONDITION when the run already finished."""
+    """Cancel a queued or running run. An OK answer means the run ends
+    `cancelled` (the returned run may still be stopping: RUNNING); this holds
+    even when the cancel races the run's last stage. Otherwise the answer is
+    FAILED_PRECONDITION naming the run's final status ("already finished
+    (succeeded)"): the run's final status was decided before the cancel.
+    """
     ValidatePipeline: _aio.UnaryUnaryMultiCallable[_pipelines_pb2.ValidatePipelineRequest, _pipelines_pb2.ValidatePipelineResponse]  # type: ignore[assignment]
     """Check a pipeline file without running it."""
     ListPlugins: _aio.UnaryUnaryMultiCallable[_server_pb2.ListPluginsRequest, _server_pb2.ListPluginsResponse]  # type: ignore[assignment]
     GetServerStatus: _aio.UnaryUnaryMultiCallable[_server_pb2.GetServerStatusRequest, _server_pb2.GetServerStatusResponse]  # type: ignore[assignment]
 
 class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The Conveyor daemon's API."""
+    """The Conveyor daemon's API.
+
+    Errors carry a google.rpc.Status in the `grpc-status-details-bin` trailer
+    (the gRPC rich error model): a google.rpc.BadRequest with the field at
+    fault for INVALID_ARGUMENT (and for other codes about one field), a
+    google.rpc.RetryInfo for RESOURCE_EXHAUSTED. Messages are cut to 2 KiB.
+    Every string field of a request is bounded (see docs/api.md, "Limits"):
+    a longer value, a control character in a name, path or id, or an unknown
+    enum value is INVALID_ARGUMENT naming the field and the limit; a request
+    that cannot be decoded (truncated, invalid UTF-8) is INVALID_ARGUMENT.
+    """
 
     @_abc_1.abstractmethod
     def SubmitRun(
@@ -92,6 +156,8 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Resolve the ref, validate the pipeline file at that commit and queue a run.
         INVALID_ARGUMENT: missing fields or an invalid pipeline file (the message
         names file, line and problem). NOT_FOUND: repository or ref not found.
+        FAILED_PRECONDITION: git refuses to read the repository (git's reason is
+        in the message).
         """
 
     @_abc_1.abstractmethod
@@ -100,7 +166,9 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.GetRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]:
-        """NOT_FOUND for an unknown run id."""
+        """NOT_FOUND for an unknown run id. The answer stays under 3 MiB whatever
+        is stored: report lists are cut (counted in `truncated`) if needed.
+        """
 
     @_abc_1.abstractmethod
     def ListRuns(
@@ -108,7 +176,10 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.ListRunsResponse, _abc.Awaitable[_runs_pb2.ListRunsResponse]]:
-        """Newest first; filter by pipeline, status, commit."""
+        """Newest first; filter by pipeline, status, commit. Reports are summaries
+        (counts and gate; GetRun has the findings and tests). A page ends at
+        page_size runs or about 1 MiB, whichever comes first.
+        """
 
     @_abc_1.abstractmethod
     def WatchRun(
@@ -116,7 +187,9 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.WatchRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runs_pb2.RunEvent], _abc.AsyncIterator[_runs_pb2.RunEvent]]:
-        """Run and stage events from after_seq, then live until the run ends."""
+        """Run and stage events from after_seq, then live until the run ends.
+        RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+        """
 
     @_abc_1.abstractmethod
     def StreamLogs(
@@ -124,7 +197,10 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.StreamLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runs_pb2.LogChunk], _abc.AsyncIterator[_runs_pb2.LogChunk]]:
-        """A stage's log from an offset; with follow, live until the stage ends."""
+        """A stage's log from an offset; with follow, live until the stage ends.
+        OUT_OF_RANGE for an offset past the end of a finished stage's log.
+        RESOURCE_EXHAUSTED (with RetryInfo) when max_streams streams are open.
+        """
 
     @_abc_1.abstractmethod
     def CancelRun(
@@ -132,7 +208,12 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.CancelRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.CancelRunResponse, _abc.Awaitable[_runs_pb2.CancelRunResponse]]:
-        """FAILED_PRECONDITION when the run already finished."""
+        """Cancel a queued or running run. An OK answer means the run ends
+        `cancelled` (the returned run may still be stopping: RUNNING); this holds
+        even when the cancel races the run's last stage. Otherwise the answer is
+        FAILED_PRECONDITION naming the run's final status ("already finished
+        (succeeded)"): the run's final status was decided before the cancel.
+        """
 
     @_abc_1.abstractmethod
     def ValidatePipeline(

@@ -102,6 +102,11 @@ class Config:
     grpc_workers: Annotated[int, Field(ge=2)] = setting(
         64, help="gRPC worker threads (each open stream holds one)"
     )
+    max_streams: Count = setting(
+        48,
+        help="WatchRun/StreamLogs streams open at once; more get RESOURCE_EXHAUSTED (at most"
+        " grpc_workers - 16, so threads stay free for other calls and health checks)",
+    )
     max_concurrent_rpcs: Count = setting(
         256, help="RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED"
     )

@@ -1,10 +1,23 @@
-"""Domain errors. The API layer maps each to a gRPC status code."""
+"""Domain errors. The API layer maps each to a gRPC status code.
+
+An error may name the request ``field`` it is about; the API then attaches a
+``google.rpc.BadRequest`` field violation to the status, so clients in any
+language can point at the field without parsing the message.
+"""
 
 from __future__ import annotations
 
 
 class ConveyorError(Exception):
-    """Base of the errors a user can act on."""
+    """Base of the errors a user can act on.
+
+    ``field`` names the request field at fault ("reason", "pipeline_path"),
+    or is empty when the error is not about one field.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidArgument(ConveyorError):
@@ -17,6 +30,21 @@ class NotFound(ConveyorError):
 
 class FailedPrecondition(ConveyorError):
     """The operation does not fit the current state (gRPC FAILED_PRECONDITION)."""
+
+
+class OutOfRange(ConveyorError):
+    """A position past the end of something finished, e.g. a log offset (gRPC OUT_OF_RANGE)."""
+
+
+class ResourceExhausted(ConveyorError):
+    """A limit of the daemon is reached; retrying later may work (gRPC RESOURCE_EXHAUSTED).
+
+    ``retry_after`` is the suggested delay in seconds, sent as ``google.rpc.RetryInfo``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, field: str = "") -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
 
 
 class Unavailable(ConveyorError):

@@ -20,7 +20,13 @@ import trio
 
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
-from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from conveyor.daemon.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import (
@@ -42,6 +48,7 @@ from conveyor.daemon.records import (
     TriggerKind,
 )
 from conveyor.daemon.scheduler import Scheduler
+from conveyor.daemon.scheduler.control import already_finished
 from conveyor.daemon.scheduler.queue import concurrency_group
 from conveyor.daemon.store import RunFilter, RunStore
 from conveyor.daemon.telemetry import Telemetry
@@ -184,25 +191,28 @@ class RunService:
 
     async def submit(self, request: SubmitRequest) -> tuple[RunRecord, bool]:
         if not request.repository:
-            raise InvalidArgument("repository is required")
+            raise InvalidArgument("repository is required", field="repository")
         if not request.ref and not request.commit:
-            raise InvalidArgument("ref is required (a branch, tag or commit)")
+            raise InvalidArgument("ref is required (a branch, tag or commit)", field="ref")
         if request.commit and not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", request.commit):
-            raise InvalidArgument(f"commit {request.commit!r} is not a full hex commit id")
+            raise InvalidArgument(
+                f"commit {request.commit!r} is not a full hex commit id", field="commit"
+            )
         pipeline_path = request.pipeline_path or DEFAULT_PIPELINE_PATH
         if pipeline_path.startswith("/") or ".." in Path(pipeline_path).parts:
             raise InvalidArgument(
-                f"pipeline_path {pipeline_path!r} must be relative to the repository root"
+                f"pipeline_path {pipeline_path!r} must be relative to the repository root",
+                field="pipeline_path",
             )
-        if len(request.idempotency_key) > 256:
-            raise InvalidArgument("idempotency_key is longer than 256 characters")
+        repo = vcs.repository_path(request.repository)
         if request.idempotency_key:
-            existing = await self.store.run_for_idempotency_key(request.idempotency_key)
+            # keys are scoped by repository: a fork pushing the same commit
+            # with the same hook key gets its own run
+            existing = await self.store.run_for_idempotency_key(str(repo), request.idempotency_key)
             if existing is not None:
                 return existing, False
         if not self.scheduler.accepting:
             raise Unavailable("the daemon is shutting down; submit again once it is back")
-        repo = vcs.repository_path(request.repository)
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
@@ -278,9 +288,11 @@ class RunService:
 
     def _check_run_id(self, run_id: str) -> None:
         if not run_id:
-            raise InvalidArgument("run_id is required")
+            raise InvalidArgument("run_id is required", field="run_id")
         if not _RUN_ID_RE.match(run_id):
-            raise InvalidArgument(f"run_id {run_id!r} is malformed (expected hex digits)")
+            raise InvalidArgument(
+                f"run_id {run_id!r} is malformed (expected hex digits)", field="run_id"
+            )
 
     async def get_run(self, run_id: str) -> RunRecord:
         self._check_run_id(run_id)
@@ -300,11 +312,13 @@ class RunService:
         self, filt: RunFilter, page_size: int, page_token: str
     ) -> tuple[list[RunRecord], str]:
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+            raise InvalidArgument(
+                f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size"
+            )
         if page_token and not _RUN_ID_RE.match(page_token):
-            raise InvalidArgument("page_token is malformed")
+            raise InvalidArgument("page_token is malformed", field="page_token")
         if filt.commit_prefix and not _HEX_RE.match(filt.commit_prefix):
-            raise InvalidArgument("commit must be 4 to 40 lowercase hex digits")
+            raise InvalidArgument("commit must be 4 to 40 lowercase hex digits", field="commit")
         size = page_size or 50
         runs = await self.store.list_runs(filt, limit=size + 1, before_id=page_token)
         next_token = runs[size - 1].id if len(runs) > size else ""
@@ -314,18 +328,28 @@ class RunService:
         return runs, next_token
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord:
+        """Cancel a queued or running run and return it.
+
+        An OK answer means the run ends ``cancelled``; a run whose final
+        status was decided before the cancel got in raises
+        FailedPrecondition naming that status (see :meth:`Scheduler.cancel`).
+        """
         run = await self.get_run(run_id)
         if run.status.finished:
-            raise FailedPrecondition(
-                f"run {run_id} already finished ({run.status.value}); nothing to cancel"
-            )
-        await self.scheduler.cancel(run_id, reason, wait=self.config.kill_grace + 5)
+            raise already_finished(run_id, run.status)
+        try:
+            await self.scheduler.cancel(run_id, reason, wait=self.config.kill_grace + 5)
+        except FailedPrecondition:
+            stored = await self.store.get_run(run_id)
+            if stored is not None and stored.status.finished:
+                raise already_finished(run_id, stored.status) from None
+            raise
         return await self.get_run(run_id)
 
     async def watch(self, run_id: str, after_seq: int) -> AsyncIterator[EventRecord]:
         """Events after ``after_seq``, then live ones until the run ends."""
         if after_seq < 0:
-            raise InvalidArgument("after_seq must not be negative")
+            raise InvalidArgument("after_seq must not be negative", field="after_seq")
         await self.get_run(run_id)
         seq = after_seq
         with self.bus.subscribe(run_id) as topic:
@@ -354,16 +378,24 @@ class RunService:
         self, run_id: str, stage: str, offset: int, follow: bool
     ) -> AsyncIterator[tuple[int, bytes]]:
         if not stage:
-            raise InvalidArgument("stage is required")
+            raise InvalidArgument("stage is required", field="stage")
         if offset < 0:
-            raise InvalidArgument("offset must not be negative")
+            raise InvalidArgument("offset must not be negative", field="offset")
         run = await self.get_run(run_id)
         try:
             record = run.stage(stage)
         except KeyError:
             names = ", ".join(s.name for s in run.stages)
-            raise NotFound(f"run {run_id} has no stage {stage!r} (stages: {names})") from None
+            raise NotFound(
+                f"run {run_id} has no stage {stage!r} (stages: {names})", field="stage"
+            ) from None
         log = await self.logs.reader(run_id, stage, finished=record.status.finished)
+        if record.status.finished and offset > log.size:
+            raise OutOfRange(
+                f"offset {offset} is past the end of the log of stage {stage!r}, which"
+                f" finished with {log.size} bytes",
+                field="offset",
+            )
         async for chunk in log.chunks(offset, follow=follow):
             yield chunk
 

@@ -15,10 +15,11 @@ from urllib.parse import urlparse
 
 import trio
 
-from conveyor.daemon.errors import InvalidArgument, NotFound
+from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
 
 _REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
@@ -40,21 +41,33 @@ def repository_path(repository: str) -> Path:
         repository = urlparse(repository).path
     elif "://" in repository:
         raise InvalidArgument(
-            f"repository {repository!r}: only local paths and file:// URLs are supported"
+            f"repository {repository!r}: only local paths and file:// URLs are supported",
+            field="repository",
         )
     path = Path(repository)
     if not path.is_absolute():
-        raise InvalidArgument(f"repository {repository!r} must be an absolute path")
+        raise InvalidArgument(
+            f"repository {repository!r} must be an absolute path", field="repository"
+        )
     return path
 
 
 def git_objects_dir(repo: Path) -> Path:
-    """The object store of a bare or non-bare repository."""
-    if (repo / ".git" / "objects").is_dir():
-        return repo / ".git" / "objects"
-    if (repo / "objects").is_dir() and (repo / "HEAD").is_file():
-        return repo / "objects"
-    raise NotFound(f"repository not found: {repo} is not a git repository")
+    """The object store of a bare or non-bare repository.
+
+    Raises NotFound when ``repo`` is not a git repository, InvalidArgument
+    when the file system refuses the path (too long, a loop, no permission).
+    """
+    try:
+        if (repo / ".git" / "objects").is_dir():
+            return repo / ".git" / "objects"
+        if (repo / "objects").is_dir() and (repo / "HEAD").is_file():
+            return repo / "objects"
+    except OSError as exc:
+        raise InvalidArgument(
+            f"repository {str(repo)!r} cannot be read: {exc.strerror or exc}", field="repository"
+        ) from None
+    raise NotFound(f"repository not found: {repo} is not a git repository", field="repository")
 
 
 def _git_env() -> dict[str, str]:
@@ -68,33 +81,71 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
     from exactly the commit returned.
     """
     if not _REF_RE.match(ref) or ref.startswith("-"):
-        raise InvalidArgument(f"ref {ref!r} is not a valid git ref or commit")
+        raise InvalidArgument(f"ref {ref!r} is not a valid git ref or commit", field="ref")
+    if _CONTROL_RE.search(pipeline_path):
+        # a line break would end git's batch input and start another request
+        raise InvalidArgument(
+            f"pipeline_path {pipeline_path!r} must not contain control characters",
+            field="pipeline_path",
+        )
     await trio.to_thread.run_sync(git_objects_dir, repo)
     proc = await trio.lowlevel.open_process(
         ["git", "-C", str(repo), "cat-file", "--batch"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         env=_git_env(),
     )
     try:
         kind, commit, blob, content = await _cat_commit_file(proc, repo, ref, pipeline_path)
+    except (GitError, trio.BrokenResourceError):
+        # git gave up before answering (it refuses to trust the repository,
+        # the repository is corrupt...): its reason is on stderr
+        raise _refused(repo, await _error_output(proc)) from None
     finally:
         with trio.CancelScope(shield=True):
             if proc.stdin is not None:
                 await proc.stdin.aclose()
+            if proc.stderr is not None:
+                await proc.stderr.aclose()
             with trio.move_on_after(5):
                 await proc.wait()
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
     if kind != b"blob":
-        raise InvalidArgument(f"{pipeline_path!r} at {commit[:12]} is not a file")
+        raise InvalidArgument(
+            f"{pipeline_path!r} at {commit[:12]} is not a file", field="pipeline_path"
+        )
     try:
         text = content.decode()
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"{pipeline_path}: not UTF-8 text ({exc})") from None
+        raise InvalidArgument(
+            f"{pipeline_path}: not UTF-8 text ({exc})", field="pipeline_path"
+        ) from None
     return Revision(commit=commit, pipeline_text=text, pipeline_blob=blob)
+
+
+#: Bytes of git's error output kept for the message.
+_STDERR_LIMIT = 4096
+
+
+async def _error_output(proc: trio.Process) -> str:
+    """What a git process that ended early wrote to stderr (the start of it)."""
+    assert proc.stderr is not None
+    data = bytearray()
+    with trio.move_on_after(5):
+        async for chunk in proc.stderr:
+            data += chunk
+            if len(data) >= _STDERR_LIMIT:
+                break
+    return data[:_STDERR_LIMIT].decode(errors="replace").strip()
+
+
+def _refused(repo: Path, stderr: str) -> FailedPrecondition:
+    """Git ended before answering: say why, in git's words."""
+    why = stderr or "git cat-file ended without an answer"
+    return FailedPrecondition(f"git cannot read repository {repo}: {why}", field="repository")
 
 
 async def _cat_commit_file(
@@ -105,13 +156,16 @@ async def _cat_commit_file(
     await proc.stdin.send_all(f"{ref}^{{commit}}\n".encode())
     header = await reader.header()
     if header.endswith((b" missing", b" ambiguous")):
-        raise NotFound(f"unknown ref {ref!r} in repository {repo}")
+        raise NotFound(f"unknown ref {ref!r} in repository {repo}", field="ref")
     commit = header.split()[0].decode()
     await reader.body(int(header.split()[2]))
     await proc.stdin.send_all(f"{commit}:{pipeline_path}\n".encode())
     header = await reader.header()
     if header.endswith(b" missing"):
-        raise NotFound(f"pipeline file {pipeline_path!r} not found at commit {commit[:12]} ({ref})")
+        raise NotFound(
+            f"pipeline file {pipeline_path!r} not found at commit {commit[:12]} ({ref})",
+            field="pipeline_path",
+        )
     blob, kind, size = header.split()[:3]
     return kind, commit, blob.decode(), await reader.body(int(size))
 

@@ -21,12 +21,18 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 import trio
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
 
+from conveyor.daemon.api.limits import MAX_ERROR_BYTES
 from conveyor.daemon.errors import (
     ConveyorError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
+    ResourceExhausted,
     Unavailable,
 )
 
@@ -38,19 +44,82 @@ _CODES: list[tuple[type[ConveyorError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
+#: Longest field-violation description (the message says it in full).
+_MAX_VIOLATION_BYTES = 512
 
 #: Items buffered between a stream's trio task and its worker thread.
 STREAM_BUFFER = 8
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+def _escaped(byte: int) -> bool:
+    """Whether gRPC percent-encodes ``byte`` in the ``grpc-message`` trailer."""
+    return byte < 0x20 or byte > 0x7E or byte == 0x25
+
+
+def clip_message(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """``text`` cut so that it takes at most ``limit`` bytes on the wire
+    (percent-encoding included), with a note saying how much was left out."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit // 3 or (
+        len(data) <= limit and len(data) + 2 * sum(map(_escaped, data)) <= limit
+    ):
+        return text
+    budget, end = limit - 48, 0
+    for byte in data:
+        budget -= 3 if _escaped(byte) else 1
+        if budget < 0:
+            break
+        end += 1
+    head = data[:end].decode("utf-8", errors="ignore")
+    return f"{head}... (message cut: {len(data) - len(head.encode())} more bytes)"
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, exc: BaseException | None = None
+) -> grpc.Status:
+    """A ``google.rpc.Status`` for ``code``: the message cut to
+    :data:`MAX_ERROR_BYTES`, a ``BadRequest`` field violation when the error
+    names a field, a ``RetryInfo`` when it says when to retry."""
+    status = status_pb2.Status(code=code.value[0], message=clip_message(message))
+    field = getattr(exc, "field", "")
+    if field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=field, description=clip_message(message, _MAX_VIOLATION_BYTES)
+        )
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(detail)
+    if isinstance(exc, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call with the status code of a domain error (INTERNAL, logged
+    with its traceback, for anything else). The one place errors leave the
+    daemon: see :func:`rich_status`."""
     for kind, code in _CODES:
         if isinstance(exc, kind):
-            context.abort(code, str(exc))
+            context.abort_with_status(rich_status(code, str(exc), exc))
     log.error("internal error in %s", type(exc).__name__, exc_info=exc)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    context.abort_with_status(
+        rich_status(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    )
+    raise AssertionError("unreachable: abort_with_status raises")
+
+
+def abort_with(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``code`` and ``message`` (cut like every error message)."""
+    context.abort_with_status(rich_status(code, message))
+    raise AssertionError("unreachable: abort_with_status raises")
 
 
 class _End:
@@ -92,15 +161,13 @@ class TrioBridge:
         try:
             return self._run(call)
         except trio.TooSlowError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            abort_with(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         except trio.RunFinishedError:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
-        except ConveyorError as exc:
-            _abort(context, exc)
+            abort_with(context, grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
         except grpc.RpcError:
             raise
         except Exception as exc:
-            _abort(context, exc)
+            abort(context, exc)
 
     def stream(
         self,
@@ -139,7 +206,7 @@ class TrioBridge:
         try:
             self._token.run_sync_soon(self._nursery.start_soon, produce)
         except trio.RunFinishedError:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
+            abort_with(context, grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
         if not context.add_callback(stop):  # the call already ended
             stop()
         try:
@@ -147,7 +214,7 @@ class TrioBridge:
                 item = handoff.get()
                 if isinstance(item, _End):
                     if item.error is not None:
-                        _abort(context, item.error)
+                        abort(context, item.error)
                     return
                 yield item
         finally:

@@ -1,9 +1,16 @@
-"""Records to protobuf messages and back."""
+"""Records to protobuf messages and back.
+
+Every text that leaves the daemon is cut to :data:`MAX_RESPONSE_TEXT`, and a
+run's message is fitted to a byte budget (:func:`fit_run`), so no stored data,
+however large, can make an answer fail.
+"""
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -17,6 +24,13 @@ from conveyor.daemon.records import (
 )
 from conveyor.daemon.reports import StageReport
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
+
+
+def clip(text: str, limit: int = MAX_RESPONSE_TEXT) -> str:
+    """``text``, or its first ``limit`` characters and how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:
@@ -53,78 +67,137 @@ def trigger_from_proto(value: int) -> TriggerKind:
     return TriggerKind[name.removeprefix("TRIGGER_KIND_")]
 
 
-def stage_message(stage: StageRecord) -> runs_pb2.Stage:
+def stage_message(stage: StageRecord, *, summary: bool = False) -> runs_pb2.Stage:
     return runs_pb2.Stage(
-        name=stage.name,
-        kind=stage.kind,
-        needs=stage.needs,
+        name=clip(stage.name),
+        kind=clip(stage.kind),
+        needs=[clip(need) for need in stage.needs],
         status=stage_status(stage.status),
         attempt=stage.attempt,
         exit_code=stage.exit_code,
         started_at=timestamp(stage.started_at),
         finished_at=timestamp(stage.finished_at),
-        reason=stage.reason,
+        reason=clip(stage.reason),
         log_size=stage.log_size,
-        report=report_message(stage.report) if stage.report is not None else None,
+        report=report_message(stage.report, summary=summary) if stage.report is not None else None,
     )
 
 
-def report_message(report: StageReport) -> runs_pb2.StageReport:
-    return runs_pb2.StageReport(
-        kind=report.kind,
-        counts=report.counts,
-        findings=[
-            runs_pb2.Finding(
-                tool=f.tool,
-                rule=f.rule,
-                severity=f.severity,
-                file=f.file,
-                line=f.line,
-                column=f.column,
-                message=f.message,
-                baselined=f.baselined,
-                fingerprint=f.fingerprint,
-            )
-            for f in report.findings
-        ],
-        tests=[
-            runs_pb2.TestCaseResult(
-                name=t.name,
-                outcome=t.outcome,
-                message=t.message,
-                file=t.file,
-                duration_seconds=t.duration_seconds,
-            )
-            for t in report.tests
-        ],
+def report_message(report: StageReport, *, summary: bool = False) -> runs_pb2.StageReport:
+    """The report; with ``summary``, only its counts and gate (the findings
+    and tests are then counted in ``truncated``)."""
+    message = runs_pb2.StageReport(
+        kind=clip(report.kind),
+        counts={clip(key, 100): value for key, value in report.counts.items()},
         truncated=report.truncated,
         gate_passed=report.gate_passed,
-        gate_reason=report.gate_reason,
-        sources=report.sources,
+        gate_reason=clip(report.gate_reason),
+        sources=[clip(source) for source in report.sources],
     )
+    if summary:
+        message.truncated += len(report.findings) + len(report.tests)
+        return message
+    message.findings.extend(
+        runs_pb2.Finding(
+            tool=clip(f.tool),
+            rule=clip(f.rule),
+            severity=clip(f.severity),
+            file=clip(f.file),
+            line=f.line,
+            column=f.column,
+            message=clip(f.message),
+            baselined=f.baselined,
+            fingerprint=clip(f.fingerprint),
+        )
+        for f in report.findings
+    )
+    message.tests.extend(
+        runs_pb2.TestCaseResult(
+            name=clip(t.name),
+            outcome=clip(t.outcome),
+            message=clip(t.message),
+            file=clip(t.file),
+            duration_seconds=t.duration_seconds,
+        )
+        for t in report.tests
+    )
+    return message
 
 
-def run_message(run: RunRecord) -> runs_pb2.Run:
+def run_message(run: RunRecord, *, summary: bool = False) -> runs_pb2.Run:
+    """The run with its stages; with ``summary``, reports are summaries (as
+    ListRuns sends them)."""
     return runs_pb2.Run(
         id=run.id,
         number=run.number,
-        pipeline=run.pipeline,
-        repository=run.repository,
-        ref=run.ref,
-        commit=run.commit,
-        pipeline_path=run.pipeline_path,
+        pipeline=clip(run.pipeline),
+        repository=clip(run.repository),
+        ref=clip(run.ref),
+        commit=clip(run.commit),
+        pipeline_path=clip(run.pipeline_path),
         trigger=trigger(run.trigger),
         status=run_status(run.status),
-        reason=run.reason,
+        reason=clip(run.reason),
         created_at=timestamp(run.created_at),
         started_at=timestamp(run.started_at),
         finished_at=timestamp(run.finished_at),
-        stages=[stage_message(stage) for stage in run.stages],
-        concurrency_group=run.concurrency_group,
+        stages=[stage_message(stage, summary=summary) for stage in run.stages],
+        concurrency_group=clip(run.concurrency_group),
         last_event_seq=run.last_event_seq,
         trace_id=run.trace_id,
         span_id=run.span_id,
     )
+
+
+def _item_cost(item: Message) -> int:
+    """Bytes a message takes as an item of a repeated field numbered below 16
+    (one byte of tag, then its length as a varint)."""
+    size = item.ByteSize()
+    return size + 1 + max(1, (size.bit_length() + 6) // 7)
+
+
+#: Stage reasons are cut to this many characters when a run is still too large.
+_SHORT_TEXT = 200
+
+
+def fit_run(message: runs_pb2.Run, budget: int = RUN_BUDGET) -> runs_pb2.Run:
+    """Make ``message`` take at most about ``budget`` bytes, in place.
+
+    First the report lists are cut from the end, last stage first (each cut
+    item counted in the report's ``truncated``); then stage reasons are
+    shortened. Counts, gates and statuses stay; only a run with more stages
+    than fit (tens of thousands) loses its last stages, which the run's
+    reason then says.
+    """
+    excess = message.ByteSize() - budget
+    if excess <= 0:
+        return message
+    for stage in reversed(message.stages):
+        if not stage.HasField("report"):
+            continue
+        report = stage.report
+        for items in (report.tests, report.findings):
+            while items and excess > 0:
+                excess -= _item_cost(items[-1])
+                del items[-1]
+                report.truncated += 1
+        if excess <= 0:
+            return message
+    for stage in message.stages:
+        if len(stage.reason) > _SHORT_TEXT:
+            stage.reason = clip(stage.reason, _SHORT_TEXT)
+    excess = message.ByteSize() - budget
+    total = len(message.stages)
+    while excess > 0 and message.stages:
+        excess -= _item_cost(message.stages[-1])
+        del message.stages[-1]
+    if len(message.stages) < total:
+        left_out = total - len(message.stages)
+        message.reason = (
+            f"{clip(message.reason, _SHORT_TEXT)}"
+            f" ({left_out} of {total} stages left out: too many to send)"
+        )
+    return message
 
 
 _EVENT_KINDS = {
@@ -143,7 +216,7 @@ def event_message(event: EventRecord) -> runs_pb2.RunEvent:
         run_status=(
             run_status(event.run_status) if event.run_status else runs_pb2.RUN_STATUS_UNSPECIFIED
         ),
-        stage=event.stage,
+        stage=clip(event.stage),
         stage_status=(
             stage_status(event.stage_status)
             if event.stage_status
@@ -151,27 +224,27 @@ def event_message(event: EventRecord) -> runs_pb2.RunEvent:
         ),
         attempt=event.attempt,
         exit_code=event.exit_code,
-        message=event.message,
+        message=clip(event.message),
     )
 
 
 def diagnostic_message(diag: Diagnostic) -> pipelines_pb2.Diagnostic:
     return pipelines_pb2.Diagnostic(
-        file=diag.file,
+        file=clip(diag.file),
         line=diag.line,
         column=diag.column,
-        path=diag.path,
-        message=diag.message,
+        path=clip(diag.path),
+        message=clip(diag.message),
         severity=pipelines_pb2.SEVERITY_ERROR,
     )
 
 
 def plugin_message(info: PluginInfo) -> server_pb2.Plugin:
     return server_pb2.Plugin(
-        name=info.name,
-        distribution=info.distribution,
-        version=info.version,
-        hooks=info.hooks,
-        provides=info.provides,
-        error=info.error,
+        name=clip(info.name),
+        distribution=clip(info.distribution),
+        version=clip(info.version),
+        hooks=[clip(hook) for hook in info.hooks],
+        provides=[clip(item) for item in info.provides],
+        error=clip(info.error),
     )

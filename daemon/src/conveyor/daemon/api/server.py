@@ -8,9 +8,11 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from conveyor.daemon.api.admission import Admission
 from conveyor.daemon.api.bridge import TrioBridge
+from conveyor.daemon.api.limits import stream_slots
+from conveyor.daemon.api.reflection import enable_server_reflection
 from conveyor.daemon.api.servicer import ConveyorService
 from conveyor.daemon.config import Config
 from conveyor.daemon.service import RunService
@@ -31,8 +33,12 @@ class ApiServer:
         self._executor = ThreadPoolExecutor(
             max_workers=config.grpc_workers, thread_name_prefix="grpc"
         )
+        self.admission = Admission(
+            SERVICE_NAME, stream_slots(config.grpc_workers, config.max_streams)
+        )
         self.server = grpc.server(
             self._executor,
+            interceptors=[self.admission],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_send_message_length", 8 * 1024 * 1024),
@@ -44,9 +50,7 @@ class ApiServer:
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME], self.server)
         self.bound: list[str] = []
 
     def start(self) -> list[str]:

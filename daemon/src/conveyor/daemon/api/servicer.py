@@ -2,6 +2,9 @@
 
 Every method runs in a grpcio worker thread and does only two things:
 translate messages, and hand the work to the trio loop through the bridge.
+Requests were checked against the limits table before they get here (see
+:mod:`conveyor.daemon.api.admission`); records read fresh from the store are
+turned into messages in the worker thread, not in the loop.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import grpc
 
 from conveyor.daemon.api import convert
 from conveyor.daemon.api.bridge import TrioBridge
-from conveyor.daemon.errors import InvalidArgument
+from conveyor.daemon.api.limits import LIST_BUDGET
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import RunFilter
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
@@ -51,35 +54,41 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 trace_carrier=carrier,
             )
             run, created = await self._service.submit(submit_request)
-            return runs_pb2.SubmitRunResponse(run=convert.run_message(run), created=created)
+            # the record is shared with the scheduler: convert it in the loop
+            message = convert.fit_run(convert.run_message(run))
+            return runs_pb2.SubmitRunResponse(run=message, created=created)
 
         return self._bridge.unary(context, submit)
 
     def GetRun(
         self, request: runs_pb2.GetRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
-        async def get() -> runs_pb2.Run:
-            return convert.run_message(await self._service.get_run(request.run_id))
-
-        return self._bridge.unary(context, get)
+        run = self._bridge.unary(context, self._service.get_run, request.run_id)
+        return convert.fit_run(convert.run_message(run))
 
     def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: grpc.ServicerContext
     ) -> runs_pb2.ListRunsResponse:
-        async def list_runs() -> runs_pb2.ListRunsResponse:
-            if request.status not in runs_pb2.RunStatus.values():
-                raise InvalidArgument(f"unknown status value {request.status}")
-            filt = RunFilter(
-                pipeline=request.pipeline,
-                status=convert.run_status_from_proto(request.status),
-                commit_prefix=request.commit,
-            )
-            runs, token = await self._service.list_runs(filt, request.page_size, request.page_token)
-            return runs_pb2.ListRunsResponse(
-                runs=[convert.run_message(run) for run in runs], next_page_token=token
-            )
-
-        return self._bridge.unary(context, list_runs)
+        filt = RunFilter(
+            pipeline=request.pipeline,
+            status=convert.run_status_from_proto(request.status),
+            commit_prefix=request.commit,
+        )
+        runs, token = self._bridge.unary(
+            context, self._service.list_runs, filt, request.page_size, request.page_token
+        )
+        response = runs_pb2.ListRunsResponse()
+        size = 0
+        for index, run in enumerate(runs):
+            message = convert.fit_run(convert.run_message(run, summary=True))
+            cost = message.ByteSize() + 6
+            if response.runs and size + cost > LIST_BUDGET:
+                token = runs[index - 1].id  # a full page by size: the rest on the next
+                break
+            response.runs.append(message)
+            size += cost
+        response.next_page_token = token
+        return response
 
     def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.ServicerContext
@@ -104,11 +113,8 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     def CancelRun(
         self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.CancelRunResponse:
-        async def cancel() -> runs_pb2.CancelRunResponse:
-            run = await self._service.cancel_run(request.run_id, request.reason)
-            return runs_pb2.CancelRunResponse(run=convert.run_message(run))
-
-        return self._bridge.unary(context, cancel)
+        run = self._bridge.unary(context, self._service.cancel_run, request.run_id, request.reason)
+        return runs_pb2.CancelRunResponse(run=convert.fit_run(convert.run_message(run)))
 
     def ValidatePipeline(
         self, request: pipelines_pb2.ValidatePipelineRequest, context: grpc.ServicerContext

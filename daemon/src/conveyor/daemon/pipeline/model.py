@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -93,22 +94,47 @@ StrList = Annotated[
 ]
 
 
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character (a process cannot receive it)")
+    return value
+
+
+#: Commands to run: a NUL cannot be passed to a process, so it is refused here.
+CommandList = Annotated[
+    list[Annotated[str, AfterValidator(_no_nul)]],
+    BeforeValidator(_str_list),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
 def _env_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
-        return value
+        return _no_nul(value)
     raise ValueError(
         f"expected a string, number or boolean as environment value, got {describe_value(value)}"
     )
 
 
+def _env_name(name: str) -> str:
+    if not name:
+        raise ValueError("an environment variable name must not be empty")
+    if "=" in name or "\0" in name:
+        raise ValueError(
+            f"environment variable name {name!r} must not contain '=' or a NUL character"
+        )
+    return name
+
+
 EnvValue = Annotated[
     str, BeforeValidator(_env_value), WithJsonSchema({"type": ["string", "number", "boolean"]})
 ]
-EnvMap = dict[str, EnvValue]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvMap = dict[EnvName, EnvValue]
 
 
 class _Model(BaseModel):
@@ -172,7 +198,7 @@ class StageSpec(_Model):
     """One stage of a pipeline."""
 
     uses: str = Field(default="run", min_length=1, description="Stage kind.")
-    run: StrList = Field(default_factory=list, description="Command(s) to run.")
+    run: CommandList = Field(default_factory=list, description="Command(s) to run.")
     needs: StrList = Field(default_factory=list, description="Stages that must succeed first.")
     timeout: PositiveDuration | None = Field(default=None, description="Stage timeout.")
     retries: Annotated[RetryPolicy, _RetriesJsonSchema()] = Field(

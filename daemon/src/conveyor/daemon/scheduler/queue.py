@@ -13,7 +13,7 @@ import trio
 from conveyor.daemon.errors import FailedPrecondition
 from conveyor.daemon.pipeline import PipelineSpec
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageStatus
-from conveyor.daemon.scheduler.control import RunControl
+from conveyor.daemon.scheduler.control import RunControl, already_finished
 from conveyor.daemon.scheduler.runner import RunDeps, RunExecution
 from conveyor.daemon.store.runs import EventDraft
 
@@ -108,8 +108,9 @@ class Scheduler:
                     control.started = True
                     await RunExecution(self.deps, run, spec, control).execute()
             if not control.started and control.cancel_status is RunStatus.CANCELLED:
+                _, reason = control.decide(RunStatus.CANCELLED, control.cancel_reason)
                 with trio.CancelScope(shield=True):
-                    await self._cancel_queued(run, control.cancel_reason)
+                    await self._cancel_queued(run, reason)
         except Exception as exc:
             log.exception("run %s: unexpected error in the scheduler", run.id)
             with trio.CancelScope(shield=True):
@@ -174,11 +175,19 @@ class Scheduler:
             self.deps.logs.release(run.id, stage.name)
 
     async def cancel(self, run_id: str, reason: str, *, wait: float) -> None:
-        """Cancel a queued or running run; wait up to ``wait`` s for it to stop."""
+        """Cancel a queued or running run; wait up to ``wait`` s for it to stop.
+
+        Once this returns, the run ends ``cancelled`` (it may still be
+        stopping when ``wait`` passed). Raises FailedPrecondition, naming the
+        final status, when the run's final status was decided before the
+        cancel got in, or when the run is not queued or running here.
+        """
         control = self._controls.get(run_id)
         if control is None:
-            raise FailedPrecondition(f"run {run_id} is not queued or running")
-        control.cancel(reason or "cancelled by request")
+            raise FailedPrecondition(f"run {run_id} is not queued or running in this daemon")
+        if not control.cancel(reason or "cancelled by request"):
+            assert control.final_status is not None
+            raise already_finished(run_id, control.final_status)
         with trio.move_on_after(wait):
             await control.finished.wait()
 

@@ -179,8 +179,13 @@ class RunExecution:
                 self.error_type = type(exc).__qualname__
             raise
         finally:
+            # The one moment the final status is decided: a cancel accepted
+            # before it wins (even over a success), one after it is refused.
+            decided, reason = self.control.decide(status, reason)
+            if decided is not status:
+                self.error_type = ""
             with trio.CancelScope(shield=True):
-                await self._close_out(status, reason)
+                await self._close_out(decided, reason)
 
     async def _checkout(self) -> None:
         try:

@@ -202,14 +202,13 @@ class RunStore:
         """Insert a queued run with its stages and first event.
 
         Returns the run and True, or the earlier run and False when
-        ``idempotency_key`` was used before. ``run.number`` is assigned here.
+        ``idempotency_key`` was used before for the same repository
+        (``run.repository``). ``run.number`` is assigned here.
         """
 
         def txn(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
             if idempotency_key:
-                row = conn.execute(
-                    "SELECT run_id FROM idempotency_keys WHERE key = ?", (idempotency_key,)
-                ).fetchone()
+                row = _idempotent_run_id(conn, run.repository, idempotency_key)
                 if row is not None:
                     existing = _get_run(conn, row["run_id"])
                     assert existing is not None
@@ -256,8 +255,9 @@ class RunStore:
             run.last_event_seq = event.seq
             if idempotency_key:
                 conn.execute(
-                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES (?, ?, ?)",
-                    (idempotency_key, run.id, run.created_at),
+                    "INSERT INTO idempotency_keys (caller, repository, key, run_id, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (_NO_CALLER, run.repository, idempotency_key, run.id, run.created_at),
                 )
             return run, True
 
@@ -301,11 +301,11 @@ class RunStore:
 
         await self.db.write(txn)
 
-    async def run_for_idempotency_key(self, key: str) -> RunRecord | None:
+    async def run_for_idempotency_key(self, repository: str, key: str) -> RunRecord | None:
+        """The run submitted for ``repository`` with idempotency ``key``, if any."""
+
         def query(conn: sqlite3.Connection) -> RunRecord | None:
-            row = conn.execute(
-                "SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)
-            ).fetchone()
+            row = _idempotent_run_id(conn, repository, key)
             return _get_run(conn, row["run_id"]) if row else None
 
         return await self.db.read(query)
@@ -428,6 +428,18 @@ class RunStore:
             return Recovery(interrupted=running, queued=queued)
 
         return self.db.write_sync(txn)
+
+
+#: The caller scope of idempotency keys until callers have identities.
+_NO_CALLER = ""
+
+
+def _idempotent_run_id(conn: sqlite3.Connection, repository: str, key: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT run_id FROM idempotency_keys WHERE caller = ? AND repository = ? AND key = ?",
+        (_NO_CALLER, repository, key),
+    ).fetchone()
+    return row
 
 
 def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:

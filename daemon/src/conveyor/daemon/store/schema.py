@@ -72,6 +72,26 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE stages DROP COLUMN pgid;
     """,
+    # Idempotency keys are scoped by repository (a fork pushing the same
+    # commit with the same hook key is another run) and by caller, once
+    # callers have identities ('' until then). Existing keys keep working:
+    # they move to their run's repository.
+    """
+    CREATE TABLE idempotency_scoped (
+        caller TEXT NOT NULL DEFAULT '',
+        repository TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (caller, repository, key)
+    );
+    INSERT INTO idempotency_scoped (caller, repository, key, run_id, created_at)
+        SELECT '', runs.repository, idempotency_keys.key, idempotency_keys.run_id,
+               idempotency_keys.created_at
+        FROM idempotency_keys JOIN runs ON runs.id = idempotency_keys.run_id;
+    DROP TABLE idempotency_keys;
+    ALTER TABLE idempotency_scoped RENAME TO idempotency_keys;
+    """,
 ]
 
 
