@@ -667,7 +667,11 @@ def test_terminal_escapes_in_server_strings_are_shown_escaped(
     # a pipeline path with escapes: run, or refused; shown escaped either way
     result = conveyor(conveyord, "submit", "--file", pipeline_file, cwd=repo.path)
     assert_shown_escaped(result.stdout + result.stderr)
-    assert "ci\\x1b]0;path\\x07.yaml" in result.stdout + result.stderr or result.returncode == 0
+    assert (
+        "ci\\x1b]0;path\\x07.yaml" in result.stdout + result.stderr
+        or "control character" in result.stderr  # the daemon refuses such paths
+        or result.returncode == 0
+    )
     if result.returncode == 0:
         shown = conveyor(conveyord, "show", submitted_id(result.stdout))
         assert "pipeline file: ci\\x1b]0;path\\x07.yaml\n" in shown.stdout
@@ -678,16 +682,21 @@ def test_terminal_escapes_in_server_strings_are_shown_escaped(
     ) as watcher:
         watcher.wait_for(b" talk running (attempt 1)\n")
         run_id = submitted_id(watcher.output.decode())
-        cancel = conveyor(conveyord, "cancel", run_id, "--reason", HOSTILE_REASON)
+        # the daemon refuses control characters in a reason; the refusal is
+        # printed escaped
+        refused = conveyor(conveyord, "cancel", run_id, "--reason", HOSTILE_REASON)
+        assert refused.returncode == 1
+        assert_shown_escaped(refused.stdout + refused.stderr)
+        assert "control character" in refused.stderr
+        cancel = conveyor(conveyord, "cancel", run_id, "--reason", "stop")
         assert cancel.returncode == 0, cancel.stderr
         code, out, err = watcher.finish()
     assert (code, err) == (1, "")
-    assert_shown_escaped(out, HOSTILE_REASON)
-    assert get_run(conveyord, run_id).reason == HOSTILE_REASON  # stored as sent
+    assert_shown_escaped(out)
     show = conveyor(conveyord, "show", run_id)
-    assert_shown_escaped(show.stdout, HOSTILE_REASON, HOSTILE_GROUP)
+    assert_shown_escaped(show.stdout, HOSTILE_GROUP)
     assert f"  concurrency:   {ESCAPED[HOSTILE_GROUP]}\n" in show.stdout
-    assert_shown_escaped(conveyor(conveyord, "watch", run_id).stdout, HOSTILE_REASON)
+    assert_shown_escaped(conveyor(conveyord, "watch", run_id).stdout)
     assert (
         json.loads(conveyor(conveyord, "show", run_id, "-o", "json").stdout)["concurrency_group"]
         == HOSTILE_GROUP
