@@ -76,14 +76,14 @@ async def test_lint_reads_sources_for_fingerprints_in_a_worker_thread(
     ctx, log = stage_context(stage, workspace, tmp_path / "home")
     outcome = await LintStage().run(ctx)
     assert outcome.status is StageStatus.FAILED
-    assert outcome.reason == "1 finding at levels error (C1)"
+    assert outcome.reason == "1 finding at levels error (C1); first: src/app.py:2 C1"
     assert outcome.report is not None
     [finding] = outcome.report.findings
     assert (finding.file, finding.line, len(finding.fingerprint)) == ("src/app.py", 2, 16)
     assert source_reads, "the fingerprint read the line the finding points at"
     assert threading.current_thread().name not in source_reads, "never on the trio loop"
     text = (tmp_path / "home" / "logs" / "s.log").read_text()
-    assert "src/app.py:2  error  checker/C1  bad call" in text
+    assert "src/app.py:2  error  checker/C1 (fails gate)  bad call" in text
     assert log.size == len(text.encode())
 
 
