@@ -118,8 +118,8 @@ def test_lint_gate_mentions_baselined_findings() -> None:
         "4 findings at levels error (py/code-injection, py/clear-text-logging-sensitive-data, "
         "python.lang.security.audit.eval-detected.eval-detected, "
         "generic.secrets.security.detected-aws-access-key-id-value);"
-        " first: deploy/credentials.ini:3 generic.secrets.security.detected-aws-access-key-id-value;"
-        " 1 baselined"
+        " first: deploy/credentials.ini:3"
+        " generic.secrets.security.detected-aws-access-key-id-value; 1 baselined"
     )
 
 
