@@ -80,7 +80,7 @@ def _baselined_note(findings: Sequence[Finding]) -> str:
     return f"; {baselined} baselined" if baselined else ""
 
 
-def first_failing(blocking: Iterable[Finding]) -> str:
+def _first_failing(blocking: Iterable[Finding]) -> str:
     """``"; first: src/app/auth.py:12 B105"``: where the first of the findings
     a gate fails on is, in gate order; "" when there is none."""
     # all of them fail the gate, whether or not they are marked yet
@@ -98,7 +98,7 @@ def _failure_reason(
 ) -> str:
     return (
         f"{_plural(len(blocking), 'finding')} {threshold} ({rule_summary(blocking)})"
-        f"{first_failing(blocking)}{_baselined_note(findings)}"
+        f"{_first_failing(blocking)}{_baselined_note(findings)}"
     )
 
 
