@@ -63,10 +63,16 @@ def main() -> int:
     home = root / "home"
     home.mkdir()
     log = root / "conveyord.log"
-    # Stages find the tools the lint, test and scan kinds run (ruff, pytest,
-    # bandit, detect-secrets) next to this Python.
+    # The demo's test stage runs the pytest installed beside Conveyor, so its
+    # stages keep Conveyor's virtual environment (stage_inherit_venv; by
+    # default a daemon takes it off the stages' PATH).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "CONVEYOR_HOME": str(home), "PATH": path}
+    env = {
+        **os.environ,
+        "CONVEYOR_HOME": str(home),
+        "PATH": path,
+        "CONVEYOR_STAGE_INHERIT_VENV": "true",
+    }
     env.pop("CONVEYOR_ADDRESS", None)
     try:
         step("a git repository for the demo service")

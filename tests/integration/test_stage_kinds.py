@@ -255,7 +255,9 @@ def test_flaky():
         raise AssertionError("fails the first time only")
 """
 
-PYTEST = "python -m pytest -q -p no:cacheprovider"
+# This Python by its path: stages do not have the daemon's virtual environment
+# on their PATH (where pytest is installed).
+PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider"
 TEST_PIPELINE = f"""
 name: tests
 stages:
@@ -502,8 +504,8 @@ def as_finding(f: runs_pb2.Finding) -> Finding:
 # -- errors ------------------------------------------------------------------
 
 
-def test_missing_tools_fail_the_stage_with_a_clear_reason(
-    conveyord: DaemonProcess, repo_factory: RepoFactory, receiver: OtlpReceiver
+def test_tools_off_the_stage_path_are_found_beside_conveyor_and_timeouts_reach_commands(
+    conveyord: DaemonProcess, repo_factory: RepoFactory
 ) -> None:
     repo = repo_factory(
         {
@@ -522,17 +524,18 @@ stages:
     timeout: 1s
     run: sleep 30
 """,
+            "ok.py": "ANSWER = 42\n",
         }
     )
     run = conveyord.wait(conveyord.submit(repo.path).id)
+    # not on the stage's PATH: found in the environment Conveyor runs in (a
+    # tool in neither fails the stage: tests/unit/reports/test_kinds_in_process.py)
     lint = stage(run, "lint")
-    assert lint.status == FAILED
-    assert lint.reason == "lint tool 'ruff' is not installed (not found on PATH)"
-    assert lint.reason in conveyord.logs(run.id, "lint").decode()
+    assert lint.status == SUCCEEDED, lint.reason
+    assert list(lint.report.sources) == ["ruff.json"]
     scan = stage(run, "scan")
-    assert scan.reason == "scan tool 'detect-secrets' is not installed (not found on PATH)"
-    span = stage_span(receiver, run.id, "lint")
-    assert span.attributes["error.type"] == "tool_missing"
+    assert scan.status == SUCCEEDED, scan.reason
+    assert list(scan.report.sources) == ["detect-secrets.json"]
     slow = stage(run, "slow")
     assert slow.status == runs_pb2.STAGE_STATUS_TIMED_OUT, "cancellation reaches the command"
     assert not slow.HasField("report")

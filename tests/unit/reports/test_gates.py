@@ -102,11 +102,12 @@ def test_finding_counts() -> None:
 def test_lint_gate_fails_on_listed_levels() -> None:
     assert lint_gate(ruff_findings(), {"error"}) == (
         False,
-        "5 findings at levels error (syntax-error x2, F401 x2, E501)",
+        "5 findings at levels error (syntax-error x2, F401 x2, E501);"
+        " first: report.ipynb:1 syntax-error",
     )
     assert lint_gate(ruff_findings()[2:], ["error", "warning"]) == (
         False,
-        "3 findings at levels error, warning (F401 x2, E501)",
+        "3 findings at levels error, warning (F401 x2, E501); first: src/shop/cart.py:3 F401",
     )
 
 
@@ -116,7 +117,9 @@ def test_lint_gate_mentions_baselined_findings() -> None:
     assert reason == (
         "4 findings at levels error (py/code-injection, py/clear-text-logging-sensitive-data, "
         "python.lang.security.audit.eval-detected.eval-detected, "
-        "generic.secrets.security.detected-aws-access-key-id-value); 1 baselined"
+        "generic.secrets.security.detected-aws-access-key-id-value);"
+        " first: deploy/credentials.ini:3"
+        " generic.secrets.security.detected-aws-access-key-id-value; 1 baselined"
     )
 
 
@@ -148,7 +151,7 @@ def test_lint_gate_lists_at_most_eight_rules() -> None:
     _, reason = lint_gate(findings, {"error"})
     assert reason == (
         "11 findings at levels error "
-        "(E000, E001, E002, E003, E004, E005, E006, E007, and 3 more rules)"
+        "(E000, E001, E002, E003, E004, E005, E006, E007, and 3 more rules); first: a.py E000"
     )
 
 
@@ -159,19 +162,23 @@ def test_scan_gate() -> None:
     findings = scan_findings()
     assert scan_gate(findings, "high") == (
         False,
-        "2 findings at or above high (AWS Access Key, Secret Keyword); 3 baselined",
+        "2 findings at or above high (AWS Access Key, Secret Keyword);"
+        " first: deploy/credentials.ini:3 AWS Access Key; 3 baselined",
     )
     assert scan_gate(findings, "low") == (
         False,
-        "5 findings at or above low (B105, B307, B101, AWS Access Key, Secret Keyword); "
-        "3 baselined",
+        "5 findings at or above low (B105, B307, B101, AWS Access Key, Secret Keyword);"
+        " first: deploy/credentials.ini:3 AWS Access Key; 3 baselined",
     )
     assert scan_gate(findings, "critical") == (
         True,
         "no findings at or above critical; 5 below critical; 3 baselined",
     )
     bandit = parse_bandit_json(DATA / "bandit.json", root=WORKSPACE)
-    assert scan_gate(bandit, "high") == (False, "2 findings at or above high (B324 x2)")
+    assert scan_gate(bandit, "high") == (
+        False,
+        "2 findings at or above high (B324 x2); first: src/shop/admin.py:13 B324",
+    )
     assert scan_gate(bandit[:2], "high") == (True, "no findings at or above high; 2 below high")
     assert scan_gate([], "medium") == (True, "no findings at or above medium")
 
@@ -180,7 +187,8 @@ def test_scan_gate_with_sarif_security_severities() -> None:
     findings = parse_sarif(HANDWRITTEN / "scanner.sarif", root=SCANNER_ROOT, security=True)
     assert scan_gate(findings, "critical") == (
         False,
-        "1 finding at or above critical (py/code-injection); 1 baselined",
+        "1 finding at or above critical (py/code-injection);"
+        " first: src/shop/admin.py:9 py/code-injection; 1 baselined",
     )
     passed, reason = scan_gate(findings, "high")
     assert not passed

@@ -3,6 +3,7 @@ stage log): parameters as pydantic models, and file reads off the trio loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -11,11 +12,14 @@ import pytest
 
 from conveyor.plugin import StageKind, StageSpec, StageStatus
 from conveyor.plugins.lint import LintStage
+from conveyor.plugins.reporting import processes
 from conveyor.plugins.reports import baseline as baseline_module
 from conveyor.plugins.run import RunStage
 from conveyor.plugins.scan import ScanStage
 from conveyor.plugins.test import TestStage
 from tests.support.plugins import stage_context
+from tests.support.realproject import PRE_COMMIT, UNUSED_IMPORT, make_realproject
+from tests.support.repos import git
 
 SARIF = {
     "version": "2.1.0",
@@ -76,14 +80,14 @@ async def test_lint_reads_sources_for_fingerprints_in_a_worker_thread(
     ctx, log = stage_context(stage, workspace, tmp_path / "home")
     outcome = await LintStage().run(ctx)
     assert outcome.status is StageStatus.FAILED
-    assert outcome.reason == "1 finding at levels error (C1)"
+    assert outcome.reason == "1 finding at levels error (C1); first: src/app.py:2 C1"
     assert outcome.report is not None
     [finding] = outcome.report.findings
     assert (finding.file, finding.line, len(finding.fingerprint)) == ("src/app.py", 2, 16)
     assert source_reads, "the fingerprint read the line the finding points at"
     assert threading.current_thread().name not in source_reads, "never on the trio loop"
     text = (tmp_path / "home" / "logs" / "s.log").read_text()
-    assert "src/app.py:2  error  checker/C1  bad call" in text
+    assert "src/app.py:2  error  checker/C1 (fails gate)  bad call" in text
     assert log.size == len(text.encode())
 
 
@@ -211,3 +215,71 @@ def test_valid_parameters_have_no_problems() -> None:
     ]
     for kind, stage in cases:
         assert list(kind.validate(StageSpec.model_validate(stage))) == []
+
+
+# -- on the realistic fixture project (issue 8) -------------------------------
+
+
+@pytest.fixture
+def bookshelf(tmp_path: Path) -> Path:
+    return make_realproject(tmp_path / "bookshelf").path
+
+
+async def test_lint_never_applies_the_projects_fix_setting(bookshelf: Path, tmp_path: Path) -> None:
+    before = git("status", "--porcelain", "--ignored", "--untracked-files=all", cwd=bookshelf)
+    ctx, _ = stage_context({"uses": "lint"}, bookshelf, tmp_path / "home")
+    outcome = await LintStage().run(ctx)
+    assert outcome.report is not None
+    [finding] = outcome.report.findings
+    assert (finding.rule, finding.file, finding.line, finding.fails_gate) == (
+        "F401",
+        *UNUSED_IMPORT,
+        True,
+    )
+    assert git("diff", "--stat", cwd=bookshelf) == ""
+    after = git("status", "--porcelain", "--ignored", "--untracked-files=all", cwd=bookshelf)
+    assert before == after == "", "no .ruff_cache, no rewritten file"
+
+
+async def test_a_tool_neither_on_path_nor_beside_conveyor_fails_the_stage(
+    bookshelf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-scripts"
+    empty.mkdir()
+    monkeypatch.setattr(processes, "DAEMON_SCRIPTS", str(empty))
+    ctx, _ = stage_context({"uses": "lint"}, bookshelf, tmp_path / "home")
+    outcome = await LintStage().run(dataclasses.replace(ctx, env={"PATH": "/nonexistent"}))
+    assert outcome.status is StageStatus.FAILED
+    assert outcome.error_type == "tool_missing" and outcome.system_error
+    assert outcome.reason == (
+        f"lint tool 'ruff' is not installed (not on the stage's PATH, nor in Conveyor's"
+        f" environment, {empty})"
+    )
+
+
+async def test_tools_off_the_stage_path_are_taken_from_conveyors_environment(
+    bookshelf: Path, tmp_path: Path
+) -> None:
+    ctx, _ = stage_context(
+        {"uses": "scan", "with": {"tools": ["bandit"]}}, bookshelf, tmp_path / "home"
+    )
+    outcome = await ScanStage().run(dataclasses.replace(ctx, env={"PATH": "/nonexistent"}))
+    assert outcome.report is not None, outcome.reason
+    assert "B324" in {f.rule for f in outcome.report.findings}
+
+
+async def test_scan_marks_and_logs_the_findings_its_gate_fails_on_first(
+    bookshelf: Path, tmp_path: Path
+) -> None:
+    ctx, log = stage_context({"uses": "scan"}, bookshelf, tmp_path / "home")
+    outcome = await ScanStage().run(ctx)
+    assert outcome.status is StageStatus.FAILED and outcome.report is not None
+    findings = outcome.report.findings
+    failing = [f for f in findings if f.fails_gate]
+    assert failing == findings[: len(failing)], "the report lists them first"
+    assert {f.severity for f in failing} == {"high"} and len(failing) == 7
+    assert outcome.reason.endswith(f"; first: {PRE_COMMIT}:3 Hex High Entropy String")
+    text = log.path.read_text()
+    first = text.index("  high  ")
+    assert first < text.index("  low  ") and "(fails gate)" in text[first:].splitlines()[0]
+    assert f"... and {len(findings) - 10} more not shown" in text

@@ -293,11 +293,20 @@ def report_counts(report: runs_pb2.StageReport) -> str:
 
 
 def ordered_findings(findings: Iterable[runs_pb2.Finding]) -> list[runs_pb2.Finding]:
-    """Findings by gate relevance: those not baselined first, then by
-    severity, worst first (unknown severities last), then by file and line."""
+    """Findings by gate relevance: those that fail the gate first, then those
+    not baselined, then by severity, worst first (unknown severities last),
+    then by file and line. The daemon stores and the built-in kinds log them
+    in the same order (``Finding.relevance`` in ``conveyor.daemon.reports``)."""
     return sorted(
         findings,
-        key=lambda f: (f.baselined, severity.rank(f.severity), f.file, f.line, f.column),
+        key=lambda f: (
+            not f.fails_gate,
+            f.baselined,
+            severity.rank(f.severity),
+            f.file,
+            f.line,
+            f.column,
+        ),
     )
 
 
@@ -318,6 +327,8 @@ def finding_rows(findings: Sequence[runs_pb2.Finding]) -> list[str]:
         message = _one_line(f.message)
         if f.baselined:
             message = "(baselined) " + message
+        elif f.fails_gate:
+            message = "(fails gate) " + message
         rows.append([_one_line(where), _one_line(f.severity), _one_line(rule), message])
     if not rows:
         return []

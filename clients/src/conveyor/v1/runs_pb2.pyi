@@ -202,6 +202,7 @@ class Finding(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     BASELINED_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
+    FAILS_GATE_FIELD_NUMBER: _builtins.int
     tool: _builtins.str
     """The tool that reported it ("ruff", "bandit", "detect-secrets", a SARIF
     driver name).
@@ -223,6 +224,10 @@ class Finding(_message.Message):
     """Stable identity of the finding (tool, rule, file, line content hash), as
     written to baseline files.
     """
+    fails_gate: _builtins.bool
+    """One of the findings the stage's gate failed on (not baselined, at a
+    severity the gate fails on), as the stage kind decided.
+    """
     def __init__(
         self,
         *,
@@ -235,10 +240,11 @@ class Finding(_message.Message):
         message: _builtins.str = ...,
         baselined: _builtins.bool = ...,
         fingerprint: _builtins.str = ...,
+        fails_gate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baselined", b"baselined", "column", b"column", "file", b"file", "fingerprint", b"fingerprint", "line", b"line", "message", b"message", "rule", b"rule", "severity", b"severity", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baselined", b"baselined", "column", b"column", "fails_gate", b"fails_gate", "file", b"file", "fingerprint", b"fingerprint", "line", b"line", "message", b"message", "rule", b"rule", "severity", b"severity", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,11 +332,16 @@ class StageReport(_message.Message):
 
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]:
-        """Findings in file order (at most 1000 kept; see truncated)."""
+        """Findings by gate relevance: those that fail the gate first, then the
+        others not baselined, worst severity first, then by file and line. At
+        most 1000 are kept, the least relevant left out (see truncated).
+        """
 
     @_builtins.property
     def tests(self) -> _containers.RepeatedCompositeFieldContainer[Global___TestCaseResult]:
-        """Failed, errored, flaky (and skipped) tests (at most 1000 kept)."""
+        """Failed and errored, then flaky (then skipped) tests (at most 1000 kept,
+        skipped ones left out first).
+        """
 
     @_builtins.property
     def sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -75,12 +75,17 @@ class Daemon:
             await trio.to_thread.run_sync(plugins.load_entry_points)
             bus = EventBus()
             logs = LogStore(config.logs_dir)
+            base_env = await trio.to_thread.run_sync(
+                lambda: base_environment(
+                    config.stage_env_passthrough, inherit_venv=config.stage_inherit_venv
+                )
+            )
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
                 logs=logs,
                 plugins=plugins,
-                base_env=base_environment(config.stage_env_passthrough),
+                base_env=base_env,
                 tracing=telemetry.runs,
             )
             scheduler = Scheduler(deps)

@@ -122,6 +122,11 @@ class Config:
     stage_env_passthrough: list[str] = setting(
         DEFAULT_PASSTHROUGH, help="daemon environment variables handed to stage processes"
     )
+    stage_inherit_venv: bool = setting(
+        False,
+        help="let stages use the Python virtual environment the daemon runs in (its bin"
+        " folder on PATH, VIRTUAL_ENV); by default it is removed from their environment",
+    )
     hook_timeout: PositiveSeconds = setting(
         30.0, help="seconds a plugin's lifecycle hook may take before it is abandoned"
     )

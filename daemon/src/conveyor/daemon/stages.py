@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Protocol
 
 from conveyor.daemon.artifacts.model import Artifact, ArtifactOutput, RegistryCredential
-from conveyor.daemon.executors.base import Executor, ProcessRequest, StageOutput
+from conveyor.daemon.executors.base import (
+    Executor,
+    ProcessRequest,
+    StageOutput,
+    conveyor_line,
+)
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
 from conveyor.daemon.reports import StageReport
@@ -84,8 +89,9 @@ class StageContext:
         return self.credential_lookup(name)
 
     async def log_line(self, text: str) -> None:
-        """Write a line from Conveyor itself into the stage log."""
-        await self.log.write(f"\x1b[1;36m[conveyor]\x1b[0m {text}\n".encode())
+        """Write a line from Conveyor itself into the stage log, on a line of
+        its own: after a tool's unterminated last line, a newline first."""
+        await self.log.write(conveyor_line(text, at_line_start=self.log.at_line_start))
 
     async def run_process(
         self,

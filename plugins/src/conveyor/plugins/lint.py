@@ -11,9 +11,12 @@ stages:
 ```
 
 Built-in tools run with their machine output written to the reports folder:
-``ruff`` runs as ``ruff check --no-cache --output-format json --output-file
-$CONVEYOR_REPORTS_DIR/ruff.json --exit-zero <paths>``, with the repository's
-own ruff configuration.
+``ruff`` runs as ``ruff check --no-fix --no-cache --output-format json
+--output-file $CONVEYOR_REPORTS_DIR/ruff.json --exit-zero <paths>``, with the
+repository's own ruff configuration, except that it never changes the
+checkout: ``--no-fix`` overrides a ``fix = true`` there (which would
+otherwise delete what it reports, in the workspace later stages build from)
+and ``--no-cache`` keeps ``.ruff_cache`` out of the workspace.
 
 Any other linter runs from ``run:`` and writes SARIF (``*.sarif`` or
 ``*.sarif.json``) into ``$CONVEYOR_REPORTS_DIR``; every such file is
@@ -27,7 +30,8 @@ failing command (``with: {shell: bash}`` as in the ``run`` kind). If they
 exit nonzero without leaving a SARIF file, the stage fails.
 
 The stage fails when a finding has a level listed in ``fail_on``; the
-report (``conveyor show``) lists the findings.
+reason names the first of them. The log lists the first findings and the
+report (``conveyor show``) all of them, those the gate fails on first.
 """
 
 from __future__ import annotations
@@ -55,7 +59,13 @@ from conveyor.plugins.reporting.files import (
 from conveyor.plugins.reporting.frame import ReportingStage
 from conveyor.plugins.reporting.outcome import finish_findings, settle_findings
 from conveyor.plugins.reporting.processes import require_tools, run_sarif_commands, run_tool
-from conveyor.plugins.reports import LintLevel, lint_gate, parse_ruff_json, parse_sarif
+from conveyor.plugins.reports import (
+    LintLevel,
+    lint_gate,
+    mark_lint_gate,
+    parse_ruff_json,
+    parse_sarif,
+)
 
 Tool = Literal["ruff"]
 
@@ -100,6 +110,7 @@ class LintStage(ReportingStage[LintParameters]):
             argv = [
                 tools["ruff"],
                 "check",
+                "--no-fix",
                 "--no-cache",
                 "--output-format",
                 "json",
@@ -117,7 +128,7 @@ class LintStage(ReportingStage[LintParameters]):
         if not parsed:
             raise no_findings_report("lint", exit_code)
 
-        findings = await settle_findings(findings, ctx.workspace)
+        findings = mark_lint_gate(await settle_findings(findings, ctx.workspace), params.fail_on)
         gate = lint_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
         return await finish_findings(ctx, "lint", findings, gate, sources, exit_code)

@@ -23,8 +23,13 @@ Both skip ``.git``, ``.venv``, ``.tox``, ``.nox``, ``__pycache__`` and
 ``node_modules`` folders. Other scanners run from ``run:`` and write SARIF
 (``*.sarif``, ``*.sarif.json``) into ``$CONVEYOR_REPORTS_DIR``.
 
+Neither tool writes into the workspace (bandit reads no cache, detect-secrets
+is not asked to update a baseline): analysis stages never change the
+checkout later stages build from.
+
 The stage fails when a finding not in the baseline has a severity at or
-above ``fail_on``. Findings in the baseline file itself are ignored (its
+above ``fail_on``; the reason names the first of them, and the log lists
+them before the others. Findings in the baseline file itself are ignored (its
 fingerprints look like secrets to detect-secrets). Finding messages are
 redacted: no secret reaches the log, the report or the API.
 """
@@ -61,6 +66,7 @@ from conveyor.plugins.reports import (
     Baseline,
     ScanSeverity,
     load_baseline,
+    mark_scan_gate,
     parse_bandit_json,
     parse_detect_secrets_json,
     parse_sarif,
@@ -169,6 +175,7 @@ class ScanStage(ReportingStage[ScanParameters]):
             own = PurePosixPath(params.baseline).as_posix()
             findings = [f for f in findings if f.file != own]
         findings = await settle_findings(findings, ctx.workspace, baseline)
+        findings = mark_scan_gate(findings, params.fail_on)
         gate = scan_gate(findings, params.fail_on)
         sources = relative_sources(parsed, folder)
         return await finish_findings(ctx, "scan", findings, gate, sources, exit_code)

@@ -101,16 +101,17 @@ class TestStage(ReportingStage[TestParameters]):
             report = build_report(first, [], sources, folder, (False, reason))
             raise StageFailure(reason, error_type="exit_code", exit_code=exit_code, report=report)
 
-        failing = [c.name for c in first.cases if c.outcome in ("failed", "error")]
+        failing = {c.name: c.outcome for c in first.cases if c.outcome in ("failed", "error")}
         flaky: list[str] = []
         for number in range(1, params.rerun_failed + 1):
-            remaining = [name for name in failing if name not in flaky]
+            remaining = {name: outcome for name, outcome in failing.items() if name not in flaky}
             if not remaining:
                 break
+            names = list(remaining)
             await ctx.log_line(
-                f"re-running the tests ({number}/{params.rerun_failed}):"
-                f" {len(remaining)} failed: {', '.join(remaining[:5])}"
-                + (", ..." if len(remaining) > 5 else "")
+                f"re-running {rerun_summary(remaining.values())}"
+                f" ({number}/{params.rerun_failed}): {', '.join(names[:5])}"
+                + (", ..." if len(names) > 5 else "")
             )
             rerun_dir = folder / f"rerun-{number}"
             await _mkdir(rerun_dir)
@@ -189,6 +190,17 @@ def build_report(
         gate_reason=gate[1],
         sources=relative_sources(sources, folder),
     )
+
+
+def rerun_summary(outcomes: Iterable[str]) -> str:
+    """``3 failed and 2 errored tests`` for the first run's outcomes of the
+    tests being re-run (``failed`` or ``error``)."""
+    values = list(outcomes)
+    failed = values.count("failed")
+    errored = len(values) - failed
+    parts = [f"{failed} failed" if failed else "", f"{errored} errored" if errored else ""]
+    noun = "test" if len(values) == 1 else "tests"
+    return " and ".join(part for part in parts if part) + f" {noun}"
 
 
 async def _mkdir(path: Path) -> None:

@@ -108,6 +108,7 @@ def report_message(report: StageReport, *, summary: bool = False) -> runs_pb2.St
             message=clip(f.message),
             baselined=f.baselined,
             fingerprint=clip(f.fingerprint),
+            fails_gate=f.fails_gate,
         )
         for f in report.findings
     )

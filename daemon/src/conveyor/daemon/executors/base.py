@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +77,13 @@ class StageOutput(Protocol):
         trio loop of the daemon, which it notifies."""
         ...
 
+    @property
+    def at_line_start(self) -> bool:
+        """True when the log is empty or the last byte written to it (by
+        any writer, in any thread) ended a line; False after a tool's
+        unterminated last line."""
+        ...
+
 
 class Executor(Protocol):
     """Runs stage processes, sending their output (stdout and stderr merged)
@@ -96,21 +104,64 @@ class Executor(Protocol):
         ...
 
 
+class _LineEnd:
+    """Whether the last byte written to one stage log ended a line. Written
+    from the trio loop and from pump threads: guarded by a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at_line_start = True
+
+    def wrote(self, data: bytes | memoryview) -> None:
+        """Record the end of ``data``, just written (nothing for no bytes)."""
+        if len(data):
+            ends_line = bytes(memoryview(data)[-1:]) == b"\n"
+            with self._lock:
+                self._at_line_start = ends_line
+
+    @property
+    def at_line_start(self) -> bool:
+        with self._lock:
+            return self._at_line_start
+
+
+def conveyor_line(text: str, *, at_line_start: bool = True) -> bytes:
+    """A line from Conveyor itself for a stage log, prefixed with a cyan
+    ``[conveyor]``; with a newline first unless the log is ``at_line_start``,
+    so it is never glued onto a tool's unterminated last line."""
+    start = "" if at_line_start else "\n"
+    return f"{start}\x1b[1;36m[conveyor]\x1b[0m {text}\n".encode()
+
+
+# One state per log, shared by the outputs of all its attempts.
+_line_ends: weakref.WeakKeyDictionary[StageLog, _LineEnd] = weakref.WeakKeyDictionary()
+_line_ends_lock = threading.Lock()
+
+
 class LogOutput:
     """The :class:`StageOutput` of a stage: its :class:`StageLog`.
 
     Make it on the trio loop (it remembers the loop, for writers in threads).
+    Every output of the same log knows where the last line ended
+    (:attr:`at_line_start`), whoever wrote last.
     """
 
     def __init__(self, log: StageLog) -> None:
         self._log = log
         self._token = trio.lowlevel.current_trio_token()
+        with _line_ends_lock:
+            self._line_end = _line_ends.setdefault(log, _LineEnd())
 
     async def write(self, data: bytes) -> None:
         await self._log.write(data)
+        self._line_end.wrote(data)
 
     def open_writer(self) -> _LogWriter:
-        return _LogWriter(self._log, self._token)
+        return _LogWriter(self._log, self._token, self._line_end)
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._line_end.at_line_start
 
 
 class _LogWriter:
@@ -119,9 +170,10 @@ class _LogWriter:
     however fast the output. Callbacks run in order, so every byte written
     is counted before the loop hears that the writing thread finished."""
 
-    def __init__(self, log: StageLog, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(self, log: StageLog, token: trio.lowlevel.TrioToken, line_end: _LineEnd) -> None:
         self._log = log
         self._token = token
+        self._line_end = line_end
         self._lock = threading.Lock()
         self._pending = 0
         self._fd: int | None = log.open_append()
@@ -133,6 +185,7 @@ class _LogWriter:
         nbytes = len(view)
         while view:
             view = view[os.write(self._fd, view) :]
+        self._line_end.wrote(data)
         with self._lock:
             first = self._pending == 0
             self._pending += nbytes

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ import trio
 
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
-from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput
+from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput, conveyor_line
 from conveyor.daemon.executors.process import STAGE_MARKER
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
@@ -289,8 +290,8 @@ class RunExecution:
             self.done[stage.name].set()
 
     async def _log(self, stage: StageRecord, text: str) -> None:
-        live = self.deps.logs.open_live(self.run.id, stage.name)
-        await live.write(f"\x1b[1;36m[conveyor]\x1b[0m {text}\n".encode())
+        output = LogOutput(self.deps.logs.open_live(self.run.id, stage.name))
+        await output.write(conveyor_line(text, at_line_start=output.at_line_start))
 
     def _stage_env(self, name: str, spec: StageSpec) -> dict[str, str]:
         run = self.run
@@ -433,5 +434,48 @@ class _CheckoutFailed(Exception):
     pass
 
 
-def base_environment(passthrough: list[str]) -> dict[str, str]:
-    return {name: os.environ[name] for name in passthrough if name in os.environ}
+def base_environment(passthrough: list[str], *, inherit_venv: bool = False) -> dict[str, str]:
+    """The daemon's environment variables that stages get: those named in
+    ``passthrough`` that are set, without the daemon's own virtual
+    environment (:func:`without_venv`) unless ``inherit_venv``."""
+    env = {name: os.environ[name] for name in passthrough if name in os.environ}
+    venv = daemon_venv()
+    return env if inherit_venv or venv is None else without_venv(env, venv)
+
+
+def daemon_venv() -> str | None:
+    """The virtual environment the daemon runs in (``sys.prefix``), or None
+    when it runs in a base installation."""
+    return sys.prefix if sys.prefix != sys.base_prefix else None
+
+
+def without_venv(env: Mapping[str, str], venv: str) -> dict[str, str]:
+    """``env`` without what would make a stage use the virtual environment
+    ``venv``: its folders on ``PATH`` (its ``bin``), ``VIRTUAL_ENV`` (with
+    ``VIRTUAL_ENV_PROMPT``) and ``PYTHONHOME`` when they point into it, and
+    ``PYTHONPATH`` entries inside it. Paths are compared as written and
+    with symbolic links resolved."""
+    roots = {os.path.normpath(venv), os.path.realpath(venv)}
+
+    def inside(path: str) -> bool:
+        if not path:
+            return False
+        candidates = {os.path.normpath(path), os.path.realpath(path)}
+        return any(c == r or c.startswith(r + os.sep) for c in candidates for r in roots)
+
+    def kept_entries(value: str) -> str:
+        return os.pathsep.join(p for p in value.split(os.pathsep) if not inside(p))
+
+    result = dict(env)
+    if "PATH" in result:
+        result["PATH"] = kept_entries(result["PATH"])
+    if result.get("PYTHONPATH"):
+        result["PYTHONPATH"] = kept_entries(result["PYTHONPATH"])
+        if not result["PYTHONPATH"]:
+            del result["PYTHONPATH"]
+    if inside(result.get("VIRTUAL_ENV", "")):
+        del result["VIRTUAL_ENV"]
+        result.pop("VIRTUAL_ENV_PROMPT", None)
+    if inside(result.get("PYTHONHOME", "")):
+        del result["PYTHONHOME"]
+    return result

@@ -1,4 +1,9 @@
-"""Summaries, findings and tests written into the stage log."""
+"""Summaries, findings and tests written into the stage log.
+
+Findings are listed in gate order (:meth:`Finding.relevance`), the order the
+daemon stores them in and ``conveyor show`` lists them: those the gate fails
+on first, then the others by severity, worst first, then by file and line.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def finding_line(finding: Finding) -> str:
         where += f":{finding.line}"
         if finding.column:
             where += f":{finding.column}"
-    mark = " (baselined)" if finding.baselined else ""
+    mark = " (baselined)" if finding.baselined else " (fails gate)" if finding.fails_gate else ""
     message = finding.message.splitlines()[0] if finding.message else ""
     return f"  {where}  {finding.severity}  {finding.tool}/{finding.rule}{mark}  {message}"
 
@@ -43,12 +48,16 @@ def test_case_line(test: TestCaseResult) -> str:
 
 
 async def log_findings(ctx: StageContext, findings: Sequence[Finding]) -> None:
-    """List the first findings that count (not baselined) in the log."""
-    shown = [f for f in findings if not f.baselined]
-    for finding in shown[:LOG_ITEMS]:
+    """List the first :data:`LOG_ITEMS` findings that count (not baselined)
+    in gate order, and how many more there are."""
+    counted = sorted((f for f in findings if not f.baselined), key=Finding.relevance)
+    for finding in counted[:LOG_ITEMS]:
         await ctx.log_line(finding_line(finding))
-    if len(shown) > LOG_ITEMS:
-        await ctx.log_line(f"  ... {len(shown) - LOG_ITEMS} more (conveyor show lists them)")
+    hidden = len(counted) - LOG_ITEMS
+    if hidden > 0:
+        await ctx.log_line(
+            f"  ... and {hidden} more not shown; conveyor show {ctx.run.id} --findings all"
+        )
 
 
 async def log_tests(ctx: StageContext, tests: Sequence[TestCaseResult]) -> None:
@@ -57,4 +66,7 @@ async def log_tests(ctx: StageContext, tests: Sequence[TestCaseResult]) -> None:
     for test in shown[:LOG_ITEMS]:
         await ctx.log_line(test_case_line(test))
     if len(shown) > LOG_ITEMS:
-        await ctx.log_line(f"  ... {len(shown) - LOG_ITEMS} more (conveyor show lists them)")
+        await ctx.log_line(
+            f"  ... and {len(shown) - LOG_ITEMS} more not shown;"
+            f" conveyor show {ctx.run.id} --findings all"
+        )

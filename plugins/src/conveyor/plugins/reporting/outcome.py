@@ -62,13 +62,13 @@ async def finish_findings(
     sources: list[str],
     exit_code: int | None,
 ) -> StageOutcome:
-    """The outcome of a findings stage (lint, scan): the report, a summary and
-    the findings in the log."""
+    """The outcome of a findings stage (lint, scan): the report (its findings
+    in gate order), a summary and the findings in the log."""
     passed, reason = gate
     report = StageReport(
         kind=kind,
         counts=finding_counts(findings),
-        findings=findings,
+        findings=sorted(findings, key=Finding.relevance),
         gate_passed=passed,
         gate_reason=reason,
         sources=sources,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,23 +28,34 @@ def describe_exit(code: int) -> str:
     return f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
 
 
+#: The scripts folder of the Python environment Conveyor runs in, where the
+#: built-in tools are found when the stage's PATH has none: the daemon keeps
+#: its own virtual environment off the stages' PATH (``stage_inherit_venv``).
+DAEMON_SCRIPTS = sysconfig.get_path("scripts")
+
+
 async def require_tools(ctx: StageContext, kind: str, tools: Iterable[str]) -> dict[str, str]:
-    """Find each tool on the stage's PATH (in a worker thread); fail the
-    stage if one is missing.
+    """Find each tool on the stage's PATH, else in :data:`DAEMON_SCRIPTS`
+    (in a worker thread); fail the stage if one is in neither.
 
     Returns the tools' absolute paths, so what runs is what was checked.
     """
     search = ctx.env.get("PATH", os.defpath)
+    scripts = DAEMON_SCRIPTS
     wanted = list(tools)
 
     def find() -> dict[str, str | None]:
-        return {tool: shutil.which(tool, path=search) for tool in wanted}
+        return {
+            tool: shutil.which(tool, path=search) or shutil.which(tool, path=scripts)
+            for tool in wanted
+        }
 
     found: dict[str, str] = {}
     for tool, path in (await trio.to_thread.run_sync(find)).items():
         if path is None:
             raise StageFailure(
-                f"{kind} tool {tool!r} is not installed (not found on PATH)",
+                f"{kind} tool {tool!r} is not installed (not on the stage's PATH,"
+                f" nor in Conveyor's environment, {scripts})",
                 error_type="tool_missing",
                 system_error=True,
             )

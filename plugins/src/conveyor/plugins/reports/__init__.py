@@ -8,7 +8,8 @@ Used by the ``lint``, ``test`` and ``scan`` stage kinds:
 * :func:`redact`, so secrets never reach logs, results or the API;
 * fingerprints and baselines, to accept known findings;
 * JUnit XML parsing and flaky-test detection;
-* counts and the gates' decisions, with reasons for the user.
+* counts and the gates' decisions, with reasons for the user, and the
+  findings each gate fails on.
 
 Everything here only reads the files it is given; a malformed or missing
 report raises :class:`ReportError`, whose message names the file.
@@ -37,6 +38,8 @@ from conveyor.plugins.reports.gates import (
     ScanSeverity,
     finding_counts,
     lint_gate,
+    mark_lint_gate,
+    mark_scan_gate,
     scan_gate,
     scan_rank,
     test_gate,
@@ -60,6 +63,8 @@ __all__ = [
     "flaky_tests",
     "lint_gate",
     "load_baseline",
+    "mark_lint_gate",
+    "mark_scan_gate",
     "parse_bandit_json",
     "parse_detect_secrets_json",
     "parse_junit",

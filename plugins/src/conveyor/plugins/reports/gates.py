@@ -1,10 +1,17 @@
 """Counting findings and deciding gates: whether a lint, scan or test stage
-passes, with a reason a user can act on."""
+passes, with a reason a user can act on, and which findings it fails on.
+
+A failing gate's reason names the rules it failed on and its first finding
+in gate order (``; first: src/app/auth.py:12 B105``): the order of
+:meth:`Finding.relevance <conveyor.plugin.Finding.relevance>`, which the
+daemon stores and ``conveyor show`` lists findings in.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, get_args
 
 from conveyor.plugin import Finding
@@ -73,18 +80,77 @@ def _baselined_note(findings: Sequence[Finding]) -> str:
     return f"; {baselined} baselined" if baselined else ""
 
 
-def lint_gate(findings: Sequence[Finding], fail_on: Collection[str]) -> tuple[bool, str]:
-    """Fails when a finding that is not baselined has a level in ``fail_on``.
+def _first_failing(blocking: Iterable[Finding]) -> str:
+    """``"; first: src/app/auth.py:12 B105"``: where the first of the findings
+    a gate fails on is, in gate order; "" when there is none."""
+    # all of them fail the gate, whether or not they are marked yet
+    first = min(_marked(blocking, lambda f: True), key=Finding.relevance, default=None)
+    if first is None:
+        return ""
+    where = first.file or "-"
+    if first.line:
+        where += f":{first.line}"
+    return f"; first: {where} {first.rule or first.tool}"
 
-    >>> lint_gate(findings, {"error", "warning"})
-    (False, '3 findings at levels error, warning (F401 x2, E501)')
-    """
+
+def _failure_reason(
+    blocking: Sequence[Finding], threshold: str, findings: Sequence[Finding]
+) -> str:
+    return (
+        f"{_plural(len(blocking), 'finding')} {threshold} ({rule_summary(blocking)})"
+        f"{_first_failing(blocking)}{_baselined_note(findings)}"
+    )
+
+
+def _lint_levels(fail_on: Collection[str]) -> set[str]:
     wanted = {fail_on} if isinstance(fail_on, str) else set(fail_on)
     unknown = sorted(wanted - set(LINT_LEVELS))
     if unknown:
         raise ValueError(
             f"unknown lint level {unknown[0]!r} in fail_on; expected: {', '.join(LINT_LEVELS)}"
         )
+    return wanted
+
+
+def _lint_fails(fail_on: Collection[str]) -> Callable[[Finding], bool]:
+    wanted = _lint_levels(fail_on)
+    return lambda f: not f.baselined and f.severity in wanted
+
+
+def _scan_fails(fail_on: str) -> Callable[[Finding], bool]:
+    if fail_on not in SCAN_SEVERITIES:
+        raise ValueError(
+            f"unknown severity {fail_on!r} for fail_on; expected one of: "
+            f"{', '.join(SCAN_SEVERITIES)}"
+        )
+    threshold = SCAN_SEVERITIES.index(fail_on)
+    return lambda f: not f.baselined and scan_rank(f.severity) >= threshold
+
+
+def _marked(findings: Iterable[Finding], fails: Callable[[Finding], bool]) -> list[Finding]:
+    return [replace(f, fails_gate=fails(f)) for f in findings]
+
+
+def mark_lint_gate(findings: Iterable[Finding], fail_on: Collection[str]) -> list[Finding]:
+    """The findings with ``fails_gate`` set on those :func:`lint_gate` fails
+    on (not baselined, a level in ``fail_on``) and cleared on the others."""
+    return _marked(findings, _lint_fails(fail_on))
+
+
+def mark_scan_gate(findings: Iterable[Finding], fail_on: str) -> list[Finding]:
+    """The findings with ``fails_gate`` set on those :func:`scan_gate` fails
+    on (not baselined, severity at or above ``fail_on``) and cleared on the
+    others."""
+    return _marked(findings, _scan_fails(fail_on))
+
+
+def lint_gate(findings: Sequence[Finding], fail_on: Collection[str]) -> tuple[bool, str]:
+    """Fails when a finding that is not baselined has a level in ``fail_on``.
+
+    >>> lint_gate(findings, {"error", "warning"})
+    (False, '3 findings at levels error, warning (F401 x2, E501); first: src/a.py:1 F401')
+    """
+    wanted = _lint_levels(fail_on)
     levels = ", ".join(level for level in reversed(LINT_LEVELS) if level in wanted)
     active = [f for f in findings if not f.baselined]
     if not wanted:
@@ -92,12 +158,10 @@ def lint_gate(findings: Sequence[Finding], fail_on: Collection[str]) -> tuple[bo
             f"not gated (fail_on lists no levels): {_plural(len(active), 'finding')}"
             f"{_baselined_note(findings)}"
         )
-    blocking = [f for f in active if f.severity in wanted]
+    fails = _lint_fails(wanted)
+    blocking = [f for f in findings if fails(f)]
     if blocking:
-        return False, (
-            f"{_plural(len(blocking), 'finding')} at levels {levels} ({rule_summary(blocking)})"
-            f"{_baselined_note(findings)}"
-        )
+        return False, _failure_reason(blocking, f"at levels {levels}", findings)
     others = Counter(f.severity for f in active)
     other_note = ", ".join(
         f"{n} at {level}"
@@ -124,21 +188,13 @@ def scan_gate(findings: Sequence[Finding], fail_on: str) -> tuple[bool, str]:
     ``fail_on``.
 
     >>> scan_gate(findings, "high")
-    (False, '2 findings at or above high (B307, AWS Access Key); 1 baselined')
+    (False, '2 findings at or above high (B602, AWS Access Key); first: app.py:3 B602; 1 baselined')
     """
-    if fail_on not in SCAN_SEVERITIES:
-        raise ValueError(
-            f"unknown severity {fail_on!r} for fail_on; expected one of: "
-            f"{', '.join(SCAN_SEVERITIES)}"
-        )
-    threshold = SCAN_SEVERITIES.index(fail_on)
+    fails = _scan_fails(fail_on)
     active = [f for f in findings if not f.baselined]
-    blocking = [f for f in active if scan_rank(f.severity) >= threshold]
+    blocking = [f for f in active if fails(f)]
     if blocking:
-        return False, (
-            f"{_plural(len(blocking), 'finding')} at or above {fail_on} "
-            f"({rule_summary(blocking)}){_baselined_note(findings)}"
-        )
+        return False, _failure_reason(blocking, f"at or above {fail_on}", findings)
     below = len(active)
     below_note = f"; {below} below {fail_on}" if below else ""
     return True, f"no findings at or above {fail_on}{below_note}{_baselined_note(findings)}"
