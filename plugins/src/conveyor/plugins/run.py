@@ -4,8 +4,9 @@
 stages:
   test:
     run:
-      - pip install -e .
-      - pytest -q
+      - python3 -m venv .venv          # the stage's own environment
+      - .venv/bin/pip install -q -e . pytest
+      - .venv/bin/python -m pytest -q
     with:
       shell: bash    # default: sh
 ```
