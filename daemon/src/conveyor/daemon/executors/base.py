@@ -38,7 +38,9 @@ class OutputWriter(Protocol):
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` to the stage log. Blocking: call it from the
-        thread that opened the writer, never from the trio loop."""
+        thread that opened the writer, never from the trio loop. Raises
+        ``OSError`` when the log cannot take it (``ENOSPC``: the disk is
+        full)."""
         ...
 
     def close(self) -> None:
@@ -66,7 +68,9 @@ class StageOutput(Protocol):
     """
 
     async def write(self, data: bytes) -> None:
-        """Append ``data`` to the stage log (from the trio loop)."""
+        """Append ``data`` to the stage log (from the trio loop). Raises
+        ``OSError`` when the log cannot take it (``ENOSPC``: the disk is
+        full)."""
         ...
 
     def open_writer(self) -> OutputWriter:
@@ -130,9 +134,15 @@ class _LogWriter:
         if self._fd is None:
             raise ValueError("write to a closed output writer")
         view = memoryview(data)
-        nbytes = len(view)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        nbytes = 0
+        try:
+            while nbytes < len(view):
+                nbytes += os.write(self._fd, view[nbytes:])
+        finally:
+            # what made it to the file before an error (a full disk) is counted
+            self._count(nbytes)
+
+    def _count(self, nbytes: int) -> None:
         with self._lock:
             first = self._pending == 0
             self._pending += nbytes
