@@ -212,3 +212,28 @@ def test_the_daemon_starts_on_a_full_disk_and_takes_runs_once_space_returns(
     finally:
         assert restarted.stop() == 0, restarted.log_path.read_text()
         shutil.rmtree(small_disk.root / "home", ignore_errors=True)
+
+
+def test_a_shutdown_on_a_full_disk_gives_up_waiting_writes_and_the_restart_recovers_them(
+    small_disk: SmallDisk, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    flood = pipeline_repo(FLOOD)
+    daemon = _daemon(small_disk, tmp_path)
+    daemon.args += ["--shutdown-timeout", "1"]
+    daemon.start()
+    filler = small_disk.fill("filler", 2 * MiB)
+    run = daemon.submit(flood.path)
+    # The stage's failure cannot be recorded: the write waits for space.
+    _wait_until(
+        lambda: "waiting for free space" in daemon.log_path.read_text(), "a state write waits"
+    )
+    assert daemon.stop() == 0, "SIGTERM: the held write gives up at the grace deadline"
+
+    filler.unlink()
+    restarted = _daemon(small_disk, tmp_path).start()
+    try:
+        final = restarted.wait(run.id)
+        assert final.status == runs_pb2.RUN_STATUS_INTERRUPTED
+        assert stage(final, "big").status == runs_pb2.STAGE_STATUS_INTERRUPTED
+    finally:
+        assert restarted.stop() == 0
