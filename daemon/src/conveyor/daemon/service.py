@@ -245,8 +245,6 @@ class RunService:
             existing = await self.store.run_for_idempotency_key(str(repo), request.idempotency_key)
             if existing is not None:
                 return existing, False
-        # While the daemon shuts down the run is still stored: it stays
-        # queued and starts after the next start-up (Scheduler.enqueue).
         await self._check_room()
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
         loaded = await self._load_cached(revision, pipeline_path)
@@ -298,6 +296,8 @@ class RunService:
             return stored, False
         tracing.run_stored(stored)
         self.bus.publish(stored.id)
+        # While the daemon shuts down the run stays queued, stored, and
+        # starts after the next start-up (see Scheduler.enqueue).
         self.scheduler.enqueue(stored, spec)
         return stored, True
 

@@ -164,10 +164,11 @@ class Database:
         """Run ``fn(conn)`` in one transaction, committed before returning.
 
         With ``hold``, a transaction that fails because the disk is full
-        (:func:`out_of_space`) is rolled back and tried again, with growing
-        pauses, until it commits: the caller waits, whatever its cancel
-        scope, until space is freed or :meth:`release_held_writes` is
+        (:func:`out_of_space`) is rolled back and tried again, with pauses
+        growing to :data:`HOLD_MAX_DELAY` s, until it commits: the caller
+        waits until space is freed, or until :meth:`release_held_writes` is
         called (then the error is raised). ``fn`` may run more than once.
+        Without ``hold``, the error is raised at once.
 
         Cancellation: a held write that is cancelled between two tries
         raises ``trio.Cancelled`` (nothing was written); a transaction
