@@ -1,7 +1,8 @@
 """Cancellation and timeouts stop whole process groups and are recorded as such.
 
 The tests share one daemon (``shared_daemon``, kill grace 1 s); each leaves
-no run of its own running.
+no run of its own running. Run timeouts, concurrency groups and cancelling
+queued runs are tested in-process in ``tests/unit/test_scheduler.py``.
 """
 
 from __future__ import annotations
@@ -85,15 +86,6 @@ def test_stage_timeout_is_recorded_as_timed_out_and_kills_the_group(
     assert b"timed out" in daemon.logs(run.id, "hang")
 
 
-def test_run_timeout_times_out_the_running_stage(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
-) -> None:
-    repo = pipeline_repo("name: slow\ntimeout: 1s\nstages:\n  s:\n    run: sleep 30\n")
-    final = daemon.wait(daemon.submit(repo.path).id)
-    assert final.status == runs_pb2.RUN_STATUS_TIMED_OUT
-    assert stage(final, "s").status == runs_pb2.STAGE_STATUS_TIMED_OUT
-
-
 def test_cancel_of_a_finished_run_is_failed_precondition(
     daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
 ) -> None:
@@ -115,39 +107,3 @@ def test_stage_leftover_background_processes_are_killed_when_it_ends(
     run = daemon.wait(daemon.submit(repo.path).id)
     assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
     assert not alive(int(wait_for_file(pidfile)))
-
-
-CONCURRENT = """
-name: grouped
-concurrency:
-  cancel_in_progress: {cancel}
-stages:
-  s:
-    run: echo start >> {marker}; sleep {sleep}; echo end >> {marker}
-"""
-
-
-def test_concurrency_group_runs_one_at_a_time(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
-) -> None:
-    marker = tmp_path / "order"
-    repo = pipeline_repo(CONCURRENT.format(cancel="false", marker=marker, sleep="0.5"))
-    runs = [daemon.submit(repo.path) for _ in range(3)]
-    assert all(r.concurrency_group == "grouped/main" for r in runs)
-    finals = [daemon.wait(r.id) for r in runs]
-    assert all(f.status == runs_pb2.RUN_STATUS_SUCCEEDED for f in finals)
-    assert marker.read_text().split() == ["start", "end"] * 3
-
-
-def test_concurrency_group_cancel_in_progress_cancels_the_older_run(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
-) -> None:
-    marker = tmp_path / "order"
-    repo = pipeline_repo(CONCURRENT.format(cancel="true", marker=marker, sleep="30"))
-    older = daemon.submit(repo.path)
-    daemon.wait_for_stage(older.id, "s")
-    newer = daemon.submit(repo.path)
-    old_final = daemon.wait(older.id)
-    assert old_final.status == runs_pb2.RUN_STATUS_CANCELLED
-    assert "superseded" in old_final.reason
-    daemon.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=newer.id))

@@ -1,4 +1,5 @@
-"""A daemon killed with SIGKILL restarts with every acknowledged run intact."""
+"""A daemon killed with SIGKILL restarts with every acknowledged run intact,
+and a restart finishes what a killed start-up began (issue 9, item 6)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from conveyor.daemon.store import Database, RunStore
 from conveyor.v1 import runs_pb2
 from tests.support.daemon import DaemonProcess, stage
 from tests.support.processes import alive, wait_for_file
@@ -63,24 +65,40 @@ stages:
         restarted.stop()
 
 
-def test_sigterm_interrupts_running_runs_and_keeps_queued_ones(
-    daemon_home: Path, pipeline_repo: Callable[[str], GitRepo]
+def test_a_restart_finishes_a_recovery_killed_before_it_removed_the_workspaces(
+    daemon_home: Path, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
 ) -> None:
-    slow = pipeline_repo("name: slow\nstages:\n  s:\n    run: echo hi; sleep 60\n")
-    daemon = DaemonProcess(
-        daemon_home, args=["--max-concurrent-runs", "1", "--kill-grace", "1"]
-    ).start()
-    running = daemon.submit(slow.path)
-    daemon.wait_for_stage(running.id, "s")
-    queued = daemon.submit(slow.path)
-    assert daemon.stop(signal.SIGTERM) == 0
-
-    restarted = DaemonProcess(daemon_home, args=["--kill-grace", "1"]).start()
+    """The state a start-up leaves when SIGKILL hits it after it recorded
+    the runs interrupted, before it removed their workspaces: the next
+    start-up removes them (and those of runs it does not know)."""
+    pidfiles = [tmp_path / f"stage{i}.pid" for i in range(3)]
+    repos = [
+        pipeline_repo(f"name: held{i}\nstages:\n  s:\n    run: echo $$ > {pidfile}; sleep 60\n")
+        for i, pidfile in enumerate(pidfiles)
+    ]
+    daemon = DaemonProcess(daemon_home).start()
+    runs = [daemon.submit(repo.path) for repo in repos]
+    pids = [int(wait_for_file(pidfile)) for pidfile in pidfiles]
+    daemon.kill()
+    workspaces = daemon_home / "workspaces"
+    stray = workspaces / ("f" * 20)  # a run the database does not know
+    stray.mkdir()
+    (workspaces / f"{runs[0].id}.reports").mkdir()
+    # What the killed start-up had done: the runs recorded as interrupted.
+    db = Database(daemon_home / "conveyor.db")
     try:
-        run = restarted.stub.GetRun(runs_pb2.GetRunRequest(run_id=running.id))
-        assert run.status == runs_pb2.RUN_STATUS_INTERRUPTED
-        assert stage(run, "s").status == runs_pb2.STAGE_STATUS_INTERRUPTED
-        restarted.wait_for_stage(queued.id, "s")
-        restarted.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=queued.id))
+        recovered = RunStore(db).recover_sync("the daemon stopped while the run was in progress")
+    finally:
+        db.close()
+    assert sorted(recovered.interrupted) == sorted(run.id for run in runs)
+    assert all((workspaces / run.id).is_dir() for run in runs)
+
+    restarted = DaemonProcess(daemon_home).start()
+    try:
+        assert sorted(p.name for p in workspaces.iterdir()) == []
+        assert not any(alive(pid) for pid in pids)
+        for run in runs:
+            final = restarted.stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
+            assert final.status == runs_pb2.RUN_STATUS_INTERRUPTED
     finally:
         restarted.stop()

@@ -1,7 +1,10 @@
-"""Runs end to end through a real daemon: DAG order, failures, retries.
+"""Runs end to end through a real daemon: a DAG sharing its workspace,
+the stage environment, idempotency, listing, refs and watching.
 
 The tests share one daemon (``shared_daemon``): each reads back only the
-runs of its own pipelines.
+runs of its own pipelines. The scheduler's insides (parallelism, skips,
+retries, timeouts, concurrency groups, draining) are tested in-process in
+``tests/unit/test_scheduler.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import grpc
 import pytest
 
 from conveyor.v1 import runs_pb2
-from tests.support.daemon import DaemonProcess, stage
+from tests.support.daemon import DaemonProcess
 from tests.support.repos import GitRepo, git
 
 
@@ -53,89 +56,6 @@ def test_diamond_dag_runs_every_stage_after_its_needs(
     assert starts["b"] >= ends["a"] and starts["c"] >= ends["a"]
     assert starts["d"] >= max(ends["b"], ends["c"])
     assert b"a\nb\n" in daemon.logs(run.id, "b")
-
-
-# Each stage marks itself ready in the shared workspace, then waits (up to
-# 20 s) until all four are: run one after another, the first would give up.
-RENDEZVOUS = """
-name: par
-stages:
-""" + "".join(
-    f"""  s{i}:
-    run: |
-      touch s{i}.ready
-      n=0
-      while [ "$(ls *.ready | wc -l)" -lt 4 ]; do
-        n=$((n+1)); [ $n -gt 2000 ] && exit 1
-        sleep 0.01
-      done
-"""
-    for i in range(4)
-)
-
-
-def test_independent_stages_run_in_parallel(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
-) -> None:
-    repo = pipeline_repo(RENDEZVOUS)
-    run = daemon.wait(daemon.submit(repo.path).id)
-    assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED, "all four stages were running at once"
-
-
-def test_failed_stage_skips_its_dependents_and_fails_the_run(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
-) -> None:
-    repo = pipeline_repo(
-        """
-name: failing
-stages:
-  lint:
-    run: echo ok
-  test:
-    run: exit 3
-  build:
-    needs: [lint, test]
-    run: echo never
-  docs:
-    needs: [lint]
-    run: echo docs
-"""
-    )
-    run = daemon.wait(daemon.submit(repo.path).id)
-    assert run.status == runs_pb2.RUN_STATUS_FAILED
-    assert "test" in run.reason and "exit code 3" in run.reason
-    assert stage(run, "test").status == runs_pb2.STAGE_STATUS_FAILED
-    assert stage(run, "test").exit_code == 3
-    assert stage(run, "build").status == runs_pb2.STAGE_STATUS_SKIPPED
-    assert "test" in stage(run, "build").reason
-    assert stage(run, "docs").status == runs_pb2.STAGE_STATUS_SUCCEEDED
-    assert daemon.logs(run.id, "build") == b""
-
-
-def test_retries_rerun_a_failing_stage_and_record_each_attempt(
-    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
-) -> None:
-    repo = pipeline_repo(
-        """
-name: flaky
-stages:
-  flaky:
-    retries: {max: 2, backoff: 0.1s}
-    run: |
-      n=$(cat .attempts 2>/dev/null || echo 0)
-      echo $((n+1)) > .attempts
-      echo "attempt $((n+1))"
-      test $n -ge 1
-"""
-    )
-    run = daemon.wait(daemon.submit(repo.path).id)
-    assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED
-    assert stage(run, "flaky").attempt == 2
-    events = list(daemon.events(run.id))
-    retries = [e for e in events if e.kind == runs_pb2.RUN_EVENT_KIND_STAGE_RETRY]
-    assert len(retries) == 1 and retries[0].attempt == 1 and retries[0].exit_code == 1
-    log = daemon.logs(run.id, "flaky")
-    assert b"attempt 1" in log and b"attempt 2" in log and b"retrying" in log
 
 
 def test_stage_environment_names_the_run(

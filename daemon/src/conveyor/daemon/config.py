@@ -116,6 +116,11 @@ class Config:
     shutdown_timeout: Seconds = setting(
         30.0, help="seconds to wait for runs on shutdown before stopping them anyway"
     )
+    min_free_space: Annotated[int, Field(ge=0)] = setting(
+        100,
+        help="MiB that must be free on the home's file system for new runs to be taken;"
+        " below it SubmitRun answers RESOURCE_EXHAUSTED (0: no floor)",
+    )
     keep_workspaces: bool = setting(
         False, help="keep each run's workspace after it finishes (for debugging)"
     )

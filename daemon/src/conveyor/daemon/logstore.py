@@ -58,19 +58,28 @@ class StageLog:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     async def write(self, data: bytes) -> None:
-        """Append a message from the daemon itself (e.g. the command banner)."""
+        """Append a message from the daemon itself (e.g. the command banner).
+
+        Raises ``OSError`` when the file cannot take it (``ENOSPC``: the
+        disk is full); what was written before is counted.
+        """
+        written = 0
 
         def append() -> None:
+            nonlocal written
             fd = self.open_append()
             try:
                 view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                while written < len(view):
+                    written += os.write(fd, view[written:])
             finally:
                 os.close(fd)
 
-        await trio.to_thread.run_sync(append)
-        self.advance(len(data))
+        try:
+            await trio.to_thread.run_sync(append)
+        finally:
+            if written:
+                self.advance(written)
 
     async def chunks(self, offset: int, *, follow: bool) -> AsyncIterator[tuple[int, bytes]]:
         """Yield ``(offset, data)`` from ``offset`` to the end.

@@ -6,6 +6,8 @@ Each method validates its input and raises a domain error
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import secrets
 import shutil
@@ -25,7 +27,7 @@ from conveyor.daemon.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
-    Unavailable,
+    ResourceExhausted,
 )
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.logstore import LogStore
@@ -51,6 +53,7 @@ from conveyor.daemon.scheduler import Scheduler
 from conveyor.daemon.scheduler.control import already_finished
 from conveyor.daemon.scheduler.queue import concurrency_group
 from conveyor.daemon.store import RunFilter, RunStore
+from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.telemetry import Telemetry
 from conveyor.daemon.telemetry.tracing import remote_context
 
@@ -63,6 +66,24 @@ SPEC_CACHE_SIZE = 256
 VALIDATION_THREADS = 2
 FINISHED = frozenset(status for status in RunStatus if status.finished)
 MAX_PAGE_SIZE = 500
+MIB = 1 << 20
+#: Seconds a client refused for lack of space is told to wait.
+SPACE_RETRY_AFTER = 30.0
+
+log = logging.getLogger(__name__)
+
+
+def free_space(path: Path) -> int:
+    """Bytes free for the daemon on the file system of ``path`` (blocking)."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _folder_names(root: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def new_run_id() -> str:
@@ -122,6 +143,9 @@ class RunService:
         self.started_at = time.time()
         self._specs: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
         self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
+        #: Why SubmitRun refuses new runs whatever the free space ("" when it
+        #: does not): set while start-up waits for space to record recovery.
+        self.refusing_runs = ""
 
     # -- pipelines -------------------------------------------------------------
 
@@ -190,6 +214,16 @@ class RunService:
     # -- runs ------------------------------------------------------------------
 
     async def submit(self, request: SubmitRequest) -> tuple[RunRecord, bool]:
+        """Store a run as queued and hand it to the scheduler; returns it and
+        True, or the earlier run and False for an idempotency key used
+        before in the repository.
+
+        During a shutdown the run is stored all the same and stays queued
+        until the next start-up. Raises InvalidArgument / NotFound /
+        FailedPrecondition for a bad request, repository or pipeline, and
+        ResourceExhausted when the disk has too little space (see
+        :meth:`_check_room`) or the run could not be stored for lack of it.
+        """
         if not request.repository:
             raise InvalidArgument("repository is required", field="repository")
         if not request.ref and not request.commit:
@@ -211,8 +245,7 @@ class RunService:
             existing = await self.store.run_for_idempotency_key(str(repo), request.idempotency_key)
             if existing is not None:
                 return existing, False
-        if not self.scheduler.accepting:
-            raise Unavailable("the daemon is shutting down; submit again once it is back")
+        await self._check_room()
         revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
@@ -251,27 +284,72 @@ class RunService:
             stored, created = await self.store.create_run(run, request.idempotency_key)
         except BaseException as exc:
             tracing.drop_run(run.id, error=exc)
+            if isinstance(exc, Exception) and out_of_space(exc):
+                raise ResourceExhausted(
+                    f"no space left on device: the run could not be stored ({exc});"
+                    " free some space in the daemon's home, then submit again",
+                    retry_after=SPACE_RETRY_AFTER,
+                ) from None
             raise
         if not created:  # lost a race with the same key
             tracing.drop_run(run.id, duplicate_of=stored.id)
             return stored, False
         tracing.run_stored(stored)
         self.bus.publish(stored.id)
+        # While the daemon shuts down the run stays queued, stored, and
+        # starts after the next start-up (see Scheduler.enqueue).
         self.scheduler.enqueue(stored, spec)
         return stored, True
 
+    async def _check_room(self) -> None:
+        """Refuse new runs (RESOURCE_EXHAUSTED) while the daemon cannot take
+        them: free space in the home below ``min_free_space``, or a
+        start-up that waits for space to record its recovery."""
+        floor = self.config.min_free_space
+        if floor:
+            free = await trio.to_thread.run_sync(free_space, self.config.home)
+            if free < floor * MIB:
+                raise ResourceExhausted(
+                    f"not enough free space for new runs: {free / MIB:.1f} MiB free on the file"
+                    f" system of {self.config.home}, below min_free_space ({floor} MiB); free"
+                    " some space (old logs/<run id>/ folders), then submit again",
+                    retry_after=SPACE_RETRY_AFTER,
+                )
+        if self.refusing_runs:
+            raise ResourceExhausted(self.refusing_runs, retry_after=SPACE_RETRY_AFTER)
+
+    async def remove_stale_workspaces(self) -> int:
+        """Remove every workspace (and ``.reports`` folder) under
+        ``workspaces/`` whose run is finished or unknown, unless
+        ``keep_workspaces`` is set; returns how many folders went.
+
+        Called at start-up before any run starts, so it also finishes what
+        an earlier start-up (killed half-way through its recovery) or a run
+        killed while closing out left behind. Folders not named after a run
+        are left alone.
+        """
+        if self.config.keep_workspaces:
+            return 0
+        root = self.config.workspaces_dir
+        names = await trio.to_thread.run_sync(_folder_names, root)
+        removed = 0
+        for name in names:
+            run_id = name.removesuffix(".reports")
+            if not _RUN_ID_RE.match(run_id):
+                continue
+            run = await self.store.get_run(run_id)
+            if run is None or run.status.finished:
+                await trio.to_thread.run_sync(shutil.rmtree, root / name, True)
+                removed += 1
+        return removed
+
     async def close_interrupted(self, run_ids: list[str]) -> None:
-        """Finish what start-up recovery marked interrupted: remove the runs'
-        workspaces and tell plugins the runs finished."""
+        """Tell plugins that the runs start-up recovery marked interrupted
+        finished (their workspaces go with :meth:`remove_stale_workspaces`)."""
         for run_id in run_ids:
             run = await self.store.get_run(run_id)
-            if run is None:
-                continue
-            if not self.config.keep_workspaces:
-                for folder in (run.id, f"{run.id}.reports"):
-                    path = self.config.workspaces_dir / folder
-                    await trio.to_thread.run_sync(shutil.rmtree, path, True)
-            self.plugins.run_finished(run)
+            if run is not None:
+                self.plugins.run_finished(run)
 
     async def resume_queued(self, run_ids: list[str]) -> None:
         """Queue again the runs a previous daemon acknowledged but never started."""
@@ -282,7 +360,13 @@ class RunService:
             spec = PipelineSpec.model_validate_json(run.spec_json)
             previous = remote_context(run.trace_id, run.span_id)
             run.trace_id, run.span_id = self.telemetry.runs.start_run(run, previous=previous)
-            await self.store.set_trace(run.id, run.trace_id, run.span_id)
+            try:
+                await self.store.set_trace(run.id, run.trace_id, run.span_id)
+            except Exception as exc:
+                if not out_of_space(exc):
+                    raise
+                # The new trace ids are only shown by GetRun; the run goes on.
+                log.warning("run %s: its new trace could not be stored: %s", run.id, exc)
             self.telemetry.runs.run_stored(run)
             self.scheduler.enqueue(run, spec)
 

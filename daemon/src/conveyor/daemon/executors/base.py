@@ -39,7 +39,9 @@ class OutputWriter(Protocol):
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` to the stage log. Blocking: call it from the
-        thread that opened the writer, never from the trio loop."""
+        thread that opened the writer, never from the trio loop. Raises
+        ``OSError`` when the log cannot take it (``ENOSPC``: the disk is
+        full)."""
         ...
 
     def close(self) -> None:
@@ -67,7 +69,9 @@ class StageOutput(Protocol):
     """
 
     async def write(self, data: bytes) -> None:
-        """Append ``data`` to the stage log (from the trio loop)."""
+        """Append ``data`` to the stage log (from the trio loop). Raises
+        ``OSError`` when the log cannot take it (``ENOSPC``: the disk is
+        full)."""
         ...
 
     def open_writer(self) -> OutputWriter:
@@ -182,10 +186,17 @@ class _LogWriter:
         if self._fd is None:
             raise ValueError("write to a closed output writer")
         view = memoryview(data)
-        nbytes = len(view)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        self._line_end.wrote(data)
+        nbytes = 0
+        try:
+            while nbytes < len(view):
+                nbytes += os.write(self._fd, view[nbytes:])
+        finally:
+            # what made it to the file before an error (a full disk) is counted
+            if nbytes:
+                self._line_end.wrote(view[:nbytes])
+            self._count(nbytes)
+
+    def _count(self, nbytes: int) -> None:
         with self._lock:
             first = self._pending == 0
             self._pending += nbytes

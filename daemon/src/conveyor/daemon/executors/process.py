@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import select
 import signal
@@ -39,9 +40,19 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
 PIPE_SIZE = 1 << 20
 
-#: Put in every stage process's environment, set to the daemon's home, so a
-#: restarted daemon can find and stop processes its previous life left behind.
+#: Put in every stage process's environment, set to :func:`stage_marker` of
+#: the daemon's home, so a restarted daemon can find and stop processes its
+#: previous life left behind.
 STAGE_MARKER = "CONVEYOR_STAGE_PROCESS"
+
+
+@functools.cache
+def stage_marker(home: Path) -> str:
+    """The value of :data:`STAGE_MARKER` for the daemon whose home is
+    ``home``: the home's resolved path, so a daemon started through a
+    symlink and one started by the real path mark their stages alike.
+    Blocking the first time for a home (it resolves symlinks)."""
+    return str(home.resolve())
 
 
 def _limiter() -> trio.CapacityLimiter:
@@ -159,7 +170,10 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
     process group is killed; the pump thread and pipe are always closed.
 
     Error handling: a command that cannot be started raises
-    :class:`ExecutorError` with the reason.
+    :class:`ExecutorError` with the reason. Output that cannot be written to
+    the stage log (a full disk: ``ENOSPC``) stops the process group as a
+    cancellation would and raises that ``OSError``: output is never dropped
+    silently, so the stage fails with the reason.
     """
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
@@ -179,30 +193,47 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
             os.close(wfd)
         pgid = proc.pid
         stop = threading.Event()
+        waiting = trio.CancelScope()
+        pump_failed: list[OSError] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_pump, rfd, output, stop)
+            nursery.start_soon(_run_pump, rfd, output, stop, waiting, pump_failed)
             try:
-                await proc.wait()
+                with waiting:
+                    await proc.wait()
             finally:
                 with trio.CancelScope(shield=True):
                     await _stop_group(proc, pgid, request.kill_grace)
                     stop.set()
+        if pump_failed:
+            raise pump_failed[0]
         assert proc.returncode is not None
         return proc.returncode
     finally:
         os.close(rfd)
 
 
-async def _run_pump(rfd: int, output: StageOutput, stop: threading.Event) -> None:
-    await trio.to_thread.run_sync(_pump, rfd, output, stop, limiter=_limiter())
+async def _run_pump(
+    rfd: int,
+    output: StageOutput,
+    stop: threading.Event,
+    waiting: trio.CancelScope,
+    failed: list[OSError],
+) -> None:
+    """Pump until EOF; if the output cannot take more (``OSError``: a full
+    disk), keep the error in ``failed`` and stop waiting for the process."""
+    try:
+        await trio.to_thread.run_sync(_pump, rfd, output, stop, limiter=_limiter())
+    except OSError as exc:
+        failed.append(exc)
+        waiting.cancel()
 
 
 def kill_leftover_processes(marker: str) -> int:
     """Kill processes whose environment carries ``STAGE_MARKER=marker``.
 
-    Stage processes get the daemon's home folder as their marker, so a
-    restarted daemon finds and stops whatever its killed predecessor's stages
-    left running, and nothing else. Returns how many processes were signalled.
+    Stage processes get the daemon's home folder (:func:`stage_marker`) as
+    their marker, so a restarted daemon finds and stops whatever its killed
+    predecessor's stages left running, and nothing else. Returns how many processes were signalled.
     Blocking (reads /proc).
     """
     needle = f"{STAGE_MARKER}={marker}".encode()

@@ -15,6 +15,7 @@ from conveyor.daemon.pipeline import PipelineSpec
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageStatus
 from conveyor.daemon.scheduler.control import RunControl, already_finished
 from conveyor.daemon.scheduler.runner import RunDeps, RunExecution
+from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import EventDraft
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,18 @@ class Scheduler:
                 with trio.CancelScope(shield=True):
                     await self._cancel_queued(run, reason)
         except Exception as exc:
-            log.exception("run %s: unexpected error in the scheduler", run.id)
-            with trio.CancelScope(shield=True):
-                await self._record_internal_error(run, exc)
+            if out_of_space(exc):
+                # Only once held writes were given up on (shutdown): the
+                # store still says running, and the next start-up records
+                # the run as interrupted.
+                log.error("run %s: its state could not be stored: %s", run.id, exc)
+            else:
+                log.exception("run %s: unexpected error in the scheduler", run.id)
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._record_internal_error(run, exc)
+                    except Exception:
+                        log.exception("run %s: the error could not be recorded", run.id)
         finally:
             self._controls.pop(run.id, None)
             if group is not None:

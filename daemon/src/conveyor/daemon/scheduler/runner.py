@@ -9,6 +9,7 @@ out. Nothing is ever recorded as succeeded unless it ran and succeeded.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import trio
 from conveyor.daemon import vcs
 from conveyor.daemon.config import Config
 from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput, conveyor_line
-from conveyor.daemon.executors.process import STAGE_MARKER
+from conveyor.daemon.executors.process import STAGE_MARKER, stage_marker
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
 from conveyor.daemon.plugins import Plugins
@@ -34,6 +35,7 @@ from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageRecord
 from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
+from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import EventDraft
 from conveyor.daemon.telemetry.tracing import RunTracing
 from conveyor.daemon.views import run_view
@@ -291,7 +293,20 @@ class RunExecution:
 
     async def _log(self, stage: StageRecord, text: str) -> None:
         output = LogOutput(self.deps.logs.open_live(self.run.id, stage.name))
-        await output.write(conveyor_line(text, at_line_start=output.at_line_start))
+        await self._quietly(
+            stage.name, output.write(conveyor_line(text, at_line_start=output.at_line_start))
+        )
+
+    async def _quietly(self, stage: str, write: Awaitable[None]) -> None:
+        """Await a write of the daemon's own into a stage log: a log that
+        cannot take it (a full disk) loses that note, never the stage's
+        outcome."""
+        try:
+            await write
+        except OSError as exc:
+            log.warning(
+                "run %s stage %s: cannot write to the stage log: %s", self.run.id, stage, exc
+            )
 
     def _stage_env(self, name: str, spec: StageSpec) -> dict[str, str]:
         run = self.run
@@ -309,7 +324,7 @@ class RunExecution:
             "CONVEYOR_WORKSPACE": str(self.workspace),
             **self.spec.env,
             **spec.env,
-            STAGE_MARKER: str(self.deps.config.home),
+            STAGE_MARKER: stage_marker(self.deps.config.home),
         }
 
     async def _run_stage(self, stage: StageRecord, spec: StageSpec) -> None:
@@ -370,7 +385,7 @@ class RunExecution:
             message = (
                 f"attempt {attempt}/{attempts} {outcome.reason}; retrying in {_fmt_seconds(delay)}"
             )
-            await ctx.log_line(message)
+            await self._quietly(stage.name, ctx.log_line(message))
             deps.tracing.stage_event(
                 self.run.id,
                 stage.name,
@@ -405,33 +420,56 @@ class RunExecution:
                 # attempt: an attempt that returns past its deadline timed out.
                 late = trio.current_time() >= scope.deadline
             except ExecutorError as exc:
-                await ctx.log_line(str(exc))
+                await self._quietly(ctx.name, ctx.log_line(str(exc)))
                 outcome = StageOutcome(
                     StageStatus.FAILED, str(exc), error_type="executor_error", system_error=True
                 )
             except Exception as exc:
-                owner = self.deps.plugins.owner_of(kind.name)
-                summary = (
-                    f"stage kind {kind.name!r} (plugin {owner}) raised {type(exc).__name__}: {exc}"
-                )
-                log.warning("run %s stage %s: %s", self.run.id, ctx.name, summary)
-                await ctx.log.write("".join(traceback.format_exception(exc)).encode())
-                await ctx.log_line(summary)
-                outcome = StageOutcome(
-                    StageStatus.FAILED,
-                    summary,
-                    error_type=type(exc).__qualname__,
-                    system_error=True,
-                )
+                if out_of_space(exc):
+                    outcome = await self._no_space(ctx, exc)
+                else:
+                    owner = self.deps.plugins.owner_of(kind.name)
+                    summary = (
+                        f"stage kind {kind.name!r} (plugin {owner}) raised"
+                        f" {type(exc).__name__}: {exc}"
+                    )
+                    log.warning("run %s stage %s: %s", self.run.id, ctx.name, summary)
+                    trace = "".join(traceback.format_exception(exc)).encode()
+                    await self._quietly(ctx.name, ctx.log.write(trace))
+                    await self._quietly(ctx.name, ctx.log_line(summary))
+                    outcome = StageOutcome(
+                        StageStatus.FAILED,
+                        summary,
+                        error_type=type(exc).__qualname__,
+                        system_error=True,
+                    )
         if scope.cancelled_caught or late:
             reason = f"timed out after {_fmt_seconds(timeout or 0)}"
-            await ctx.log_line(f"stage {reason}")
+            await self._quietly(ctx.name, ctx.log_line(f"stage {reason}"))
             outcome = StageOutcome(StageStatus.TIMED_OUT, reason, error_type="timeout")
         return outcome
+
+    async def _no_space(self, ctx: StageContext, exc: Exception) -> StageOutcome:
+        """The outcome of an attempt whose output (or a file it needed) found
+        the disk full: the stage failed, with that reason."""
+        reason = _no_space_reason(exc)
+        log.warning("run %s stage %s: %s", self.run.id, ctx.name, reason)
+        await self._quietly(ctx.name, ctx.log_line(f"stage failed: {reason}"))
+        return StageOutcome(StageStatus.FAILED, reason, error_type="no_space", system_error=True)
 
 
 class _CheckoutFailed(Exception):
     pass
+
+
+def _no_space_reason(exc: BaseException) -> str:
+    """The reason of a stage that found the disk full: the system's words
+    (``no space left on device``, ``disk quota exceeded``)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = next((e for e in exc.exceptions if out_of_space(e)), exc.exceptions[0])
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return os.strerror(errno.ENOSPC).lower()
 
 
 def base_environment(passthrough: list[str], *, inherit_venv: bool = False) -> dict[str, str]:

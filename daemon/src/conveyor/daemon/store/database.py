@@ -7,12 +7,25 @@ fixed pool of connections, as many as the read limiter lets run at once
 transaction and puts it back, whichever worker thread runs it, so the number
 of connections and file descriptors never grows while trio retires idle
 threads and starts new ones.
+
+A full disk: a write that fails for lack of space raises, except a write
+made with ``hold=True`` (the run and stage state the scheduler records),
+which waits and tries again until space is freed (or
+:meth:`Database.release_held_writes` gives up on it). Opening needs no free
+space either: when SQLite cannot make its shared-memory index (``-shm``)
+beside the database, the database is opened with a single connection in
+exclusive locking mode, whose index lives in memory, and is opened as usual
+again once a write succeeds with space to spare.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,21 +34,57 @@ import trio
 
 from conveyor.daemon.store.schema import migrate
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 #: Reads that may run at once, and so reader connections.
 DEFAULT_READERS = 4
+#: Seconds between the tries of a held write: the first wait, and the longest.
+HOLD_FIRST_DELAY = 0.05
+HOLD_MAX_DELAY = 2.0
+#: Seconds after a failed attempt to leave exclusive mode before the next one.
+REOPEN_INTERVAL = 5.0
+#: Free bytes needed before trying to (``-shm`` and WAL growth).
+REOPEN_MIN_FREE = 1 << 20
+
+_SQLITE_IOERR = 10
+_SQLITE_FULL = 13
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error grouped in it, or its cause) says the
+    disk is full: ``ENOSPC``/``EDQUOT``, or SQLite's "database or disk is
+    full" and the I/O errors it reports when it cannot grow a file."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(out_of_space(inner) for inner in exc.exceptions)
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        return code in (_SQLITE_FULL, _SQLITE_IOERR)
+    cause = exc.__cause__
+    return cause is not None and out_of_space(cause)
+
+
+def _connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode loses nothing on a process crash (SIGKILL); only a
-    # power loss can roll back the last transactions.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    try:
+        conn.row_factory = sqlite3.Row
+        if exclusive:
+            # Before the first access: the WAL index then lives in this
+            # connection's memory, so no -shm file needs to be made.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode loses nothing on a process crash (SIGKILL); only a
+        # power loss can roll back the last transactions.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -43,6 +92,14 @@ class Database:
     """Owns the SQLite connections of one database file: one writer and
     ``readers`` reader connections, all opened here (blocking: construct it
     in a thread).
+
+    When the disk is too full to open them (SQLite's ``-shm`` file cannot be
+    made), the database opens in *exclusive mode* instead: one connection,
+    holding SQLite's exclusive lock, serves reads and writes one at a time;
+    other processes cannot read the file meanwhile. After a successful write
+    with at least :data:`REOPEN_MIN_FREE` bytes free, it opens the usual
+    connections again. A schema migration on a full disk raises the SQLite
+    error.
 
     Resource handling: call :meth:`close` when done; it waits for nothing, so
     call it after the tasks using the database have finished.
@@ -52,32 +109,116 @@ class Database:
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
         self.path = path
+        self._reader_count = readers
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(path)
-        migrate(self._writer)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(readers)
+        self._idle_lock = threading.Lock()
+        self._released = trio.Event()
+        self._next_reopen = 0.0
+        self.exclusive = False
+        try:
+            self._open_shared()
+        except sqlite3.Error as exc:
+            if not out_of_space(exc):
+                raise
+            log.warning(
+                "the disk holding %s is full (%s): the database is open in exclusive mode,"
+                " one connection for reads and writes, until space is freed",
+                path,
+                exc,
+            )
+            self._open_exclusive()
+        migrate(self._writer)
+
+    def _open_shared(self) -> None:
+        """The usual connections: one writer, the reader pool."""
+        opened: list[sqlite3.Connection] = []
+        try:
+            for _ in range(1 + self._reader_count):
+                opened.append(_connect(self.path))
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            raise
+        self._writer = opened[0]
         #: Reader connections not in use. The read limiter admits at most
         #: ``readers`` reads at once, so a read always finds one here.
-        self._idle: list[sqlite3.Connection] = [_connect(path) for _ in range(readers)]
-        self._readers = list(self._idle)
-        self._idle_lock = threading.Lock()
+        self._readers = opened[1:]
+        self._idle = list(self._readers)
+        self.exclusive = False
+
+    def _open_exclusive(self) -> None:
+        """One connection in exclusive locking mode, for reads and writes."""
+        self._writer = _connect(self.path, exclusive=True)
+        self._readers = [self._writer]
+        self._idle = [self._writer]
+        self.exclusive = True
 
     @property
     def connections(self) -> int:
         """Open connections: the writer and the readers."""
-        return 1 + len(self._readers)
+        return len({id(conn) for conn in [self._writer, *self._readers]})
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in one transaction, committed before returning."""
-        return await trio.to_thread.run_sync(self._transaction, fn, limiter=self._write_limiter)
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, hold: bool = False) -> T:
+        """Run ``fn(conn)`` in one transaction, committed before returning.
+
+        With ``hold``, a transaction that fails because the disk is full
+        (:func:`out_of_space`) is rolled back and tried again, with pauses
+        growing to :data:`HOLD_MAX_DELAY` s, until it commits: the caller
+        waits until space is freed, or until :meth:`release_held_writes` is
+        called (then the error is raised). ``fn`` may run more than once.
+        Without ``hold``, the error is raised at once.
+
+        Cancellation: a held write that is cancelled between two tries
+        raises ``trio.Cancelled`` (nothing was written); a transaction
+        itself is never abandoned half-way.
+        """
+        delay = HOLD_FIRST_DELAY
+        waiting_since = 0.0
+        while True:
+            try:
+                result = await trio.to_thread.run_sync(
+                    self._transaction, fn, limiter=self._write_limiter
+                )
+            except sqlite3.Error as exc:
+                if not hold or self._released.is_set() or not out_of_space(exc):
+                    raise
+                if not waiting_since:
+                    waiting_since = time.monotonic()
+                    log.warning(
+                        "cannot write to %s (%s): waiting for free space to record it",
+                        self.path,
+                        exc,
+                    )
+            else:
+                if waiting_since:
+                    log.warning(
+                        "wrote to %s after waiting %.1fs for free space",
+                        self.path,
+                        time.monotonic() - waiting_since,
+                    )
+                if self.exclusive and time.monotonic() >= self._next_reopen:
+                    with trio.CancelScope(shield=True):  # the write is done: return it
+                        await trio.to_thread.run_sync(self._reopen, limiter=self._write_limiter)
+                return result
+            with trio.move_on_after(delay):
+                await self._released.wait()
+            delay = min(delay * 2, HOLD_MAX_DELAY)
+
+    def release_held_writes(self) -> None:
+        """Stop holding writes for space (on shutdown): held writes, and
+        those made from now on, raise their error instead."""
+        self._released.set()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader connection (a consistent snapshot)."""
-        return await trio.to_thread.run_sync(self._read, fn, limiter=self._read_limiter)
+        limiter = self._write_limiter if self.exclusive else self._read_limiter
+        return await trio.to_thread.run_sync(self._read, fn, limiter=limiter)
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Blocking variant of :meth:`write`, for start-up before the loop serves."""
+        """Blocking variant of :meth:`write` (without holding), for start-up
+        before the loop serves."""
         return self._transaction(fn)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -85,10 +226,15 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk at COMMIT).
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback failed on %s", self.path)
             raise
-        conn.execute("COMMIT")
         return result
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -104,8 +250,25 @@ class Database:
             with self._idle_lock:
                 self._idle.append(conn)
 
+    def _reopen(self) -> None:
+        """Leave exclusive mode if the disk now has room for the usual
+        connections (blocking; run with the write limiter, which in
+        exclusive mode every read holds too, so nothing uses the
+        connection)."""
+        if not self.exclusive or shutil.disk_usage(self.path.parent).free < REOPEN_MIN_FREE:
+            return
+        self._writer.close()
+        try:
+            self._open_shared()
+        except sqlite3.Error as exc:
+            if not out_of_space(exc):
+                log.exception("cannot reopen %s; staying in exclusive mode", self.path)
+            self._open_exclusive()
+            self._next_reopen = time.monotonic() + REOPEN_INTERVAL
+            return
+        log.warning("%s has room again: the database left exclusive mode", self.path)
+
     def close(self) -> None:
-        for conn in self._readers:
+        for conn in {id(c): c for c in [*self._readers, self._writer]}.values():
             conn.close()
         self._readers = self._idle = []
-        self._writer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,7 +274,9 @@ class RunStore:
     ) -> EventRecord:
         """Apply run and/or stage column changes and append ``event``, atomically.
 
-        Stage changes apply to the stage named by ``event.stage``.
+        Stage changes apply to the stage named by ``event.stage``. On a full
+        disk the write waits for space (``hold``, see :meth:`Database.write`):
+        run and stage state is never dropped.
         """
 
         def txn(conn: sqlite3.Connection) -> EventRecord:
@@ -290,7 +293,7 @@ class RunStore:
                 )
             return _insert_event(conn, run_id, event)
 
-        return await self.db.write(txn)
+        return await self.db.write(txn, hold=True)
 
     async def set_trace(self, run_id: str, trace_id: str, span_id: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
@@ -370,8 +373,17 @@ class RunStore:
         Running runs become interrupted (their unfinished stages too) with
         ``reason``. Returns those runs' ids, and the ids of still-queued runs,
         oldest first, to be scheduled again.
-        Called once at start-up, before the API serves.
+        Called once at start-up, before the scheduler starts runs.
         """
+        return self.db.write_sync(self._recovery(reason))
+
+    async def recover(self, reason: str, *, hold: bool = False) -> Recovery:
+        """:meth:`recover_sync` from the loop; with ``hold``, waiting for
+        free space on a full disk (see :meth:`Database.write`)."""
+        return await self.db.write(self._recovery(reason), hold=hold)
+
+    def _recovery(self, reason: str) -> Callable[[sqlite3.Connection], Recovery]:
+        """The transaction of :meth:`recover_sync`."""
 
         def txn(conn: sqlite3.Connection) -> Recovery:
             now = time.time()
@@ -427,7 +439,7 @@ class RunStore:
             ]
             return Recovery(interrupted=running, queued=queued)
 
-        return self.db.write_sync(txn)
+        return txn
 
 
 #: The caller scope of idempotency keys until callers have identities.
