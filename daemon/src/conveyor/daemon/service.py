@@ -213,7 +213,7 @@ class RunService:
                 return existing, False
         if not self.scheduler.accepting:
             raise Unavailable("the daemon is shutting down; submit again once it is back")
-        revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
+        revision = await vcs.resolve(repo, request.ref, pipeline_path, commit=request.commit)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
         ref = request.ref or revision.commit
@@ -225,6 +225,7 @@ class RunService:
             pipeline=spec.name,
             repository=str(repo),
             ref=ref,
+            ref_type=revision.ref_type,
             commit=revision.commit,
             pipeline_path=pipeline_path,
             trigger=request.trigger,
