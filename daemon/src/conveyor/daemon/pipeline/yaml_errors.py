@@ -19,32 +19,27 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import yaml
 
 from conveyor.daemon.pipeline.structure import fields_at
+from conveyor.daemon.pipeline.yaml_source import (
+    ITEM_LINE,
+    Entry,
+    Source,
+    indent_of,
+    key_line,
+    quote,
+    quoted_value,
+    strip_comment,
+)
 
 __all__ = ["SyntaxProblem", "explain_yaml_error"]
 
-#: Line breaks as PyYAML counts them (marks' line numbers follow them).
-_LINE_BREAK: Final = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
-#: A block mapping key at the start of a line (after any ``- ``): indent,
-#: dashes, the key, then ``:`` followed by a space or the line's end.
-_KEY_LINE: Final = re.compile(
-    r"""^(?P<indent>\ *)(?P<dashes>(?:-\ +)*)"""
-    r"""(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s#'"\[\]{},&*!|>%@`-][^#]*?|-[^\s#][^#]*?)"""
-    r"""\ *:(?=\ |\t|$)"""
-)
-#: A list item line.
-_ITEM_LINE: Final = re.compile(r"^\ *-(?:\ |$)")
 #: Closing brackets (as PyYAML quotes them) and what opens them.
 _OPENERS: Final = {"']'": "'['", "'}'": "'{'"}
-#: Characters of a name or value quoted in a message.
-_SHOWN: Final = 40
-#: Characters of a line looked at for its key (bounds the regular expression's work).
-_LINE_LIMIT: Final = 500
 #: What cannot start a plain ``key`` or ``key value`` line.
 _NOT_PLAIN: Final = ("#", "'", '"', "[", "{", "|", ">", "-", "&", "*", "!")
 
@@ -65,122 +60,13 @@ def explain_yaml_error(text: str, exc: yaml.MarkedYAMLError) -> SyntaxProblem | 
     return _Explainer(text, exc).explain()
 
 
-@dataclass(eq=False)
-class _Entry:
-    """A block mapping key or list item parsed before the error (0-based position)."""
-
-    line: int
-    column: int
-    #: The key's text, or ``-`` for a list item.
-    name: str
-    #: The token of the value on the key's own line (a scalar or a flow
-    #: collection), or None when the value is a block below it (or absent).
-    inline: yaml.Token | None = None
-    parent: _Entry | None = None
-    children: list[_Entry] = field(default_factory=list)
-
-    @property
-    def is_item(self) -> bool:
-        return self.name == "-"
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        names: list[str] = []
-        entry: _Entry | None = self
-        while entry is not None:
-            names.append(entry.name)
-            entry = entry.parent
-        return tuple(reversed(names))
-
-
 class _Explainer:
     def __init__(self, text: str, exc: yaml.MarkedYAMLError) -> None:
-        self.lines = _LINE_BREAK.split(text)
         self.problem = exc.problem or ""
         self.context = exc.context or ""
         self.mark = exc.problem_mark or exc.context_mark
         self.context_mark = exc.context_mark
-        self.tokens = _tokens(text, self.mark.line if self.mark is not None else 0)
-
-    # -- reading the source ----------------------------------------------------
-
-    def line(self, number: int) -> str:
-        return self.lines[number] if 0 <= number < len(self.lines) else ""
-
-    def owner_above(self, number: int) -> int | None:
-        """The nearest line above ``number`` that is neither blank nor a
-        comment and is indented no more than it: where a plain value that
-        ran on to line ``number`` started."""
-        indent = _indent(self.line(number))
-        for above in range(number - 1, -1, -1):
-            text = self.line(above)
-            stripped = text.strip()
-            if stripped and not stripped.startswith("#") and _indent(text) <= indent:
-                return above
-        return None
-
-    def entries(self, before_line: int) -> list[_Entry]:
-        """Block keys and list items that start before ``before_line``, with
-        their parents (by indentation, as the parser nests them)."""
-        entries: list[_Entry] = []
-        flow = 0
-        tokens = self.tokens
-        for index, token in enumerate(tokens):
-            if isinstance(token, yaml.FlowSequenceStartToken | yaml.FlowMappingStartToken):
-                flow += 1
-            elif isinstance(token, yaml.FlowSequenceEndToken | yaml.FlowMappingEndToken):
-                flow = max(0, flow - 1)
-            if flow or token.start_mark.line >= before_line:
-                continue
-            mark = token.start_mark
-            if isinstance(token, yaml.KeyToken):
-                name = tokens[index + 1] if index + 1 < len(tokens) else None
-                key = name.value if isinstance(name, yaml.ScalarToken) else "?"
-                inline = self._inline_value(index + 2, mark.line, after_colon=True)
-                entries.append(_Entry(mark.line, mark.column, str(key), inline))
-            elif isinstance(token, yaml.BlockEntryToken):
-                inline = self._inline_value(index + 1, mark.line, after_colon=False)
-                entries.append(_Entry(mark.line, mark.column, "-", inline))
-        stack: list[_Entry] = []
-        for entry in entries:
-            while stack and not _holds(stack[-1], entry):
-                stack.pop()
-            if stack:
-                entry.parent = stack[-1]
-                stack[-1].children.append(entry)
-            stack.append(entry)
-        return entries
-
-    def _inline_value(self, index: int, line: int, *, after_colon: bool) -> yaml.Token | None:
-        """The value token at ``index`` if it is a scalar or flow collection on ``line``."""
-        tokens = self.tokens
-        if after_colon:
-            if index >= len(tokens) or not isinstance(tokens[index], yaml.ValueToken):
-                return None
-            index += 1
-        while index < len(tokens) and isinstance(tokens[index], yaml.AnchorToken | yaml.TagToken):
-            index += 1
-        if index >= len(tokens) or tokens[index].start_mark.line != line:
-            return None
-        token = tokens[index]
-        if isinstance(
-            token, yaml.ScalarToken | yaml.FlowSequenceStartToken | yaml.FlowMappingStartToken
-        ):
-            return token
-        return None
-
-    def describe_line(self, number: int) -> str:
-        """``'timeout'`` for a key line, ``this list item`` for an item, else
-        the line's text in quotes."""
-        text = self.line(number)
-        match = _key_line(text)
-        if match is not None:
-            if match.group("dashes"):
-                return f"the list item {_quote(text.strip())}"
-            return _quote(match.group("key"))
-        if _ITEM_LINE.match(text):
-            return "this list item"
-        return _quote(text.strip())
+        self.source = Source(text, self.mark.line if self.mark is not None else 0)
 
     # -- which mistake ---------------------------------------------------------
 
@@ -221,14 +107,14 @@ class _Explainer:
         """A quoted value not closed on its line reads the keys and items
         below it as its text, up to the next quote; whatever the parser says
         after that, this is the mistake."""
-        for token in self.tokens:
+        for token in self.source.tokens:
             if not isinstance(token, yaml.ScalarToken) or token.style not in ('"', "'"):
                 continue
             first, last = token.start_mark.line, token.end_mark.line
             swallowed = [
                 number
                 for number in range(first + 1, last + 1)
-                if _key_line(self.line(number)) or _ITEM_LINE.match(self.line(number))
+                if key_line(self.source.line(number)) or ITEM_LINE.match(self.source.line(number))
             ]
             if swallowed:
                 quote = token.style
@@ -244,7 +130,7 @@ class _Explainer:
         assert self.mark is not None
         if not self.problem.startswith("found character '\\t'"):
             return None
-        if not self.line(self.mark.line)[: self.mark.column].strip():
+        if not self.source.line(self.mark.line)[: self.mark.column].strip():
             return self._at(
                 self.mark,
                 "a tab is used for indentation; YAML indents with spaces only:"
@@ -257,18 +143,18 @@ class _Explainer:
         match = re.fullmatch(r"found character '(.)' that cannot start any token", self.problem)
         if match is None:
             return None
-        value = _strip_comment(self.line(self.mark.line)[self.mark.column :])
+        value = strip_comment(self.source.line(self.mark.line)[self.mark.column :])
         return self._at(
             self.mark,
             f"a value cannot start with {match.group(1)!r} (it is reserved in YAML):"
-            f" put the value in quotes, e.g. {_quoted_value(value)}",
+            f" put the value in quotes, e.g. {quoted_value(value)}",
         )
 
     def _quoted_scalar(self) -> SyntaxProblem | None:
         opened = self.context_mark
         if "quoted scalar" not in self.context or opened is None or self.mark is None:
             return None
-        quote = self.line(opened.line)[opened.column : opened.column + 1]
+        quote = self.source.line(opened.line)[opened.column : opened.column + 1]
         if self.problem == "found unexpected end of stream":
             return self._at(
                 opened,
@@ -332,18 +218,19 @@ class _Explainer:
         if mark is None or not self.problem.startswith("expected '<document start>'"):
             return None
         for number in range(mark.line):
-            text = self.line(number)
+            text = self.source.line(number)
             stripped = text.strip()
             if not stripped or stripped.startswith(("#", "%", "---")):
                 continue
-            if _indent(text) <= mark.column:
+            column = indent_of(text) + 1
+            if column <= mark.column + 1:
                 return None
             return SyntaxProblem(
                 number + 1,
-                _indent(text) + 1,
-                f"{self.describe_line(number)} is indented (column {_indent(text) + 1}), but"
+                column,
+                f"{self.source.describe_line(number)} is indented (column {column}), but"
                 f" the top-level keys after it are at column {mark.column + 1}"
-                f" ({self.describe_line(mark.line)} on line {mark.line + 1}):"
+                f" ({self.source.describe_line(mark.line)} on line {mark.line + 1}):"
                 " remove the indentation",
             )
         return None
@@ -375,36 +262,36 @@ class _Explainer:
         if self.problem != "mapping values are not allowed here" or self.mark is None:
             return None
         number = self.mark.line
-        text = self.line(number)
-        match = _key_line(text)
+        text = self.source.line(number)
+        match = key_line(text)
         if match is not None and match.end() <= self.mark.column:
             key = match.group("key")
-            value = _strip_comment(text[match.end() + 1 :])
+            value = strip_comment(text[match.end() + 1 :])
             return self._at(
                 self.mark,
-                f"the value of {_quote(key)} contains ': ', which YAML reads as the start of"
-                f" another key: put the value in quotes ({key}: {_quoted_value(value)})",
+                f"the value of {quote(key)} contains ': ', which YAML reads as the start of"
+                f" another key: put the value in quotes ({key}: {quoted_value(value)})",
             )
-        above = self.owner_above(number)
+        above = self.source.owner_above(number)
         return self._continued(above, number) if above is not None else None
 
     def _continued(self, above: int, number: int) -> SyntaxProblem | None:
         """Line ``number`` was read as more of the value that starts on line ``above``."""
-        text = self.line(above)
+        text = self.source.line(above)
         stripped = text.strip()
-        indent = _indent(self.line(number))
+        indent = indent_of(self.source.line(number))
         dash = self._dash_without_space(above)
         if dash is not None:
             return dash
-        match = _key_line(text)
+        match = key_line(text)
         if match is not None:
-            value = _strip_comment(text[match.end() + 1 :])
+            value = strip_comment(text[match.end() + 1 :])
             if not value or indent <= match.start("key"):
                 return None
             if match.group("dashes"):
-                owner = f"the list item {_quote(stripped)}"
+                owner = f"the list item {quote(stripped)}"
                 return self._indented_under_value(number, indent, owner, None, value)
-            entries = self.entries(above + 1)
+            entries = self.source.entries(above + 1)
             mine = [e for e in entries if e.line == above and not e.is_item]
             if mine:
                 found = self._misplaced(mine[-1], number, indent) or self._offset(
@@ -413,13 +300,11 @@ class _Explainer:
                 if found is not None:
                     return found
             key = match.group("key")
-            return self._indented_under_value(
-                number, indent, _quote(key), match.start("key"), value
-            )
+            return self._indented_under_value(number, indent, quote(key), match.start("key"), value)
         item = re.fullmatch(r"- +(?P<value>[^:]+)", stripped)
-        if item is not None and indent > _indent(text):
-            owner = f"the list item {_quote(stripped)}"
-            value = _strip_comment(item.group("value"))
+        if item is not None and indent > indent_of(text):
+            owner = f"the list item {quote(stripped)}"
+            value = strip_comment(item.group("value"))
             return self._indented_under_value(number, indent, owner, None, value)
         if stripped.startswith(_NOT_PLAIN):
             return None
@@ -437,7 +322,7 @@ class _Explainer:
 
     def _missing_colon(self, number: int) -> SyntaxProblem | None:
         """Line ``number`` is plain text where a ``key: value`` was expected."""
-        text = self.line(number)
+        text = self.source.line(number)
         stripped = text.strip()
         if not stripped or stripped.startswith(_NOT_PLAIN):
             return None
@@ -446,29 +331,29 @@ class _Explainer:
             key, value = glued.groups()
             return SyntaxProblem(
                 number + 1,
-                _indent(text) + 1,
-                f"a space is needed after ':' to separate the key {_quote(key)} from its value"
+                indent_of(text) + 1,
+                f"a space is needed after ':' to separate the key {quote(key)} from its value"
                 f" ({key}: {value})",
             )
         word, _, rest = stripped.partition(" ")
         fixed = f"{word}: {rest.strip()}" if rest.strip() else f"{word}:"
         return SyntaxProblem(
             number + 1,
-            _indent(text) + 1,
-            f"missing ':' after {_quote(word)} (write {_quote(fixed)})",
+            indent_of(text) + 1,
+            f"missing ':' after {quote(word)} (write {quote(fixed)})",
         )
 
     def _dash_without_space(self, number: int) -> SyntaxProblem | None:
         """Line ``number`` starts with ``-x``: meant as a list item?"""
-        text = self.line(number)
+        text = self.source.line(number)
         stripped = text.strip()
         if not re.match(r"-[^\s-]", stripped):
             return None
         return SyntaxProblem(
             number + 1,
-            _indent(text) + 1,
-            f"{_quote(stripped)} is not a list item: put a space after '-'"
-            f" ({_quote('- ' + stripped[1:])})",
+            indent_of(text) + 1,
+            f"{quote(stripped)} is not a list item: put a space after '-'"
+            f" ({quote('- ' + stripped[1:])})",
         )
 
     # -- indentation -----------------------------------------------------------
@@ -483,19 +368,19 @@ class _Explainer:
             return None
         number, indent = self.mark.line, self.mark.column
         outer = self.context_mark.column
-        entries = self.entries(number)
+        entries = self.source.entries(number)
         siblings = [
             e for e in entries if e.column == outer and self.context_mark.line <= e.line < number
         ]
         if not siblings:
             return None
         last = siblings[-1]
-        is_item = bool(_ITEM_LINE.match(self.line(number)))
+        is_item = bool(ITEM_LINE.match(self.source.line(number)))
         found = self._dash_without_space(number)
         if found is None and last.is_item and not is_item and indent == outer:
             found = self._at(
                 self.mark,
-                f"{self.describe_line(number)} is a key at the indentation of the list items"
+                f"{self.source.describe_line(number)} is a key at the indentation of the list items"
                 " above it, and a list cannot go on with a key: make it a list item"
                 " ('- ...') or indent it like the key the list belongs to",
             )
@@ -520,12 +405,12 @@ class _Explainer:
         return SyntaxProblem(
             number + 1,
             indent + 1,
-            f"{self.describe_line(number)} (column {indent + 1}) does not line up with the"
+            f"{self.source.describe_line(number)} (column {indent + 1}) does not line up with the"
             f" block it is in: {_members(last.parent)} are at column {outer + 1}"
-            f" ({_quote(last.name)} on line {last.line + 1}){self._parser_words()}",
+            f" ({quote(last.name)} on line {last.line + 1}){self._parser_words()}",
         )
 
-    def _misplaced(self, last: _Entry, number: int, indent: int) -> SyntaxProblem | None:
+    def _misplaced(self, last: Entry, number: int, indent: int) -> SyntaxProblem | None:
         """``last`` belongs one level down, in the sibling before it, whose
         entries (or, when it is empty, line ``number``) are at ``indent``.
         Said only where the file format shows it: ``last``'s level does not
@@ -535,7 +420,7 @@ class _Explainer:
         known = _known_fields(last.parent)
         earlier = [e for e in (last.parent.children if last.parent else []) if e is not last]
         if last.parent is None:
-            earlier = [e for e in self.entries(last.line) if e.parent is None]
+            earlier = [e for e in self.source.entries(last.line) if e.parent is None]
         earlier = [e for e in earlier if e.line < last.line and e.column == last.column]
         for index, sibling in enumerate(reversed(earlier)):
             empty = not sibling.children and sibling.inline is None and index == 0
@@ -551,18 +436,18 @@ class _Explainer:
             where = f"(column {indent + 1})"
             if sibling.parent is None and sibling.name == "stages":
                 message = (
-                    f"{_quote(last.name)} is at the top level; is it a stage indented less"
+                    f"{quote(last.name)} is at the top level; is it a stage indented less"
                     f" than the others under 'stages:' {where}?"
                 )
             elif empty:
                 message = (
-                    f"{_quote(last.name)} is indented like {_quote(sibling.name)}"
+                    f"{quote(last.name)} is indented like {quote(sibling.name)}"
                     f" (column {last.column + 1}), which is left empty: is it one of"
                     f" {_members(sibling, other=False)} {where}?"
                 )
             else:
                 message = (
-                    f"{_quote(last.name)} is indented like {_quote(sibling.name)}"
+                    f"{quote(last.name)} is indented like {quote(sibling.name)}"
                     f" (column {last.column + 1}); is it one of {_members(sibling, other=False)}"
                     f" indented less than the others {where}?"
                 )
@@ -570,7 +455,7 @@ class _Explainer:
         return None
 
     def _offset(
-        self, last: _Entry, entries: Sequence[_Entry], number: int, indent: int
+        self, last: Entry, entries: Sequence[Entry], number: int, indent: int
     ) -> SyntaxProblem | None:
         """The block of ``last`` starts indented unlike the rest of the file,
         and line ``number`` (at ``indent``) goes on as the rest of the file
@@ -583,25 +468,25 @@ class _Explainer:
             return None
         block = [e for e in parent.children if e.column == last.column]
         first, others = block[0], len(block) - 1
-        names = _quote(first.name) + (f" and the {others} key(s) after it" if others else "")
+        names = quote(first.name) + (f" and the {others} key(s) after it" if others else "")
         spaces = last.column - parent.column
         return SyntaxProblem(
             first.line + 1,
             first.column + 1,
             f"{names} {'are' if others else 'is'} indented {spaces} space(s) under"
-            f" {_quote(parent.name)}, where this file indents by {step}:"
+            f" {quote(parent.name)}, where this file indents by {step}:"
             f" indent {'them' if others else 'it'} to column {parent.column + step + 1},"
-            f" like {self.describe_line(number)} on line {number + 1}",
+            f" like {self.source.describe_line(number)} on line {number + 1}",
         )
 
     def _between(
-        self, number: int, indent: int, last: _Entry, inner: int, outer: int, is_item: bool
+        self, number: int, indent: int, last: Entry, inner: int, outer: int, is_item: bool
     ) -> SyntaxProblem:
         """Line ``number`` is indented between ``last`` (at ``outer``) and
         its entries (at ``inner``): say which of the two it belongs with
         when the file format tells, else offer both."""
-        what = self.describe_line(number)
-        match = _key_line(self.line(number))
+        what = self.source.describe_line(number)
+        match = key_line(self.source.line(number))
         key = match.group("key") if match is not None and not match.group("dashes") else None
         inner_known, outer_known = _known_fields(last), _known_fields(last.parent)
         if last.children[0].is_item:
@@ -630,12 +515,12 @@ class _Explainer:
             message = (
                 f"{what} is indented less than {_members(last)} (column {inner + 1}):"
                 f" indent it to column {inner + 1}, or to column {outer + 1} if it is not"
-                f" part of {_quote(last.name)}"
+                f" part of {quote(last.name)}"
             )
         return SyntaxProblem(number + 1, indent + 1, message)
 
     def _under_inline_value(
-        self, number: int, indent: int, last: _Entry, outer: int
+        self, number: int, indent: int, last: Entry, outer: int
     ) -> SyntaxProblem:
         """Line ``number`` is indented under ``last``, which has its value on its own line."""
         token = last.inline
@@ -643,35 +528,35 @@ class _Explainer:
         outdented = self._outdented_block_text(number)
         if outdented is not None:
             return outdented
-        value = _strip_comment(self.line(last.line)[token.start_mark.column :])
+        value = strip_comment(self.source.line(last.line)[token.start_mark.column :])
         if last.is_item:
             return self._indented_under_value(number, indent, "the list item above it", None, value)
-        return self._indented_under_value(number, indent, _quote(last.name), outer, value)
+        return self._indented_under_value(number, indent, quote(last.name), outer, value)
 
     def _outdented_block_text(self, number: int) -> SyntaxProblem | None:
         """Line ``number``, not a key, comes right after a ``|`` or ``>``
         block whose text is indented more: meant as more of its text?"""
-        text = self.line(number)
-        if _key_line(text) is not None:
+        text = self.source.line(number)
+        if key_line(text) is not None:
             return None
-        above = [e for e in self.entries(number) if e.inline is not None]
+        above = [e for e in self.source.entries(number) if e.inline is not None]
         token = above[-1].inline if above else None
         if not isinstance(token, yaml.ScalarToken) or token.style not in ("|", ">"):
             return None
         first = token.start_mark.line + 1
-        block_indent = _indent(self.line(first))
-        if not first < number or _indent(text) >= block_indent:
+        block_indent = indent_of(self.source.line(first))
+        if not first < number or indent_of(text) >= block_indent:
             return None
         if any(
-            self.line(n).strip() and _indent(self.line(n)) < block_indent
+            self.source.line(n).strip() and indent_of(self.source.line(n)) < block_indent
             for n in range(first, number)
         ):
             return None
         return SyntaxProblem(
             number + 1,
-            _indent(text) + 1,
+            indent_of(text) + 1,
             f"this line is indented less than the text of the {token.style!r} block of"
-            f" {_quote(above[-1].name)} above it (column {block_indent + 1}), so it ends the"
+            f" {quote(above[-1].name)} above it (column {block_indent + 1}), so it ends the"
             " block and fits nowhere: indent it like the block's first line",
         )
 
@@ -682,39 +567,12 @@ class _Explainer:
         return SyntaxProblem(
             number + 1,
             indent + 1,
-            f"{self.describe_line(number)} is indented more than {owner} above it, as if it"
-            f" belonged to it, but {owner} already has a value ({_quote(value)}){fix}",
+            f"{self.source.describe_line(number)} is indented more than {owner} above it, as if it"
+            f" belonged to it, but {owner} already has a value ({quote(value)}){fix}",
         )
 
 
-def _tokens(text: str, last_line: int) -> list[yaml.Token]:
-    """PyYAML's tokens of ``text`` up to ``last_line``, or up to where its
-    scanner fails."""
-    tokens: list[yaml.Token] = []
-    try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if token.start_mark.line > last_line:
-                break
-            tokens.append(token)
-    except yaml.YAMLError:
-        pass
-    return tokens
-
-
-def _holds(outer: _Entry, inner: _Entry) -> bool:
-    """Whether ``inner``, coming after ``outer``, is inside it."""
-    if outer.column < inner.column:
-        return True
-    # `key:` followed by `- item` lines at the same indentation
-    return (
-        outer.column == inner.column
-        and inner.is_item
-        and not outer.is_item
-        and outer.inline is None
-    )
-
-
-def _step(entries: Sequence[_Entry]) -> int | None:
+def _step(entries: Sequence[Entry]) -> int | None:
     """How many spaces the file indents a key under its key, if one number wins."""
     steps = Counter(
         e.column - e.parent.column
@@ -727,7 +585,7 @@ def _step(entries: Sequence[_Entry]) -> int | None:
     return ranked[0][0]
 
 
-def _members(entry: _Entry | None, *, other: bool = True) -> str:
+def _members(entry: Entry | None, *, other: bool = True) -> str:
     """What the entries of ``entry`` are, in the file's terms."""
     the = "the other" if other else "the"
     if entry is None:
@@ -736,15 +594,15 @@ def _members(entry: _Entry | None, *, other: bool = True) -> str:
     if path == ("stages",):
         return f"{the} stages"
     if len(path) == 2 and path[0] == "stages":
-        return f"the fields of stage {_quote(path[1])}"
+        return f"the fields of stage {quote(path[1])}"
     if other and len(entry.children) == 1 and not entry.children[0].is_item:
-        return f"{_quote(entry.children[0].name)} above it"
+        return f"{quote(entry.children[0].name)} above it"
     if entry.is_item:
         return "the keys of this list item"
-    return f"{the} entries of {_quote(entry.name)}"
+    return f"{the} entries of {quote(entry.name)}"
 
 
-def _known_fields(parent: _Entry | None) -> frozenset[str] | None:
+def _known_fields(parent: Entry | None) -> frozenset[str] | None:
     """The keys the file format allows under ``parent`` (None: any key)."""
     path = parent.path if parent is not None else ()
     if "-" in path:
@@ -756,28 +614,3 @@ def _belongs(key: str, here: frozenset[str] | None, there: frozenset[str] | None
     """Whether ``key`` can be a key of the level that allows ``here`` (None:
     any key) and not of the one that allows ``there``."""
     return (here is None or key in here) and there is not None and key not in there
-
-
-def _key_line(text: str) -> re.Match[str] | None:
-    return _KEY_LINE.match(text[:_LINE_LIMIT])
-
-
-def _indent(text: str) -> int:
-    return len(text) - len(text.lstrip(" "))
-
-
-def _strip_comment(value: str) -> str:
-    return re.split(r"\s#", value.strip())[0].rstrip()
-
-
-def _quote(name: str) -> str:
-    if len(name) > _SHOWN:
-        name = name[: _SHOWN - 3] + "..."
-    return f"'{name}'"
-
-
-def _quoted_value(value: str) -> str:
-    """``value`` as a YAML quoted scalar, for a suggestion."""
-    if "'" not in value:
-        return f"'{value}'"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
