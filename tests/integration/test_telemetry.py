@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +16,7 @@ import pytest
 from conveyor.v1 import runs_pb2, server_pb2
 from tests.support.daemon import DaemonProcess
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.repos import GitRepo
+from tests.support.repos import GitRepo, git
 
 FAST_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -80,8 +85,15 @@ def test_run_and_stage_spans_follow_the_cicd_conventions(
     assert root.attributes["cicd.pipeline.action.name"] == "RUN"
     assert root.attributes["vcs.repository.url.full"] == f"file://{repo.path}"
     assert root.attributes["vcs.ref.head.name"] == "main"
+    assert root.attributes["vcs.ref.head.type"] == "branch"
     assert root.attributes["vcs.ref.head.revision"] == run.commit
     assert "error.type" not in root.attributes and not root.is_error
+    host, home = socket.gethostname(), traced_daemon.home
+    daemon_url = f"conveyor://{host.lower()}{home}"
+    assert root.attributes["cicd.pipeline.run.url.full"] == f"{daemon_url}/runs/{run.id}"
+    assert root.resource["cicd.worker.id"] == f"{host}:{home}"
+    assert root.resource["cicd.worker.name"] == host
+    assert root.resource["cicd.worker.url.full"] == daemon_url
 
     for name in ("lint", "test", "build"):
         span = by_name[f"run {name}"]
@@ -89,6 +101,9 @@ def test_run_and_stage_spans_follow_the_cicd_conventions(
         assert span.trace_id == root.trace_id and span.parent_span_id == root.span_id
         assert span.attributes["cicd.pipeline.task.name"] == name
         assert span.attributes["cicd.pipeline.task.run.id"] == f"{run.id}/{name}"
+        assert span.attributes["cicd.pipeline.task.run.url.full"] == (
+            f"{daemon_url}/runs/{run.id}/stages/{name}"
+        )
         assert span.attributes["cicd.pipeline.task.type"] == "run"
         assert span.attributes["cicd.pipeline.task.run.result"] == "success"
         assert root.start_ns <= span.start_ns <= span.end_ns <= root.end_ns
@@ -148,6 +163,42 @@ def test_cancellation_and_timeouts_are_results_not_errors(
     assert ("cancellation", {"reason": "enough"}) in slow.events
     assert quick.attributes["cicd.pipeline.task.run.result"] == "timeout"
     assert quick.attributes["error.type"] == "timeout"
+
+
+def test_the_ref_type_is_known_for_hook_cli_and_short_tag_submits(
+    traced_daemon: DaemonProcess,
+    receiver: OtlpReceiver,
+    pipeline_repo: Callable[[str], GitRepo],
+) -> None:
+    repo = pipeline_repo("name: refs\nstages:\n  s:\n    run: 'true'\n")
+    commit = git("rev-parse", "HEAD", cwd=repo.path)
+    git("tag", "-a", "-m", "release", "v1.0", cwd=repo.path)
+    submits = {
+        "hook, branch": {"ref": "refs/heads/main", "commit": commit},
+        "hook, tag": {"ref": "refs/tags/v1.0", "commit": commit},
+        "cli": {"ref": "main", "commit": commit},
+        "short tag": {"ref": "v1.0"},
+        "commit id": {"ref": commit},
+    }
+    runs = {what: traced_daemon.submit(repo.path, **fields) for what, fields in submits.items()}
+    for run in runs.values():
+        traced_daemon.wait(run.id)
+    spans = receiver.wait_for(lambda spans: all(_run_spans(spans, r.id) for r in runs.values()))
+    roots = {
+        what: next(s for s in _run_spans(spans, run.id) if s.kind == "SERVER").attributes
+        for what, run in runs.items()
+    }
+    seen = {
+        what: (attrs["vcs.ref.head.name"], attrs.get("vcs.ref.head.type"))
+        for what, attrs in roots.items()
+    }
+    assert seen == {
+        "hook, branch": ("main", "branch"),
+        "hook, tag": ("v1.0", "tag"),
+        "cli": ("main", "branch"),
+        "short tag": ("v1.0", "tag"),
+        "commit id": (commit, None),
+    }
 
 
 def test_trace_context_sent_with_submit_becomes_the_parent(
@@ -236,3 +287,31 @@ def test_no_exporter_by_default_but_trace_context_still_reaches_stages(
     assert list(status.trace_exporters) == []
     traceparent = (tmp_path / "lint.traceparent").read_text().strip()
     assert traceparent.startswith(f"00-{run.trace_id}-")
+
+
+def test_status_and_the_docs_agree_on_span_counts_when_nothing_is_exported(
+    daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo], tmp_path: Path
+) -> None:
+    repo = pipeline_repo(PIPELINE.format(out=tmp_path, test_exit=0))
+    daemon.wait(daemon.submit(repo.path).id)
+    deadline = time.monotonic() + 20
+    status = daemon.stub.GetServerStatus(server_pb2.GetServerStatusRequest())
+    while status.spans_ended < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = daemon.stub.GetServerStatus(server_pb2.GetServerStatusRequest())
+    assert (status.spans_ended, status.spans_exported, list(status.trace_exporters)) == (4, 0, [])
+
+    env = {**os.environ, "CONVEYOR_ADDRESS": daemon.address}
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor.client.cli", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = [line for line in result.stdout.splitlines() if "spans:" in line]
+    assert line == "  spans:         4 ended, not exported (no exporter configured)"
+    docs = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
+    documented = [d for d in docs.splitlines() if "spans:" in d and "not exported" in d]
+    assert [re.sub(r"\d+", "N", d) for d in documented] == [re.sub(r"\d+", "N", line)]

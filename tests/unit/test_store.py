@@ -92,6 +92,14 @@ async def test_a_created_run_reads_back_with_its_stages_number_and_first_event(
     assert await store.get_run("ffffffffffff00000000") is None
 
 
+async def test_the_ref_type_found_at_submit_is_stored_with_the_run(store: RunStore) -> None:
+    run = make_run()
+    run.ref_type = "branch"  # for vcs.ref.head.type when a queued run is resumed
+    stored, _ = await store.create_run(run)
+    loaded = await store.get_run(stored.id)
+    assert loaded is not None and loaded.ref_type == "branch"
+
+
 async def test_updates_change_columns_and_append_numbered_events_atomically(
     store: RunStore,
 ) -> None:

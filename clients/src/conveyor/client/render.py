@@ -459,7 +459,14 @@ def server_status(
 ) -> list[str]:
     started = status.started_at
     uptime = format_duration(ts_span(started, Timestamp(), now))
-    exporters = printable(", ".join(status.trace_exporters)) or "none"
+    if status.trace_exporters:
+        spans = (
+            f"{status.spans_ended} ended, {status.spans_exported} exported,"
+            f" {status.spans_failed} failed, {status.spans_dropped} dropped"
+            f" (exporters: {printable(', '.join(status.trace_exporters))})"
+        )
+    else:
+        spans = f"{status.spans_ended} ended, not exported (no exporter configured)"
     return [
         f"conveyord {printable(status.version) or '(unknown version)'} at {printable(address)}",
         f"  up since:      {format_time(started)} ({uptime})",
@@ -467,7 +474,5 @@ def server_status(
         f" (max {status.max_concurrent_runs or 'unlimited'})",
         f"  stages:        {status.active_stages} active",
         f"  streams:       {status.active_streams} open",
-        f"  spans:         {status.spans_ended} ended, {status.spans_exported} exported,"
-        f" {status.spans_failed} failed, {status.spans_dropped} dropped"
-        f" (exporters: {exporters})",
+        f"  spans:         {spans}",
     ]

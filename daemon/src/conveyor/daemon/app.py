@@ -86,10 +86,11 @@ class Daemon:
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
             telemetry = configure_telemetry(
-                exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint
+                exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint, home=config.home
             )
             plugins = Plugins(hook_timeout=config.hook_timeout)
             await trio.to_thread.run_sync(plugins.load_entry_points)
+            telemetry.runs.use_stage_kinds(plugins.stage_kinds)
             bus = EventBus()
             logs = LogStore(config.logs_dir)
             base_env = await trio.to_thread.run_sync(

@@ -88,6 +88,8 @@ class RunRecord:
     trace_id: str = ""
     span_id: str = ""
     stages: list[StageRecord] = field(default_factory=list)
+    #: ``branch`` or ``tag`` when ``ref`` names one (found when it was resolved), else "".
+    ref_type: str = ""
 
     def stage(self, name: str) -> StageRecord:
         for stage in self.stages:

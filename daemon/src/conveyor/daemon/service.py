@@ -246,7 +246,7 @@ class RunService:
             if existing is not None:
                 return existing, False
         await self._check_room()
-        revision = await vcs.resolve(repo, request.commit or request.ref, pipeline_path)
+        revision = await vcs.resolve(repo, request.ref, pipeline_path, commit=request.commit)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
         ref = request.ref or revision.commit
@@ -258,6 +258,7 @@ class RunService:
             pipeline=spec.name,
             repository=str(repo),
             ref=ref,
+            ref_type=revision.ref_type,
             commit=revision.commit,
             pipeline_path=pipeline_path,
             trigger=request.trigger,

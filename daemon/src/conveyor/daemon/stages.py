@@ -136,6 +136,9 @@ class StageKind(Protocol):
     #     True for kinds whose outcome carries artifacts (build, file). Before
     #     such a stage runs, and after it, the daemon checks that the
     #     workspace's tracked files equal the commit's tree.
+    # task_type: str
+    #     The stages' ``cicd.pipeline.task.type`` in telemetry: "build",
+    #     "test" or "deploy" (the CICD conventions' well-known values).
     # def cache_inputs(self, spec: StageSpec) -> Iterable[str]
     #     Repository paths (besides the stage's ``inputs:``) whose content
     #     goes into the stage's cache key, e.g. the Dockerfile.

@@ -33,6 +33,18 @@ class Revision:
     pipeline_text: str
     #: The pipeline file's blob id: the same id is the same text.
     pipeline_blob: str
+    #: ``branch`` or ``tag``: what the submitted ref names; "" for a commit
+    #: id or any other ref.
+    ref_type: str = ""
+
+
+def ref_type_of(ref: str) -> str:
+    """``branch`` or ``tag`` for a full ref (``refs/heads/x``, ``refs/tags/x``), else ""."""
+    if ref.startswith("refs/heads/"):
+        return "branch"
+    if ref.startswith("refs/tags/"):
+        return "tag"
+    return ""
 
 
 def repository_path(repository: str) -> Path:
@@ -74,14 +86,20 @@ def _git_env() -> dict[str, str]:
     return {**os.environ, **_GIT_ENV}
 
 
-async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
-    """Resolve ``ref`` to a commit and read ``pipeline_path`` at that commit.
+async def resolve(repo: Path, ref: str, pipeline_path: str, *, commit: str = "") -> Revision:
+    """Resolve ``commit`` (or, without it, ``ref``) to a commit and read
+    ``pipeline_path`` at that commit; tell whether ``ref`` names a branch or
+    a tag.
 
-    One ``git cat-file --batch`` process answers both, so the file is read
-    from exactly the commit returned.
+    One ``git cat-file --batch`` process answers all of it, so the file is
+    read from exactly the commit returned. A short ``ref`` (``main``) is a
+    tag if ``refs/tags/main`` exists, else a branch if ``refs/heads/main``
+    does (git's own order when it resolves the name).
     """
-    if not _REF_RE.match(ref) or ref.startswith("-"):
-        raise InvalidArgument(f"ref {ref!r} is not a valid git ref or commit", field="ref")
+    target = commit or ref
+    if not _REF_RE.match(target) or target.startswith("-"):
+        field = "commit" if commit else "ref"
+        raise InvalidArgument(f"{field} {target!r} is not a valid git ref or commit", field=field)
     if _CONTROL_RE.search(pipeline_path):
         # a line break would end git's batch input and start another request
         raise InvalidArgument(
@@ -97,7 +115,9 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
         env=_git_env(),
     )
     try:
-        kind, commit, blob, content = await _cat_commit_file(proc, repo, ref, pipeline_path)
+        reader = _BatchReader(proc)
+        kind, resolved, blob, content = await _cat_commit_file(reader, repo, target, pipeline_path)
+        ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
     except (GitError, trio.BrokenResourceError):
         # git gave up before answering (it refuses to trust the repository,
         # the repository is corrupt...): its reason is on stderr
@@ -115,7 +135,7 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
                 await proc.wait()
     if kind != b"blob":
         raise InvalidArgument(
-            f"{pipeline_path!r} at {commit[:12]} is not a file", field="pipeline_path"
+            f"{pipeline_path!r} at {resolved[:12]} is not a file", field="pipeline_path"
         )
     try:
         text = content.decode()
@@ -123,7 +143,7 @@ async def resolve(repo: Path, ref: str, pipeline_path: str) -> Revision:
         raise InvalidArgument(
             f"{pipeline_path}: not UTF-8 text ({exc})", field="pipeline_path"
         ) from None
-    return Revision(commit=commit, pipeline_text=text, pipeline_blob=blob)
+    return Revision(commit=resolved, pipeline_text=text, pipeline_blob=blob, ref_type=ref_type)
 
 
 #: Bytes of git's error output kept for the message.
@@ -149,17 +169,15 @@ def _refused(repo: Path, stderr: str) -> FailedPrecondition:
 
 
 async def _cat_commit_file(
-    proc: trio.Process, repo: Path, ref: str, pipeline_path: str
+    reader: _BatchReader, repo: Path, ref: str, pipeline_path: str
 ) -> tuple[bytes, str, str, bytes]:
-    assert proc.stdin is not None and proc.stdout is not None
-    reader = _BatchReader(proc.stdout)
-    await proc.stdin.send_all(f"{ref}^{{commit}}\n".encode())
+    await reader.ask(f"{ref}^{{commit}}")
     header = await reader.header()
     if header.endswith((b" missing", b" ambiguous")):
         raise NotFound(f"unknown ref {ref!r} in repository {repo}", field="ref")
     commit = header.split()[0].decode()
     await reader.body(int(header.split()[2]))
-    await proc.stdin.send_all(f"{commit}:{pipeline_path}\n".encode())
+    await reader.ask(f"{commit}:{pipeline_path}")
     header = await reader.header()
     if header.endswith(b" missing"):
         raise NotFound(
@@ -170,10 +188,33 @@ async def _cat_commit_file(
     return kind, commit, blob.decode(), await reader.body(int(size))
 
 
+async def _short_ref_type(reader: _BatchReader, ref: str) -> str:
+    """``tag`` or ``branch`` for a short ref name that git resolves as one,
+    "" for anything else (a commit id, ``HEAD``, ``main~2``, no ref)."""
+    plain = _REF_RE.match(ref) and not ref.startswith(("-", "refs/")) and "@{" not in ref
+    if not plain or _SHA_RE.match(ref):
+        return ""  # a line break in it would be another request
+    for full, kind in ((f"refs/tags/{ref}", "tag"), (f"refs/heads/{ref}", "branch")):
+        await reader.ask(full)
+        header = await reader.header()
+        if header.endswith((b" missing", b" ambiguous")):
+            continue
+        await reader.body(int(header.split()[2]))
+        return kind
+    return ""
+
+
 class _BatchReader:
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
+    """Questions to, and answers from, a ``git cat-file --batch`` process."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self._requests = proc.stdin
+        self._stream = proc.stdout
         self._buf = bytearray()
+
+    async def ask(self, name: str) -> None:
+        await self._requests.send_all(f"{name}\n".encode())
 
     async def _fill(self) -> None:
         data = await self._stream.receive_some(65536)

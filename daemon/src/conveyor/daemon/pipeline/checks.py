@@ -173,4 +173,6 @@ class _Meaning:
                 continue
             for field, message in findings:
                 relative = parse_relative_path(field) if field else ()
-                self.report.report(("stages", name, *relative), message, at_key=not relative)
+                # an unknown name is pointed at where it is written, other problems at the value
+                at_key = not relative or message.startswith(("unknown parameter", "unknown key"))
+                self.report.report(("stages", name, *relative), message, at_key=at_key)

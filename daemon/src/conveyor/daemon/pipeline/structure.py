@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -25,7 +26,7 @@ from conveyor.daemon.pipeline.model import (
     describe_value,
 )
 
-__all__ = ["validate_structure"]
+__all__ = ["fields_at", "validate_structure"]
 
 _NAME_RULE: Final = (
     "must start with a letter or digit and contain only letters, digits, '.', '_' or '-' "
@@ -82,13 +83,35 @@ def _pydantic_error(error: ErrorDetails, report: Diagnostics) -> None:
         return
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        fields = _model_fields(loc[:-1])
+        fields = fields_at(loc[:-1])
         message = f"unknown field '{name}'"
-        if fields:
+        stray = _stray_stage(loc, value, report)
+        if stray:
+            message += stray
+        elif fields:
             message += f"; expected one of: {one_of(fields)}{did_you_mean(name, fields)}"
         report.report(loc, message, at_key=True)
         return
-    report.report(loc, _message(kind, error["msg"], value, ctx, loc))
+    report.report(
+        loc, _message(kind, error["msg"], value, ctx, loc) + _colon_hint(kind, loc, report)
+    )
+
+
+def _stray_stage(loc: FieldPath, value: Any, report: Diagnostics) -> str:
+    """For an unknown top-level key that holds what a stage holds: the
+    question whether it is a stage indented less than the others ("" if not)."""
+    stage_fields = fields_at(("stages", ""))
+    if len(loc) != 1 or not isinstance(value, dict) or not set(value) & set(stage_fields):
+        return ""
+    column = ""
+    stages = [path for path in report.positions if len(path) == 2 and path[0] == "stages"]
+    if stages:
+        key = report.positions[stages[0]].key
+        if key is not None:
+            column = f" (column {key.start_mark.column + 1})"
+    return (
+        f" at the top level; is it a stage indented less than the others under 'stages:'{column}?"
+    )
 
 
 def _key_error(path: FieldPath, kind: str, value: Any, msg: str, report: Diagnostics) -> None:
@@ -100,8 +123,9 @@ def _key_error(path: FieldPath, kind: str, value: Any, msg: str, report: Diagnos
     report.report(path, message, at_key=True)
 
 
-def _model_fields(parent: FieldPath) -> list[str]:
-    """Field names (by alias) of the model found at ``parent``."""
+def fields_at(parent: FieldPath) -> list[str]:
+    """Field names (by alias) of the model found at ``parent``; empty where
+    any key is accepted (stage names, ``env``, ``with``)."""
     model: type[BaseModel] | None = None
     if parent == ():
         model = PipelineSpec
@@ -114,6 +138,20 @@ def _model_fields(parent: FieldPath) -> list[str]:
     if model is None:
         return []
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _colon_hint(kind: str, loc: FieldPath, report: Diagnostics) -> str:
+    """For a string that YAML read as a mapping because of a ``: `` in it
+    (``- echo a: b``): how to keep it a string."""
+    where = report.positions.get(loc)
+    node = where.value if where is not None else None
+    if kind != "string_type" or not isinstance(node, yaml.MappingNode) or node.flow_style:
+        return ""
+    if len(node.value) != 1 or not all(isinstance(n, yaml.ScalarNode) for n in node.value[0]):
+        return ""
+    key, item = node.value[0]
+    text = f"{key.value}: {item.value}".rstrip()
+    return f" (YAML reads '{text}' as a key and a value because of the ': ': put it in quotes)"
 
 
 def _message(kind: str, msg: str, value: Any, ctx: Mapping[str, Any], loc: FieldPath) -> str:

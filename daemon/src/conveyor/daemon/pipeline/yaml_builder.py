@@ -8,6 +8,7 @@ aliases and custom tags are reported; alias expansion is bounded, so a
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import yaml
@@ -16,8 +17,11 @@ from yaml.reader import ReaderError
 
 from conveyor.daemon.pipeline.diagnostics import Diagnostics, FieldPath, Loc, render_path
 from conveyor.daemon.pipeline.model import describe_value
+from conveyor.daemon.pipeline.yaml_errors import explain_yaml_error
 
 __all__ = ["MAX_FILE_SIZE", "parse_yaml"]
+
+log = logging.getLogger(__name__)
 
 #: Largest accepted pipeline file, in bytes (UTF-8).
 MAX_FILE_SIZE: Final = 1024 * 1024
@@ -156,7 +160,7 @@ def parse_yaml(text: str, report: Diagnostics) -> dict[str, Any] | None:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        _yaml_error(exc, report)
+        _yaml_error(text, exc, report)
         return None
     except ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
@@ -217,7 +221,17 @@ def _raw_env_values(data: dict[str, Any], report: Diagnostics) -> None:
                 env[key] = loc.value.value
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, report: Diagnostics) -> None:
+def _yaml_error(text: str, exc: yaml.MarkedYAMLError, report: Diagnostics) -> None:
+    """Report a syntax error in the user's terms where it can be explained,
+    else in PyYAML's."""
+    try:
+        explained = explain_yaml_error(text, exc)
+    except Exception:  # a flaw in the explanation must not hide the error itself
+        log.warning("could not explain a YAML error", exc_info=True)
+        explained = None
+    if explained is not None:
+        report.add(explained.line, explained.column, "", f"invalid YAML: {explained.message}")
+        return
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "malformed document"
     message = f"invalid YAML: {problem}"

@@ -74,6 +74,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         pipeline=row["pipeline"],
         repository=row["repository"],
         ref=row["ref"],
+        ref_type=row["ref_type"],
         commit=row["commit_sha"],
         pipeline_path=row["pipeline_path"],
         trigger=TriggerKind(row["trigger"]),
@@ -222,8 +223,8 @@ class RunStore:
             conn.execute(
                 "INSERT INTO runs (id, number, pipeline, repository, ref, commit_sha,"
                 " pipeline_path, trigger, status, reason, created_at, spec_json,"
-                " concurrency_group, trace_id, span_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " concurrency_group, trace_id, span_id, ref_type)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.number,
@@ -240,6 +241,7 @@ class RunStore:
                     run.concurrency_group,
                     run.trace_id,
                     run.span_id,
+                    run.ref_type,
                 ),
             )
             conn.executemany(

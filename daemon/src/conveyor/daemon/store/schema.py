@@ -92,6 +92,11 @@ MIGRATIONS: list[str] = [
     DROP TABLE idempotency_keys;
     ALTER TABLE idempotency_scoped RENAME TO idempotency_keys;
     """,
+    # Whether a run's ref names a branch or a tag (vcs.ref.head.type), found
+    # when the ref is resolved; unknown ('') for older runs.
+    """
+    ALTER TABLE runs ADD COLUMN ref_type TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

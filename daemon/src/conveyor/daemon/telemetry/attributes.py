@@ -1,5 +1,6 @@
 """Attribute names and values from the OpenTelemetry semantic conventions
-(CICD, VCS, error, deployment, artifact, enduser registries)."""
+(CICD, VCS, error, deployment, artifact, enduser registries), and Conveyor's
+own (``conveyor.*``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ TASK_NAME = "cicd.pipeline.task.name"
 TASK_RUN_ID = "cicd.pipeline.task.run.id"
 TASK_TYPE = "cicd.pipeline.task.type"
 TASK_RUN_RESULT = "cicd.pipeline.task.run.result"
+PIPELINE_RUN_URL = "cicd.pipeline.run.url.full"
+TASK_RUN_URL = "cicd.pipeline.task.run.url.full"
+WORKER_ID = "cicd.worker.id"
+WORKER_NAME = "cicd.worker.name"
+WORKER_URL = "cicd.worker.url.full"
 # VCS
 REPOSITORY_URL = "vcs.repository.url.full"
 REF_HEAD_NAME = "vcs.ref.head.name"
@@ -56,22 +62,34 @@ TASK_RESULTS: dict[StageStatus, str] = {
     StageStatus.INTERRUPTED: "error",
 }
 
-#: Stage kinds mapped to the well-known ``cicd.pipeline.task.type`` values;
-#: other kinds are reported under their own name.
+#: The built-in stage kinds mapped to the well-known ``cicd.pipeline.task.type``
+#: values (``build``, ``test``, ``deploy``): analysis and tests are ``test``,
+#: making and publishing an artifact ``build``. ``run`` (any command) fits none
+#: and is reported under its own name, a custom value as the conventions allow.
 TASK_TYPES = {
+    "lint": "test",
+    "test": "test",
+    "scan": "test",
     "build": "build",
     "push": "build",
-    "test": "test",
-    "lint": "test",
-    "scan": "test",
+    "file": "build",
     "deploy": "deploy",
 }
 
 
-def ref_name_and_type(ref: str) -> tuple[str, str | None]:
-    """``refs/heads/main`` -> (``main``, ``branch``); a bare name has no known type."""
-    if ref.startswith("refs/heads/"):
-        return ref.removeprefix("refs/heads/"), "branch"
-    if ref.startswith("refs/tags/"):
-        return ref.removeprefix("refs/tags/"), "tag"
-    return ref, None
+def task_type(kind: str, stage_kind: object = None) -> str:
+    """The ``cicd.pipeline.task.type`` of stages of ``kind``: what the stage
+    kind object declares in its optional ``task_type`` attribute, else the
+    built-in mapping, else the kind's name."""
+    declared = getattr(stage_kind, "task_type", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    return TASK_TYPES.get(kind, kind)
+
+
+def ref_name(ref: str) -> str:
+    """``refs/heads/main`` -> ``main``, ``refs/tags/v1`` -> ``v1``; other refs as they are."""
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref

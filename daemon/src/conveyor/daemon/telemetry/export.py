@@ -29,6 +29,18 @@ class ExportStats:
     dropped: int = 0
 
 
+class SpanCounter(SpanProcessor):
+    """Counts the spans that end, whether or not any exporter takes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._lock:
+            self.ended += 1
+
+
 class BoundedBatchSpanProcessor(SpanProcessor):
     """Batches ended spans to an exporter from a worker thread."""
 

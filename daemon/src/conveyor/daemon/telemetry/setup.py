@@ -6,16 +6,22 @@ Exporters: ``otlp`` (OTLP over gRPC), ``console`` (for debugging) or
 when unset, the daemon's ``telemetry_exporter`` setting does, and when that
 is unset too, ``otlp`` if an OTLP endpoint is configured, else ``none`` — no
 export by default. Spans are recorded (and their context handed to stages)
-even when nothing is exported.
+even when nothing is exported, and counted as ended.
+
+The resource names the service (``service.name=conveyor``, its version) and
+the daemon as the CICD worker (``cicd.worker.id``, ``cicd.worker.name``,
+``cicd.worker.url.full``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -27,9 +33,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
-from conveyor.daemon.telemetry.export import BoundedBatchSpanProcessor, ExportStats
+from conveyor.client.address import conveyor_home
+from conveyor.daemon.telemetry import attributes as a
+from conveyor.daemon.telemetry.export import BoundedBatchSpanProcessor, ExportStats, SpanCounter
 from conveyor.daemon.telemetry.metrics import Instruments
 from conveyor.daemon.telemetry.tracing import RunTracing
+from conveyor.daemon.telemetry.urls import RunUrls
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +88,26 @@ class Telemetry:
         meter_provider: MeterProvider,
         processors: list[BoundedBatchSpanProcessor],
         exporters: list[str],
+        *,
+        urls: RunUrls | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processors = processors
         self.exporters = exporters
+        self._ended = SpanCounter()
+        tracer_provider.add_span_processor(self._ended)
         self.instruments = Instruments(meter_provider.get_meter("conveyor", _version()))
-        self.runs = RunTracing(tracer_provider.get_tracer("conveyor", _version()), self.instruments)
+        self.runs = RunTracing(
+            tracer_provider.get_tracer("conveyor", _version()), self.instruments, urls
+        )
 
     @property
     def stats(self) -> ExportStats:
-        total = ExportStats()
+        """Spans ended since start-up (exported or not), and per exporter
+        summed: exported, failed to export, dropped from a full queue."""
+        total = ExportStats(ended=self._ended.ended)
         for processor in self.processors:
-            total.ended += processor.stats.ended
             total.exported += processor.stats.exported
             total.failed += processor.stats.failed
             total.dropped += processor.stats.dropped
@@ -113,15 +129,30 @@ class Telemetry:
         stopper.join(timeout)
 
 
+def worker_attributes(home: Path, urls: RunUrls, host: str | None = None) -> dict[str, str]:
+    """``cicd.worker.*`` of the daemon with this home on this host: the
+    daemon is the worker that runs the stages."""
+    name = host if host is not None else socket.gethostname()
+    return {a.WORKER_ID: f"{name}:{home}", a.WORKER_NAME: name, a.WORKER_URL: urls.daemon}
+
+
 def configure(
     *,
     exporter: str = "",
     endpoint: str = "",
     env: Mapping[str, str] | None = None,
+    home: Path | None = None,
 ) -> Telemetry:
     """Build the providers. ``exporter``/``endpoint`` come from the daemon's
-    configuration; ``OTEL_*`` variables take precedence."""
+    configuration; ``OTEL_*`` variables take precedence. ``home`` is the
+    daemon's home folder (default: ``CONVEYOR_HOME``): it names the worker
+    and goes into run and stage URLs."""
     env = os.environ if env is None else env
+    home = (home if home is not None else conveyor_home()).absolute()
+    # A web dashboard's address, once there is one, replaces this line:
+    # urls = RunUrls(web_url) if web_url else RunUrls.of_daemon(home)
+    host = socket.gethostname()
+    urls = RunUrls.of_daemon(home, host)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         exporter, endpoint = "none", ""
         env = {k: v for k, v in env.items() if not k.endswith("_EXPORTER")}
@@ -132,7 +163,13 @@ def configure(
     )
     traces = _choice(env, "OTEL_TRACES_EXPORTER", exporter, otlp_endpoint)
     metrics = _choice(env, "OTEL_METRICS_EXPORTER", exporter, otlp_endpoint)
-    resource = Resource.create({"service.name": SERVICE_NAME, "service.version": _version()})
+    resource = Resource.create(
+        {
+            "service.name": SERVICE_NAME,
+            "service.version": _version(),
+            **worker_attributes(home, urls, host),
+        }
+    )
 
     processors: list[BoundedBatchSpanProcessor] = []
     # shut down explicitly by the daemon (Telemetry.shutdown), not at exit
@@ -184,4 +221,4 @@ def configure(
             ",".join(metrics) or "none",
             otlp_endpoint or "-",
         )
-    return Telemetry(tracer_provider, meter_provider, processors, traces)
+    return Telemetry(tracer_provider, meter_provider, processors, traces, urls=urls)

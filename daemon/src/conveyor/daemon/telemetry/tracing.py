@@ -22,9 +22,12 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from conveyor.client.address import conveyor_home
 from conveyor.daemon.records import RunRecord, StageRecord
 from conveyor.daemon.telemetry import attributes as a
 from conveyor.daemon.telemetry.metrics import Instruments
+from conveyor.daemon.telemetry.urls import RunUrls
+from conveyor.daemon.vcs import ref_type_of
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ACTION = "RUN"
@@ -53,16 +56,24 @@ def remote_context(trace_id: str, span_id: str) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-def task_type(kind: str) -> str:
-    return a.TASK_TYPES.get(kind, kind)
-
-
 class RunTracing:
-    def __init__(self, tracer: trace.Tracer, instruments: Instruments) -> None:
+    def __init__(
+        self, tracer: trace.Tracer, instruments: Instruments, urls: RunUrls | None = None
+    ) -> None:
         self._tracer = tracer
         self._instruments = instruments
+        self.urls = urls if urls is not None else RunUrls.of_daemon(conveyor_home())
         self._runs: dict[str, trace.Span] = {}
         self._stages: dict[tuple[str, str], trace.Span] = {}
+        self._stage_kinds: Mapping[str, object] = {}
+
+    def use_stage_kinds(self, stage_kinds: Mapping[str, object]) -> None:
+        """The installed stage kinds by name (kept, not copied), whose
+        optional ``task_type`` attribute names their ``cicd.pipeline.task.type``."""
+        self._stage_kinds = stage_kinds
+
+    def task_type(self, kind: str) -> str:
+        return a.task_type(kind, self._stage_kinds.get(kind))
 
     # -- runs ------------------------------------------------------------------
 
@@ -80,13 +91,14 @@ class RunTracing:
         attempt at the same run (a daemon restart), linked to.
         """
         parent = _PROPAGATOR.extract(carrier) if carrier else Context()
-        ref_name, ref_type = a.ref_name_and_type(run.ref)
+        ref_type = run.ref_type or ref_type_of(run.ref)
         attributes: dict[str, AttributeValue] = {
             a.PIPELINE_NAME: run.pipeline,
             a.PIPELINE_RUN_ID: run.id,
+            a.PIPELINE_RUN_URL: self.urls.run(run.id),
             a.PIPELINE_ACTION_NAME: _ACTION,
             a.REPOSITORY_URL: f"file://{run.repository}",
-            a.REF_HEAD_NAME: ref_name,
+            a.REF_HEAD_NAME: a.ref_name(run.ref),
             a.REF_HEAD_REVISION: run.commit,
             a.RUN_TRIGGER: run.trigger.value,
         }
@@ -181,7 +193,8 @@ class RunTracing:
                 a.PIPELINE_RUN_ID: run.id,
                 a.TASK_NAME: stage.name,
                 a.TASK_RUN_ID: f"{run.id}/{stage.name}",
-                a.TASK_TYPE: task_type(stage.kind),
+                a.TASK_RUN_URL: self.urls.stage(run.id, stage.name),
+                a.TASK_TYPE: self.task_type(stage.kind),
                 a.TASK_KIND: stage.kind,
             },
             start_time=_ns(stage.started_at),
@@ -237,5 +250,5 @@ class RunTracing:
         span.end(end_time=_ns(stage.finished_at))
         duration = (stage.finished_at or 0) - (stage.started_at or stage.finished_at or 0)
         self._instruments.task_finished(
-            run.pipeline, stage.name, task_type(stage.kind), result, duration
+            run.pipeline, stage.name, self.task_type(stage.kind), result, duration
         )
