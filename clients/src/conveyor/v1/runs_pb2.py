@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/runs.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\x05Stage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05needs\x18\x03 \x03(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.conveyor.v1.StageStatus\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x10\n\x08log_size\x18\n \x01(\x03\x12(\n\x06report\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.StageReportB\x0c\n\n_exit_code\"\x9c\x01\n\x07\x46inding\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x0c\n\x04\x66ile\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x11\n\tbaselined\x18\x08 \x01(\x08\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"h\n\x0eTestCaseResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04\x66ile\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\"\xa2\x02\n\x0bStageReport\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x34\n\x06\x63ounts\x18\x02 \x03(\x0b\x32$.conveyor.v1.StageReport.CountsEntry\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.conveyor.v1.Finding\x12*\n\x05tests\x18\x04 \x03(\x0b\x32\x1b.conveyor.v1.TestCaseResult\x12\x11\n\ttruncated\x18\x05 \x01(\x03\x12\x13\n\x0bgate_passed\x18\x06 \x01(\x08\x12\x13\n\x0bgate_reason\x18\x07 \x01(\t\x12\x0f\n\x07sources\x18\x08 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe9\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x10\n\x08pipeline\x18\x03 \x01(\t\x12\x12\n\nrepository\x18\x04 \x01(\t\x12\x0b\n\x03ref\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\t\x12\x15\n\rpipeline_path\x18\x07 \x01(\t\x12)\n\x07trigger\x18\x08 \x01(\x0e\x32\x18.conveyor.v1.TriggerKind\x12&\n\x06status\x18\t \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\x0e\n\x06reason\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06stages\x18\x0e \x03(\x0b\x32\x12.conveyor.v1.Stage\x12\x19\n\x11\x63oncurrency_group\x18\x0f \x01(\t\x12\x16\n\x0elast_event_seq\x18\x10 \x01(\x03\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x0f\n\x07span_id\x18\x12 \x01(\t\"\x9e\x01\n\x10SubmitRunRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x15\n\rpipeline_path\x18\x03 \x01(\t\x12)\n\x07trigger\x18\x04 \x01(\x0e\x32\x18.conveyor.v1.TriggerKind\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\t\"C\n\x11SubmitRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x82\x01\n\x0fListRunsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Run\"\xad\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.conveyor.v1.RunEventKind\x12*\n\nrun_status\x18\x05 \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\r\n\x05stage\x18\x06 \x01(\t\x12.\n\x0cstage_status\x18\x07 \x01(\x0e\x32\x18.conveyor.v1.StageStatus\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x16\n\texit_code\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\n \x01(\tB\x0c\n\n_exit_code\"4\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"R\n\x11StreamLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"7\n\x08LogChunk\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*q\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIGGER_KIND_MANUAL\x10\x01\x12\x15\n\x11TRIGGER_KIND_PUSH\x10\x02\x12\x14\n\x10TRIGGER_KIND_API\x10\x03*\xd7\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05\x12\x18\n\x14RUN_STATUS_TIMED_OUT\x10\x06\x12\x1a\n\x16RUN_STATUS_INTERRUPTED\x10\x07*\x84\x02\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_PENDING\x10\x01\x12\x18\n\x14STAGE_STATUS_RUNNING\x10\x02\x12\x1a\n\x16STAGE_STATUS_SUCCEEDED\x10\x03\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x04\x12\x1a\n\x16STAGE_STATUS_CANCELLED\x10\x05\x12\x1a\n\x16STAGE_STATUS_TIMED_OUT\x10\x06\x12\x18\n\x14STAGE_STATUS_SKIPPED\x10\x07\x12\x1c\n\x18STAGE_STATUS_INTERRUPTED\x10\x08*\x8e\x01\n\x0cRunEventKind\x12\x1e\n\x1aRUN_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RUN_EVENT_KIND_RUN_STATUS\x10\x01\x12\x1f\n\x1bRUN_EVENT_KIND_STAGE_STATUS\x10\x02\x12\x1e\n\x1aRUN_EVENT_KIND_STAGE_RETRY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/runs.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\x05Stage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05needs\x18\x03 \x03(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.conveyor.v1.StageStatus\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x10\n\x08log_size\x18\n \x01(\x03\x12(\n\x06report\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.StageReportB\x0c\n\n_exit_code\"\x9c\x01\n\x07\x46inding\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x0c\n\x04\x66ile\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x11\n\tbaselined\x18\x08 \x01(\x08\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"h\n\x0eTestCaseResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04\x66ile\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\"\xa2\x02\n\x0bStageReport\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x34\n\x06\x63ounts\x18\x02 \x03(\x0b\x32$.conveyor.v1.StageReport.CountsEntry\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.conveyor.v1.Finding\x12*\n\x05tests\x18\x04 \x03(\x0b\x32\x1b.conveyor.v1.TestCaseResult\x12\x11\n\ttruncated\x18\x05 \x01(\x03\x12\x13\n\x0bgate_passed\x18\x06 \x01(\x08\x12\x13\n\x0bgate_reason\x18\x07 \x01(\t\x12\x0f\n\x07sources\x18\x08 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xfa\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x10\n\x08pipeline\x18\x03 \x01(\t\x12\x12\n\nrepository\x18\x04 \x01(\t\x12\x0b\n\x03ref\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\t\x12\x15\n\rpipeline_path\x18\x07 \x01(\t\x12)\n\x07trigger\x18\x08 \x01(\x0e\x32\x18.conveyor.v1.TriggerKind\x12&\n\x06status\x18\t \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\x0e\n\x06reason\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06stages\x18\x0e \x03(\x0b\x32\x12.conveyor.v1.Stage\x12\x19\n\x11\x63oncurrency_group\x18\x0f \x01(\t\x12\x16\n\x0elast_event_seq\x18\x10 \x01(\x03\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x0f\n\x07span_id\x18\x12 \x01(\t\x12\x0f\n\x07version\x18\x13 \x01(\t\"\x9e\x01\n\x10SubmitRunRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x15\n\rpipeline_path\x18\x03 \x01(\t\x12)\n\x07trigger\x18\x04 \x01(\x0e\x32\x18.conveyor.v1.TriggerKind\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\t\"C\n\x11SubmitRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x82\x01\n\x0fListRunsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Run\"\xad\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.conveyor.v1.RunEventKind\x12*\n\nrun_status\x18\x05 \x01(\x0e\x32\x16.conveyor.v1.RunStatus\x12\r\n\x05stage\x18\x06 \x01(\t\x12.\n\x0cstage_status\x18\x07 \x01(\x0e\x32\x18.conveyor.v1.StageStatus\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x16\n\texit_code\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\n \x01(\tB\x0c\n\n_exit_code\"4\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"R\n\x11StreamLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"7\n\x08LogChunk\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*q\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIGGER_KIND_MANUAL\x10\x01\x12\x15\n\x11TRIGGER_KIND_PUSH\x10\x02\x12\x14\n\x10TRIGGER_KIND_API\x10\x03*\xd7\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05\x12\x18\n\x14RUN_STATUS_TIMED_OUT\x10\x06\x12\x1a\n\x16RUN_STATUS_INTERRUPTED\x10\x07*\x84\x02\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_PENDING\x10\x01\x12\x18\n\x14STAGE_STATUS_RUNNING\x10\x02\x12\x1a\n\x16STAGE_STATUS_SUCCEEDED\x10\x03\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x04\x12\x1a\n\x16STAGE_STATUS_CANCELLED\x10\x05\x12\x1a\n\x16STAGE_STATUS_TIMED_OUT\x10\x06\x12\x18\n\x14STAGE_STATUS_SKIPPED\x10\x07\x12\x1c\n\x18STAGE_STATUS_INTERRUPTED\x10\x08*\x8e\x01\n\x0cRunEventKind\x12\x1e\n\x1aRUN_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RUN_EVENT_KIND_RUN_STATUS\x10\x01\x12\x1f\n\x1bRUN_EVENT_KIND_STAGE_STATUS\x10\x02\x12\x1e\n\x1aRUN_EVENT_KIND_STAGE_RETRY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STAGEREPORT_COUNTSENTRY']._loaded_options = None
   _globals['_STAGEREPORT_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_TRIGGERKIND']._serialized_start=2521
-  _globals['_TRIGGERKIND']._serialized_end=2634
-  _globals['_RUNSTATUS']._serialized_start=2637
-  _globals['_RUNSTATUS']._serialized_end=2852
-  _globals['_STAGESTATUS']._serialized_start=2855
-  _globals['_STAGESTATUS']._serialized_end=3115
-  _globals['_RUNEVENTKIND']._serialized_start=3118
-  _globals['_RUNEVENTKIND']._serialized_end=3260
+  _globals['_TRIGGERKIND']._serialized_start=2538
+  _globals['_TRIGGERKIND']._serialized_end=2651
+  _globals['_RUNSTATUS']._serialized_start=2654
+  _globals['_RUNSTATUS']._serialized_end=2869
+  _globals['_STAGESTATUS']._serialized_start=2872
+  _globals['_STAGESTATUS']._serialized_end=3132
+  _globals['_RUNEVENTKIND']._serialized_start=3135
+  _globals['_RUNEVENTKIND']._serialized_end=3277
   _globals['_STAGE']._serialized_start=73
   _globals['_STAGE']._serialized_end=393
   _globals['_FINDING']._serialized_start=396
@@ -53,27 +53,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGEREPORT_COUNTSENTRY']._serialized_start=906
   _globals['_STAGEREPORT_COUNTSENTRY']._serialized_end=951
   _globals['_RUN']._serialized_start=954
-  _globals['_RUN']._serialized_end=1443
-  _globals['_SUBMITRUNREQUEST']._serialized_start=1446
-  _globals['_SUBMITRUNREQUEST']._serialized_end=1604
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=1606
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=1673
-  _globals['_GETRUNREQUEST']._serialized_start=1675
-  _globals['_GETRUNREQUEST']._serialized_end=1706
-  _globals['_LISTRUNSREQUEST']._serialized_start=1709
-  _globals['_LISTRUNSREQUEST']._serialized_end=1839
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1841
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1916
-  _globals['_CANCELRUNREQUEST']._serialized_start=1918
-  _globals['_CANCELRUNREQUEST']._serialized_end=1968
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1970
-  _globals['_CANCELRUNRESPONSE']._serialized_end=2020
-  _globals['_RUNEVENT']._serialized_start=2023
-  _globals['_RUNEVENT']._serialized_end=2324
-  _globals['_WATCHRUNREQUEST']._serialized_start=2326
-  _globals['_WATCHRUNREQUEST']._serialized_end=2378
-  _globals['_STREAMLOGSREQUEST']._serialized_start=2380
-  _globals['_STREAMLOGSREQUEST']._serialized_end=2462
-  _globals['_LOGCHUNK']._serialized_start=2464
-  _globals['_LOGCHUNK']._serialized_end=2519
+  _globals['_RUN']._serialized_end=1460
+  _globals['_SUBMITRUNREQUEST']._serialized_start=1463
+  _globals['_SUBMITRUNREQUEST']._serialized_end=1621
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=1623
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=1690
+  _globals['_GETRUNREQUEST']._serialized_start=1692
+  _globals['_GETRUNREQUEST']._serialized_end=1723
+  _globals['_LISTRUNSREQUEST']._serialized_start=1726
+  _globals['_LISTRUNSREQUEST']._serialized_end=1856
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1858
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1933
+  _globals['_CANCELRUNREQUEST']._serialized_start=1935
+  _globals['_CANCELRUNREQUEST']._serialized_end=1985
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1987
+  _globals['_CANCELRUNRESPONSE']._serialized_end=2037
+  _globals['_RUNEVENT']._serialized_start=2040
+  _globals['_RUNEVENT']._serialized_end=2341
+  _globals['_WATCHRUNREQUEST']._serialized_start=2343
+  _globals['_WATCHRUNREQUEST']._serialized_end=2395
+  _globals['_STREAMLOGSREQUEST']._serialized_start=2397
+  _globals['_STREAMLOGSREQUEST']._serialized_end=2479
+  _globals['_LOGCHUNK']._serialized_start=2481
+  _globals['_LOGCHUNK']._serialized_end=2536
 # @@protoc_insertion_point(module_scope)

@@ -88,6 +88,10 @@ class RunRecord:
     trace_id: str = ""
     span_id: str = ""
     stages: list[StageRecord] = field(default_factory=list)
+    #: The version (SemVer 2.0.0) the run builds, set when it starts: a
+    #: ``vX.Y.Z`` tag on the commit, else the pipeline's ``version:`` base
+    #: with the run number as pre-release ("" until the run starts).
+    version: str = ""
 
     def stage(self, name: str) -> StageRecord:
         for stage in self.stages:

@@ -84,3 +84,5 @@ WorkspacePaths = Annotated[
 OptionalWorkspaceFile = Annotated[
     str, BeforeValidator(_unset_as_empty), AfterValidator(_optional_workspace_path)
 ]
+#: A relative path (or glob pattern) inside the workspace, required.
+WorkspacePath = Annotated[str, AfterValidator(_workspace_path)]

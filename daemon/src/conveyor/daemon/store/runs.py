@@ -25,6 +25,7 @@ _RUN_COLUMNS = {
     "reason",
     "started_at",
     "finished_at",
+    "version",
 }
 _STAGE_COLUMNS = {
     "status",
@@ -86,6 +87,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         last_event_seq=row["last_event_seq"],
         trace_id=row["trace_id"],
         span_id=row["span_id"],
+        version=row["version"],
     )
 
 
