@@ -278,7 +278,8 @@ class RunArtifacts:
             if when == "before"
             else "changed while the stage ran, by it or a parallel stage"
         )
-        what = f"{files} differ from commit {commit[:12]} {when} the stage ({cause})"
+        verb = "differs" if len(changed) == 1 else "differ"
+        what = f"{files} {verb} from commit {commit[:12]} {when} the stage ({cause})"
         if spec.allow_dirty:
             await ctx.log_line(
                 f"{what}: {listing(changed)}; allowed by allow_dirty: its artifacts are marked"

@@ -165,12 +165,21 @@ RepositoryPaths = Annotated[
 ]
 
 
+def _number_as_text(value: Any) -> Any:
+    """``version: 1.2`` is a number in YAML: check it as the text it was."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def _semantic_version(value: str) -> str:
     parse_version(value)  # its VersionError (a ValueError) says what is wrong
     return value
 
 
-SemanticVersion = Annotated[str, AfterValidator(_semantic_version)]
+SemanticVersion = Annotated[
+    str, BeforeValidator(_number_as_text), AfterValidator(_semantic_version)
+]
 
 
 class _Model(BaseModel):

@@ -185,8 +185,9 @@ def _check_tags(conn: sqlite3.Connection, drafts: Sequence[ArtifactDraft]) -> No
 
 def _insert(conn: sqlite3.Connection, draft: ArtifactDraft, seal: Seal) -> None:
     out, facts = draft.output, draft.facts
-    subjects = [(name, out.manifest_digest) for name in out.pushed_to if out.manifest_digest]
-    facts = replace(facts, other_subjects=tuple(subjects))
+    pushed = [out.pushed_to] if out.pushed_to else []
+    subjects = tuple((name, out.manifest_digest) for name in pushed if out.manifest_digest)
+    facts = replace(facts, other_subjects=subjects)
     envelope, key_id = seal(facts)
     conn.execute(
         "INSERT INTO artifacts (digest, kind, name, version, size, media_type, repository, ref,"
@@ -213,7 +214,7 @@ def _insert(conn: sqlite3.Connection, draft: ArtifactDraft, seal: Seal) -> None:
             draft.created_at,
             draft.trace_id,
             draft.span_id,
-            json.dumps(list(dict.fromkeys(out.pushed_to))),
+            json.dumps(pushed),
             out.manifest_digest,
             int(not draft.changed_files),
             json.dumps(list(draft.changed_files)),
@@ -230,7 +231,8 @@ def _update(conn: sqlite3.Connection, row: sqlite3.Row, draft: ArtifactDraft, se
     """Merge what a later stage says about a known digest into its row."""
     out = draft.output
     pushed = list(_loads(row["pushed_to_json"], []))
-    pushed += [name for name in out.pushed_to if name not in pushed]
+    if out.pushed_to and out.pushed_to not in pushed:
+        pushed.append(out.pushed_to)
     manifest = out.manifest_digest or row["manifest_digest"]
     attributes = {**_loads(row["attributes_json"], {}), **out.attributes}
     cache_key = row["cache_key"]
