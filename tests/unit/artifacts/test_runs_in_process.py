@@ -41,8 +41,10 @@ from conveyor.plugin import (
     StageContext,
     StageOutcome,
     StageSpec,
-    StageStatus as PluginStageStatus,
     hookimpl,
+)
+from conveyor.plugin import (
+    StageStatus as PluginStageStatus,
 )
 from tests.support.repos import GitRepo, git, make_repo
 
@@ -169,10 +171,10 @@ class Harness:
         return span
 
     async def delivered(self) -> None:
-        """Wait until every queued notification reached the plugins."""
-        with trio.fail_after(10):
-            while self.plugins.notifier.pending:
-                await trio.sleep(0.01)
+        """Deliver every queued notification to the plugins (the notifier
+        closes: call it once the runs are done)."""
+        await self.plugins.notifier.aclose(trio.current_time() + 10)
+        assert self.plugins.notifier.dropped == 0
 
 
 @pytest.fixture
@@ -384,7 +386,9 @@ async def test_a_workspace_that_differs_from_the_commit_fails_the_build(
 async def test_allow_dirty_records_the_changed_files_and_skips_the_cache(
     harness: Harness, tmp_path: Path
 ) -> None:
-    pipeline = DIRTY.format(digest=DIGEST).replace("    needs: fix\n", "    needs: fix\n    allow_dirty: true\n")
+    pipeline = DIRTY.format(digest=DIGEST).replace(
+        "    needs: fix\n", "    needs: fix\n    allow_dirty: true\n"
+    )
     repo = make_repo(tmp_path / "repo", {"conveyor.yaml": pipeline, "src/app.py": "print(1)\n"})
     run = await harness.run(repo)
     assert run.status is RunStatus.SUCCEEDED
