@@ -133,7 +133,7 @@ name: {name}
 version: 9.9.9
 stages:
   test:
-    run: "true"
+    run: echo "building $CONVEYOR_VERSION"
   package:
     uses: file
     needs: test
@@ -160,6 +160,7 @@ def test_a_tagged_commit_builds_a_file_artifact_with_signed_verifiable_provenanc
     run = env.run(repo)
     assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED, [s.reason for s in run.stages]
     assert run.version == "1.2.3"  # the tag wins over version: 9.9.9
+    assert b"\nbuilding 1.2.3\n" in env.daemon.logs(run.id, "test")
 
     artifact = env.artifact("release.txt:1.2.3")
     digest = sha256(b"release bytes")

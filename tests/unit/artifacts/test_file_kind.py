@@ -88,7 +88,7 @@ async def test_the_kind_builds_and_returns_a_file_artifact(tmp_path: Path) -> No
         5,
         ("1.0.0",),
     )
-    assert artifact.media_type == "application/x-tar"
+    assert artifact.media_type == "application/gzip"
     assert artifact.attributes == {
         "path": "dist/shop-1.0.tar.gz",
         "stored_at": str(tmp_path / "artifacts" / "sha256" / digest),

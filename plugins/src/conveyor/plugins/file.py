@@ -53,6 +53,8 @@ from conveyor.plugins.run import shell_script
 #: Matches named when a pattern matches more than one file.
 SHOWN_MATCHES = 10
 _CHUNK = 1 << 20
+#: A compressed file's media type is its compression's (``.tar.gz``: gzip).
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
 
 class FileParameters(Parameters):
@@ -193,7 +195,8 @@ class FileStage:
                 StageStatus.FAILED, reason, error_type="store_error", system_error=True
             )
         await ctx.log_line(f"stored {relative} ({stored.size} bytes) as {stored.digest}")
-        media_type, _ = mimetypes.guess_type(source.name)
+        media_type, encoding = mimetypes.guess_type(source.name)
+        media_type = _COMPRESSED.get(encoding or "", media_type)
         output = ArtifactOutput(
             kind=FILE,
             name=source.name,

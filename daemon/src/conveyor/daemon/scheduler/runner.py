@@ -316,6 +316,7 @@ class RunExecution:
             "CONVEYOR_REPOSITORY": run.repository,
             "CONVEYOR_REF": run.ref,
             "CONVEYOR_COMMIT": run.commit,
+            "CONVEYOR_VERSION": run.version,
             "CONVEYOR_STAGE": name,
             "CONVEYOR_WORKSPACE": str(self.workspace),
             **self.spec.env,
