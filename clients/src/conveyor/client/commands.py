@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from conveyor.client import artifacts, baseline, hooks, render
 from conveyor.client.errors import CommandError
@@ -18,6 +22,8 @@ from conveyor.client.terminal import printable, use_color
 from conveyor.client.timeline import timeline
 from conveyor.client.watch import watch
 from conveyor.v1 import runs_pb2
+
+M = TypeVar("M", bound=Message)
 
 TRIGGERS = {
     "manual": runs_pb2.TRIGGER_KIND_MANUAL,
@@ -67,15 +73,27 @@ def cmd_runs(args: argparse.Namespace, session: Session) -> int:
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
-    if session.json:
-        print(render.to_json(list(response.runs)))
-    elif response.runs:
-        _print_lines(render.runs_table(list(response.runs)))
-    else:
-        print("no runs")
-    if response.next_page_token:
-        print(f"more runs: --page-token {printable(response.next_page_token)}", file=sys.stderr)
+    _print_page(session, list(response.runs), render.runs_table, "runs", response.next_page_token)
     return 0
+
+
+def _print_page(
+    session: Session,
+    items: list[M],
+    table: Callable[[list[M]], list[str]],
+    noun: str,
+    next_page_token: str,
+) -> None:
+    """One page of a listing: JSON, a table or ``no <noun>``; then, on
+    stderr, how to get the next page."""
+    if session.json:
+        print(render.to_json(items))
+    elif items:
+        _print_lines(table(items))
+    else:
+        print(f"no {noun}")
+    if next_page_token:
+        print(f"more {noun}: --page-token {printable(next_page_token)}", file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace, session: Session) -> int:
@@ -131,16 +149,13 @@ def cmd_artifacts_ls(args: argparse.Namespace, session: Session) -> int:
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
-    if session.json:
-        print(render.to_json(list(response.artifacts)))
-    elif response.artifacts:
-        _print_lines(artifacts.artifacts_table(list(response.artifacts)))
-    else:
-        print("no artifacts")
-    if response.next_page_token:
-        print(
-            f"more artifacts: --page-token {printable(response.next_page_token)}", file=sys.stderr
-        )
+    _print_page(
+        session,
+        list(response.artifacts),
+        artifacts.artifacts_table,
+        "artifacts",
+        response.next_page_token,
+    )
     return 0
 
 

@@ -47,8 +47,8 @@ from conveyor.plugin import (
     StageStatus,
     hookimpl,
 )
-from conveyor.plugins.parameters import Shell, WorkspacePath, read_parameters
-from conveyor.plugins.run import shell_script
+from conveyor.plugins.parameters import Shell, WorkspacePath, invalid_parameters, read_parameters
+from conveyor.plugins.run import run_commands
 
 #: Matches named when a pattern matches more than one file.
 SHOWN_MATCHES = 10
@@ -168,11 +168,9 @@ class FileStage:
     async def run(self, ctx: StageContext) -> StageOutcome:
         params, problems = read_parameters(FileParameters, ctx.spec, self.name)
         if params is None:  # checked when the pipeline loaded: not reached
-            field, message = problems[0]
-            reason = f"{field}: {message}"
-            return StageOutcome(StageStatus.FAILED, reason, error_type="invalid_parameters")
+            return invalid_parameters(problems)
         if ctx.spec.run:
-            code = await ctx.run_process([params.shell, "-e", "-c", shell_script(ctx.spec.run)])
+            code = await run_commands(ctx, params.shell)
             if code != 0:
                 return StageOutcome.from_exit_code(code)
         if ctx.artifact_store == Path():
