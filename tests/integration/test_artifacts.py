@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -538,3 +541,27 @@ def test_cli_errors_for_unknown_artifacts_exit_1(
     code, _, err = env.cli(capsys, "artifacts", "ls", "--commit", "xyz")
     assert code == 1 and "commit must be 4 to 40 lowercase hex digits" in err
     assert env.cli(capsys, "artifacts", "verify", "x:1", "--key", "/nonexistent.pem")[0] == 1
+
+
+# -- the signing key ------------------------------------------------------------------------
+
+
+def test_a_signing_key_others_can_read_stops_the_daemon_saying_why(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    signing.load_or_create(home)
+    (home / signing.KEY_FILE).chmod(0o644)
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor.daemon.main", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"conveyord: SigningKeyError: {home / signing.KEY_FILE} is readable by others (mode 644);"
+        " chmod 600 it, or remove it to make a new key (earlier provenance then no longer"
+        " verifies with the new key)"
+    )
