@@ -22,12 +22,10 @@ attempt through :meth:`RunArtifacts.attempt`:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,18 +33,18 @@ from typing import Any, Final
 
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts import versioning
-from conveyor.daemon.artifacts.model import (
-    DIGEST_RE,
-    FILE,
-    OCI_IMAGE,
-    Artifact,
-    ArtifactOutput,
-    StageTiming,
+from conveyor.daemon.artifacts.cache import NoCacheKey, stage_cache_key
+from conveyor.daemon.artifacts.model import Artifact, StageTiming
+from conveyor.daemon.artifacts.outputs import (
+    InvalidOutput,
+    check_output,
+    listing,
+    plural,
+    span_attributes,
 )
 from conveyor.daemon.artifacts.provenance import BuildFacts, statement
 from conveyor.daemon.artifacts.signing import SigningKey
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
-from conveyor.daemon.pipeline.model import inside_repository
 from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import RunRecord, StageRecord, StageStatus
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
@@ -55,14 +53,8 @@ from conveyor.daemon.telemetry import attributes as a
 
 log = logging.getLogger(__name__)
 
-#: Changed files named in a stage's reason and log; all are counted.
-LISTED_FILES: Final = 20
 #: Changed files kept with an artifact and in its provenance; all are counted.
 KEPT_FILES: Final = 500
-#: Longest tag, as Docker allows.
-MAX_TAG: Final = 128
-#: What goes into a cache key, and how: bump when that changes.
-CACHE_KEY_VERSION: Final = 1
 
 
 def builder_id(home: Path) -> str:
@@ -89,78 +81,6 @@ class ArtifactDeps:
     def seal(self, facts: BuildFacts) -> tuple[str, str]:
         """Sign the provenance of ``facts``: ``(DSSE envelope, key id)``."""
         return self.key.sign_statement(statement(facts)), self.key.key_id
-
-
-class InvalidOutput(Exception):
-    """A stage kind returned an artifact output the daemon cannot record."""
-
-
-def check_output(out: ArtifactOutput) -> None:
-    """Raise :class:`InvalidOutput` saying what is wrong with ``out``."""
-    if not isinstance(out, ArtifactOutput):
-        raise InvalidOutput(f"{out!r} is not an ArtifactOutput")
-    if not isinstance(out.digest, str) or not DIGEST_RE.match(out.digest):
-        raise InvalidOutput(f"digest {out.digest!r} is not sha256:<64 lower-case hex digits>")
-    for what, value in (("kind", out.kind), ("name", out.name)):
-        if not isinstance(value, str) or not value.strip() or not value.isprintable():
-            raise InvalidOutput(f"{what} {value!r} must be a non-empty printable string")
-    for tag in out.tags:
-        if (
-            not isinstance(tag, str)
-            or not tag
-            or len(tag) > MAX_TAG
-            or not tag.isprintable()
-            or any(c.isspace() or c in "/:@" for c in tag)
-        ):
-            raise InvalidOutput(
-                f"tag {tag!r} must be 1 to {MAX_TAG} printable characters without spaces, '/',"
-                " ':' or '@'"
-            )
-    if out.manifest_digest and not DIGEST_RE.match(out.manifest_digest):
-        raise InvalidOutput(f"manifest_digest {out.manifest_digest!r} is not sha256:<hex>")
-    if not isinstance(out.size, int) or out.size < 0:
-        raise InvalidOutput(f"size {out.size!r} must be a non-negative integer")
-    for key, value in out.attributes.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidOutput(f"attribute {key!r}: {value!r}: keys and values must be strings")
-
-
-def span_attributes(artifacts: Sequence[Artifact]) -> dict[str, str | bool | int | Sequence[str]]:
-    """The artifact attributes of a stage span (from the first artifact;
-    ``conveyor.artifact.count`` says how many there were)."""
-    if not artifacts:
-        return {}
-    first = artifacts[0]
-    attributes: dict[str, str | bool | int | Sequence[str]] = {
-        a.ARTIFACT_HASH: first.digest,
-        a.ARTIFACT_COUNT: len(artifacts),
-        a.ARTIFACT_REPRODUCIBLE: first.reproducible,
-    }
-    if first.version:
-        attributes[a.ARTIFACT_VERSION] = first.version
-    if first.kind == OCI_IMAGE:
-        attributes[a.CONTAINER_IMAGE_NAME] = first.name
-        if first.tags:
-            attributes[a.CONTAINER_IMAGE_TAGS] = list(first.tags)
-    elif first.kind == FILE:
-        attributes[a.ARTIFACT_FILENAME] = first.name
-    if first.manifest_digest:
-        attributes[a.OCI_MANIFEST_DIGEST] = first.manifest_digest
-    if first.provenance:
-        envelope = hashlib.sha256(first.provenance.encode()).hexdigest()
-        attributes[a.ARTIFACT_ATTESTATION_HASH] = f"sha256:{envelope}"
-        attributes[a.ARTIFACT_SIGNING_KEY] = first.key_id
-    return attributes
-
-
-def listing(paths: Sequence[str], limit: int = LISTED_FILES) -> str:
-    """``a, b, c`` or ``a, b, ... and 7 more``."""
-    shown = ", ".join(paths[:limit])
-    return f"{shown} ... and {len(paths) - limit} more" if len(paths) > limit else shown
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class _Stop(Exception):
@@ -234,9 +154,9 @@ class RunArtifacts:
         """Run one attempt's ``work`` with the cache, the workspace check and
         the recording around it; returns the attempt's outcome."""
         try:
-            cache_key = await self._cache_key(spec, kind, ctx)
-            if cache_key:
-                hit = await self._cache_hit(stage, kind, ctx, cache_key)
+            key = await self._cache_key(spec, kind, ctx)
+            if key:
+                hit = await self._cache_hit(stage, kind, ctx, key)
                 if hit is not None:
                     return hit
             checked = getattr(kind, "produces_artifacts", False) is True or spec.require_clean
@@ -250,7 +170,7 @@ class RunArtifacts:
                 dirty = sorted({*dirty, *await self._check(ctx, spec, "after")})
             if not outcome.artifacts:
                 return outcome
-            return await self._record(stage, spec, kind, ctx, outcome, dirty, cache_key)
+            return await self._record(stage, spec, kind, ctx, outcome, dirty, key)
         except _Stop as stop:
             return stop.outcome
 
@@ -272,7 +192,7 @@ class RunArtifacts:
             ) from None
         if not changed:
             return []
-        files = _plural(len(changed), "tracked file")
+        files = plural(len(changed), "tracked file")
         cause = (
             "changed by an earlier or parallel stage"
             if when == "before"
@@ -297,48 +217,14 @@ class RunArtifacts:
 
     async def _cache_key(self, spec: StageSpec, kind: StageKind, ctx: StageContext) -> str:
         """The stage's cache key, or "" when it has none (no ``inputs:``, no
-        store, or an input the commit lacks, which the log then says)."""
+        store, or a reason the log then gives)."""
         if not spec.inputs or self.deps is None:
             return ""
-        paths = list(spec.inputs)
-        cache_inputs = getattr(kind, "cache_inputs", None)
-        if callable(cache_inputs):
-            try:
-                paths += [inside_repository(str(path)) for path in cache_inputs(spec)]
-            except Exception as exc:
-                await ctx.log_line(
-                    f"cache: stage kind {kind.name!r} could not name its cache inputs"
-                    f" ({type(exc).__name__}: {exc}); the stage runs without the cache"
-                )
-                return ""
-        paths = list(dict.fromkeys(paths))
-        run = self.run
         try:
-            ids = await vcs.object_ids(Path(run.repository), run.commit, paths)
-        except (vcs.GitError, OSError) as exc:
-            await ctx.log_line(f"cache: cannot read the inputs ({exc}); the stage runs without it")
+            return await stage_cache_key(spec, kind, self.run, self.spec.env)
+        except NoCacheKey as exc:
+            await ctx.log_line(f"cache: {exc}; the stage runs without the cache")
             return ""
-        missing = [path for path, oid in ids.items() if oid is None]
-        if missing:
-            await ctx.log_line(
-                f"cache: {listing(missing)} not found at commit {run.commit[:12]}; the stage runs"
-                " without the cache (check the stage's inputs)"
-            )
-            return ""
-        payload = {
-            "version": CACHE_KEY_VERSION,
-            "kind": spec.uses,
-            "stage": {
-                "uses": spec.uses,
-                "with": spec.with_,
-                "run": spec.run,
-                "env": spec.env,
-            },
-            "pipeline_env": self.spec.env,
-            "inputs": sorted(ids.items()),
-        }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     async def _cache_hit(
         self, stage: StageRecord, kind: StageKind, ctx: StageContext, cache_key: str
