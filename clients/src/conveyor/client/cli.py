@@ -98,6 +98,48 @@ def _add_submit(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--watch", "-w", action="store_true", help="watch the run until it ends")
 
 
+def _add_artifacts(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    artifacts = subparsers.add_parser(
+        "artifacts",
+        help="list, show and verify artifacts",
+        description="Artifacts: immutable build outputs, by digest, with signed provenance.",
+    )
+    actions = artifacts.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
+    reference = "sha256:DIGEST (or its first 8+ hex digits), NAME:TAG or NAME@DIGEST"
+    sub = _add(actions, parents, "ls", commands.cmd_artifacts_ls, "list artifacts, newest first")
+    sub.add_argument("--pipeline", help="only artifacts of this pipeline")
+    sub.add_argument("--commit", help="only artifacts of this commit (or a prefix of 4+ digits)")
+    sub.add_argument("--version", help="only artifacts of this version")
+    sub.add_argument("--tag", help="only artifacts with this tag")
+    sub.add_argument("--name", help="only artifacts with this name (image repository, file name)")
+    sub.add_argument("--limit", type=_positive_int, help="at most N artifacts (1-500, default 50)")
+    sub.add_argument("--page-token", help="the next page, from a previous listing")
+    sub = _add(
+        actions,
+        parents,
+        "show",
+        commands.cmd_artifacts_show,
+        "an artifact: version, tags, commit, run, stage timings, provenance",
+    )
+    sub.add_argument("artifact", metavar="ARTIFACT", help=reference)
+    sub = _add(
+        actions,
+        parents,
+        "verify",
+        commands.cmd_artifacts_verify,
+        "check an artifact's signed provenance offline",
+    )
+    sub.add_argument("artifact", metavar="ARTIFACT", help=reference)
+    sub.add_argument(
+        "--key",
+        metavar="PUBKEY.pem",
+        help="trust this Ed25519 public key (PEM) instead of the key the daemon serves",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor", description="Submit, follow and inspect runs of the Conveyor daemon."
@@ -134,9 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = _add(
-        subparsers, parents, "trace", commands.cmd_trace, "a run as a timeline of its stages"
+        subparsers,
+        parents,
+        "trace",
+        commands.cmd_trace,
+        "a run, or the run that built an artifact, as a timeline of its stages",
     )
-    sub.add_argument("run", metavar="RUN", help="run id")
+    sub.add_argument(
+        "run",
+        metavar="RUN|ARTIFACT",
+        help="run id, or an artifact: sha256:DIGEST (8+ hex digits), NAME:TAG or NAME@DIGEST",
+    )
 
     sub = _add(subparsers, parents, "watch", commands.cmd_watch, "follow a run live")
     sub.add_argument("run", metavar="RUN")
@@ -182,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--replace", action="store_true", help="with --write: drop the entries already in FILE"
     )
+
+    _add_artifacts(subparsers, parents)
 
     _add(subparsers, parents, "plugins", commands.cmd_plugins, "list the daemon's plugins")
     _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")

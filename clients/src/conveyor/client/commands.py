@@ -6,17 +6,24 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from conveyor.client import baseline, hooks, render
+from google.protobuf.message import Message
+
+from conveyor.client import artifacts, baseline, hooks, render
 from conveyor.client.errors import CommandError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
+from conveyor.client.provenance import VerificationError
 from conveyor.client.session import Session
 from conveyor.client.terminal import printable, use_color
 from conveyor.client.timeline import timeline
 from conveyor.client.watch import watch
 from conveyor.v1 import runs_pb2
+
+M = TypeVar("M", bound=Message)
 
 TRIGGERS = {
     "manual": runs_pb2.TRIGGER_KIND_MANUAL,
@@ -66,15 +73,27 @@ def cmd_runs(args: argparse.Namespace, session: Session) -> int:
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
-    if session.json:
-        print(render.to_json(list(response.runs)))
-    elif response.runs:
-        _print_lines(render.runs_table(list(response.runs)))
-    else:
-        print("no runs")
-    if response.next_page_token:
-        print(f"more runs: --page-token {printable(response.next_page_token)}", file=sys.stderr)
+    _print_page(session, list(response.runs), render.runs_table, "runs", response.next_page_token)
     return 0
+
+
+def _print_page(
+    session: Session,
+    items: list[M],
+    table: Callable[[list[M]], list[str]],
+    noun: str,
+    next_page_token: str,
+) -> None:
+    """One page of a listing: JSON, a table or ``no <noun>``; then, on
+    stderr, how to get the next page."""
+    if session.json:
+        print(render.to_json(items))
+    elif items:
+        _print_lines(table(items))
+    else:
+        print(f"no {noun}")
+    if next_page_token:
+        print(f"more {noun}: --page-token {printable(next_page_token)}", file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace, session: Session) -> int:
@@ -87,11 +106,97 @@ def cmd_show(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_trace(args: argparse.Namespace, session: Session) -> int:
+    if artifacts.looks_like_artifact(args.run):
+        return _trace_artifact(args.run, session)
     run = session.client.get_run(args.run)
     if session.json:
         print(render.to_json(run))
     else:
         _print_lines(timeline(run, now=time.time()))
+    return 0
+
+
+def _trace_artifact(reference: str, session: Session) -> int:
+    """`conveyor trace DIGEST`: the artifact, then its run's waterfall."""
+    artifact = session.client.get_artifact(reference)
+    run = session.client.get_run(artifact.run_id)
+    if session.json:
+        data = {"artifact": render.message_dict(artifact), "run": render.message_dict(run)}
+        print(json.dumps(data, indent=2))
+        return 0
+    tags = f"  tags {printable(', '.join(artifact.tags))}" if artifact.tags else ""
+    _print_lines(
+        [
+            f"artifact {printable(artifact.digest)}  {printable(artifact.name)}"
+            f"  version {printable(artifact.version)}{tags}",
+            f"  commit {printable(artifact.commit)}, built by stage {printable(artifact.stage)}"
+            f" of run {printable(artifact.run_id)}",
+            f"  trace  {printable(artifact.trace_id) or '-'}",
+            "",
+            *timeline(run, now=time.time()),
+        ]
+    )
+    return 0
+
+
+def cmd_artifacts_ls(args: argparse.Namespace, session: Session) -> int:
+    response = session.client.list_artifacts(
+        pipeline=args.pipeline or "",
+        commit=args.commit or "",
+        version=args.version or "",
+        tag=args.tag or "",
+        name=args.name or "",
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    _print_page(
+        session,
+        list(response.artifacts),
+        artifacts.artifacts_table,
+        "artifacts",
+        response.next_page_token,
+    )
+    return 0
+
+
+def cmd_artifacts_show(args: argparse.Namespace, session: Session) -> int:
+    artifact = session.client.get_artifact(args.artifact)
+    if session.json:
+        print(render.to_json(artifact))
+        return 0
+    trusted = artifacts.key_from_daemon(session.client.signing_key(), session.address)
+    try:
+        artifacts.verify(artifact, trusted)
+        status = f"signed by {printable(artifact.key_id)}, verifies with the daemon's key"
+    except VerificationError as exc:
+        status = f"DOES NOT VERIFY with the daemon's key: {printable(str(exc))}"
+    _print_lines(artifacts.artifact_detail(artifact, status))
+    return 0
+
+
+def cmd_artifacts_verify(args: argparse.Namespace, session: Session) -> int:
+    artifact = session.client.get_artifact(args.artifact)
+    if args.key:
+        trusted = artifacts.key_from_file(args.key)
+    else:
+        trusted = artifacts.key_from_daemon(session.client.signing_key(), session.address)
+    try:
+        verified = artifacts.verify(artifact, trusted)
+    except VerificationError as exc:
+        raise CommandError(
+            f"{artifact.digest} does not verify: {exc} (trusted key: {trusted.source})"
+        ) from None
+    if session.json:
+        data = {
+            "verified": True,
+            "digest": artifact.digest,
+            "key_id": verified.key_id,
+            "trusted_key": trusted.source,
+            "statement": verified.statement,
+        }
+        print(json.dumps(data, indent=2))
+    else:
+        _print_lines(artifacts.verified_lines(artifact, verified, trusted))
     return 0
 
 

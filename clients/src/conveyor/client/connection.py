@@ -12,7 +12,7 @@ import grpc
 
 from conveyor.client.address import default_address
 from conveyor.client.errors import DaemonUnavailable, translate_rpc_error
-from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -166,6 +166,37 @@ class ConveyorClient:
     def server_status(self) -> server_pb2.GetServerStatusResponse:
         request = server_pb2.GetServerStatusRequest()
         return self._unary(lambda: self._stub.GetServerStatus(request, timeout=UNARY_TIMEOUT))
+
+    def list_artifacts(
+        self,
+        *,
+        pipeline: str = "",
+        commit: str = "",
+        version: str = "",
+        tag: str = "",
+        name: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> artifacts_pb2.ListArtifactsResponse:
+        request = artifacts_pb2.ListArtifactsRequest(
+            pipeline=pipeline,
+            commit=commit,
+            version=version,
+            tag=tag,
+            name=name,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._unary(lambda: self._stub.ListArtifacts(request, timeout=UNARY_TIMEOUT))
+
+    def get_artifact(self, artifact: str) -> artifacts_pb2.Artifact:
+        """By digest (or a unique prefix of 8+ hex digits), NAME:TAG or NAME@DIGEST."""
+        request = artifacts_pb2.GetArtifactRequest(artifact=artifact)
+        return self._unary(lambda: self._stub.GetArtifact(request, timeout=UNARY_TIMEOUT))
+
+    def signing_key(self) -> artifacts_pb2.GetSigningKeyResponse:
+        request = artifacts_pb2.GetSigningKeyRequest()
+        return self._unary(lambda: self._stub.GetSigningKey(request, timeout=UNARY_TIMEOUT))
 
     def close(self) -> None:
         self._channel.close()

@@ -224,6 +224,8 @@ def run_detail(
         ("finished", format_time(run.finished_at)),
         ("duration", format_duration(run_duration(run, now))),
     ]
+    if run.version:
+        fields.insert(4, ("version", printable(run.version)))
     if run.concurrency_group:
         fields.append(("concurrency", printable(run.concurrency_group)))
     if run.trace_id:

@@ -389,6 +389,7 @@ class Run(_message.Message):
     LAST_EVENT_SEQ_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.int
     """Per-pipeline run number (1, 2, ...)."""
@@ -409,6 +410,12 @@ class Run(_message.Message):
     (16 hex digits). Stage spans are children of the run span.
     """
     span_id: _builtins.str
+    version: _builtins.str
+    """The version (SemVer 2.0.0) the run builds, set when it starts: a vX.Y.Z
+    tag on the commit, else the pipeline's `version:` base (default 0.0.0)
+    with the run number as pre-release and the commit as build metadata
+    ("1.4.0-rc.12+sha.1a2b3c4d5e6f"). Empty while queued.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -438,10 +445,11 @@ class Run(_message.Message):
         last_event_seq: _builtins.int = ...,
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

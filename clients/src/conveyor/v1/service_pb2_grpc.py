@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from conveyor.v1 import artifacts_pb2 as conveyor_dot_v1_dot_artifacts__pb2
 from conveyor.v1 import pipelines_pb2 as conveyor_dot_v1_dot_pipelines__pb2
 from conveyor.v1 import runs_pb2 as conveyor_dot_v1_dot_runs__pb2
 from conveyor.v1 import server_pb2 as conveyor_dot_v1_dot_server__pb2
@@ -90,6 +91,21 @@ class ConveyorServiceStub:
                 '/conveyor.v1.ConveyorService/GetServerStatus',
                 request_serializer=conveyor_dot_v1_dot_server__pb2.GetServerStatusRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_server__pb2.GetServerStatusResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/ListArtifacts',
+                request_serializer=conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.GetArtifact = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/GetArtifact',
+                request_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_artifacts__pb2.Artifact.FromString,
+                _registered_method=True)
+        self.GetSigningKey = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/GetSigningKey',
+                request_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
                 _registered_method=True)
 
 
@@ -181,6 +197,34 @@ class ConveyorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListArtifacts(self, request, context):
+        """Artifacts, newest first; filter by pipeline, commit, version, tag, name.
+        Without their provenance envelopes (GetArtifact has them). A page ends at
+        page_size artifacts or about 1 MiB, whichever comes first.
+        INVALID_ARGUMENT: a malformed commit prefix, page size or page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtifact(self, request, context):
+        """One artifact, with its signed provenance and the runs that reused it, by
+        digest ("sha256:<hex>", or a unique prefix of 8+ digits), "NAME:TAG" or
+        "NAME@sha256:<hex>". INVALID_ARGUMENT: a malformed or ambiguous
+        reference. NOT_FOUND: no artifact has that digest, tag or name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSigningKey(self, request, context):
+        """The daemon's public key, which signs every artifact's provenance: what
+        `conveyor artifacts verify` checks against unless given a key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConveyorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +272,21 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
                     servicer.GetServerStatus,
                     request_deserializer=conveyor_dot_v1_dot_server__pb2.GetServerStatusRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_server__pb2.GetServerStatusResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'GetArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArtifact,
+                    request_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetArtifactRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_artifacts__pb2.Artifact.SerializeToString,
+            ),
+            'GetSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSigningKey,
+                    request_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +542,87 @@ class ConveyorService:
             '/conveyor.v1.ConveyorService/GetServerStatus',
             conveyor_dot_v1_dot_server__pb2.GetServerStatusRequest.SerializeToString,
             conveyor_dot_v1_dot_server__pb2.GetServerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/ListArtifacts',
+            conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
+            conveyor_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/GetArtifact',
+            conveyor_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
+            conveyor_dot_v1_dot_artifacts__pb2.Artifact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/GetSigningKey',
+            conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
+            conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

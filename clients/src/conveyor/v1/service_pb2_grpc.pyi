@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from conveyor.v1 import artifacts_pb2 as _artifacts_pb2
 from conveyor.v1 import pipelines_pb2 as _pipelines_pb2
 from conveyor.v1 import runs_pb2 as _runs_pb2
 from conveyor.v1 import server_pb2 as _server_pb2
@@ -81,6 +82,22 @@ class ConveyorServiceStub:
     """Check a pipeline file without running it."""
     ListPlugins: _grpc.UnaryUnaryMultiCallable[_server_pb2.ListPluginsRequest, _server_pb2.ListPluginsResponse]
     GetServerStatus: _grpc.UnaryUnaryMultiCallable[_server_pb2.GetServerStatusRequest, _server_pb2.GetServerStatusResponse]
+    ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]
+    """Artifacts, newest first; filter by pipeline, commit, version, tag, name.
+    Without their provenance envelopes (GetArtifact has them). A page ends at
+    page_size artifacts or about 1 MiB, whichever comes first.
+    INVALID_ARGUMENT: a malformed commit prefix, page size or page token.
+    """
+    GetArtifact: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.GetArtifactRequest, _artifacts_pb2.Artifact]
+    """One artifact, with its signed provenance and the runs that reused it, by
+    digest ("sha256:<hex>", or a unique prefix of 8+ digits), "NAME:TAG" or
+    "NAME@sha256:<hex>". INVALID_ARGUMENT: a malformed or ambiguous
+    reference. NOT_FOUND: no artifact has that digest, tag or name.
+    """
+    GetSigningKey: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.GetSigningKeyRequest, _artifacts_pb2.GetSigningKeyResponse]
+    """The daemon's public key, which signs every artifact's provenance: what
+    `conveyor artifacts verify` checks against unless given a key.
+    """
 
 @_typing.type_check_only
 class ConveyorServiceAsyncStub(ConveyorServiceStub):
@@ -133,6 +150,22 @@ class ConveyorServiceAsyncStub(ConveyorServiceStub):
     """Check a pipeline file without running it."""
     ListPlugins: _aio.UnaryUnaryMultiCallable[_server_pb2.ListPluginsRequest, _server_pb2.ListPluginsResponse]  # type: ignore[assignment]
     GetServerStatus: _aio.UnaryUnaryMultiCallable[_server_pb2.GetServerStatusRequest, _server_pb2.GetServerStatusResponse]  # type: ignore[assignment]
+    ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]  # type: ignore[assignment]
+    """Artifacts, newest first; filter by pipeline, commit, version, tag, name.
+    Without their provenance envelopes (GetArtifact has them). A page ends at
+    page_size artifacts or about 1 MiB, whichever comes first.
+    INVALID_ARGUMENT: a malformed commit prefix, page size or page token.
+    """
+    GetArtifact: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.GetArtifactRequest, _artifacts_pb2.Artifact]  # type: ignore[assignment]
+    """One artifact, with its signed provenance and the runs that reused it, by
+    digest ("sha256:<hex>", or a unique prefix of 8+ digits), "NAME:TAG" or
+    "NAME@sha256:<hex>". INVALID_ARGUMENT: a malformed or ambiguous
+    reference. NOT_FOUND: no artifact has that digest, tag or name.
+    """
+    GetSigningKey: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.GetSigningKeyRequest, _artifacts_pb2.GetSigningKeyResponse]  # type: ignore[assignment]
+    """The daemon's public key, which signs every artifact's provenance: what
+    `conveyor artifacts verify` checks against unless given a key.
+    """
 
 class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Conveyor daemon's API.
@@ -236,5 +269,39 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _server_pb2.GetServerStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_server_pb2.GetServerStatusResponse, _abc.Awaitable[_server_pb2.GetServerStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListArtifacts(
+        self,
+        request: _artifacts_pb2.ListArtifactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.ListArtifactsResponse, _abc.Awaitable[_artifacts_pb2.ListArtifactsResponse]]:
+        """Artifacts, newest first; filter by pipeline, commit, version, tag, name.
+        Without their provenance envelopes (GetArtifact has them). A page ends at
+        page_size artifacts or about 1 MiB, whichever comes first.
+        INVALID_ARGUMENT: a malformed commit prefix, page size or page token.
+        """
+
+    @_abc_1.abstractmethod
+    def GetArtifact(
+        self,
+        request: _artifacts_pb2.GetArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.Artifact, _abc.Awaitable[_artifacts_pb2.Artifact]]:
+        """One artifact, with its signed provenance and the runs that reused it, by
+        digest ("sha256:<hex>", or a unique prefix of 8+ digits), "NAME:TAG" or
+        "NAME@sha256:<hex>". INVALID_ARGUMENT: a malformed or ambiguous
+        reference. NOT_FOUND: no artifact has that digest, tag or name.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSigningKey(
+        self,
+        request: _artifacts_pb2.GetSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.GetSigningKeyResponse, _abc.Awaitable[_artifacts_pb2.GetSigningKeyResponse]]:
+        """The daemon's public key, which signs every artifact's provenance: what
+        `conveyor artifacts verify` checks against unless given a key.
+        """
 
 def add_ConveyorServiceServicer_to_server(servicer: ConveyorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

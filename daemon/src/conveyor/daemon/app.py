@@ -36,6 +36,9 @@ import trio
 
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.server import ApiServer
+from conveyor.daemon.artifacts import signing
+from conveyor.daemon.artifacts.catalog import ArtifactCatalog
+from conveyor.daemon.artifacts.recorder import ArtifactDeps, builder_id, builder_version
 from conveyor.daemon.config import Config
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.executors.process import kill_leftover_processes, stage_marker
@@ -44,7 +47,7 @@ from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.scheduler import Journal, Scheduler
 from conveyor.daemon.scheduler.runner import RunDeps, base_environment
 from conveyor.daemon.service import RunService
-from conveyor.daemon.store import Database, RunStore
+from conveyor.daemon.store import ArtifactStore, Database, RunStore
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import Recovery
 from conveyor.daemon.telemetry import configure as configure_telemetry
@@ -88,6 +91,13 @@ class Daemon:
             telemetry = configure_telemetry(
                 exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint, home=config.home
             )
+            key = await trio.to_thread.run_sync(signing.load_or_create, config.home)
+            artifacts = ArtifactDeps(
+                store=ArtifactStore(db),
+                key=key,
+                builder_id=builder_id(config.home),
+                builder_version=builder_version(),
+            )
             plugins = Plugins(hook_timeout=config.hook_timeout)
             await trio.to_thread.run_sync(plugins.load_entry_points)
             telemetry.runs.use_stage_kinds(plugins.stage_kinds)
@@ -105,6 +115,7 @@ class Daemon:
                 plugins=plugins,
                 base_env=base_env,
                 tracing=telemetry.runs,
+                artifacts=artifacts,
             )
             scheduler = Scheduler(deps)
             service = self.service = RunService(
@@ -115,6 +126,7 @@ class Daemon:
                 plugins=plugins,
                 scheduler=scheduler,
                 telemetry=telemetry,
+                artifacts=ArtifactCatalog(artifacts.store, key),
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(plugins.notifier.serve)

@@ -173,6 +173,11 @@ class Config:
         return self.home / "workspaces"
 
     @property
+    def artifacts_dir(self) -> Path:
+        """The content-addressed store of file artifacts."""
+        return self.home / "artifacts"
+
+    @property
     def listen_addresses(self) -> list[str]:
         return self.listen or [f"unix://{self.home / SOCKET_NAME}"]
 

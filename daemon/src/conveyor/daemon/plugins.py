@@ -24,6 +24,7 @@ import pluggy
 import trio
 
 from conveyor.daemon import hookspecs
+from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.executors.base import Executor
 from conveyor.daemon.notifier import QUEUE_SIZE, Notification, Notifier
 from conveyor.daemon.records import RunRecord, StageRecord
@@ -259,6 +260,15 @@ class Plugins:
     def run_finished(self, run: RunRecord) -> None:
         """Notify ``conveyor_run_finished`` (queued; never blocks)."""
         self._post("conveyor_run_finished", f"run {run.id}", lambda: {"run": run_view(run)})
+
+    def artifact_produced(self, run: RunRecord, artifact: Artifact) -> None:
+        """Notify ``conveyor_artifact_produced`` (queued; never blocks).
+        ``artifact`` is already a frozen snapshot."""
+        self._post(
+            "conveyor_artifact_produced",
+            f"run {run.id} artifact {artifact.digest}",
+            lambda: {"run": run_view(run), "artifact": artifact},
+        )
 
     def _post(self, hook_name: str, about: str, arguments: Callable[[], dict[str, Any]]) -> None:
         """Queue a notification with frozen views of the records as they are

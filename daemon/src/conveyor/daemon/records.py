@@ -90,6 +90,10 @@ class RunRecord:
     stages: list[StageRecord] = field(default_factory=list)
     #: ``branch`` or ``tag`` when ``ref`` names one (found when it was resolved), else "".
     ref_type: str = ""
+    #: The version (SemVer 2.0.0) the run builds, set when it starts: a
+    #: ``vX.Y.Z`` tag on the commit, else the pipeline's ``version:`` base
+    #: with the run number as pre-release ("" until the run starts).
+    version: str = ""
 
     def stage(self, name: str) -> StageRecord:
         for stage in self.stages:

@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from conveyor.daemon import vcs
+from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.config import Config
 from conveyor.daemon.errors import (
     FailedPrecondition,
@@ -28,6 +29,7 @@ from conveyor.daemon.errors import (
     NotFound,
     OutOfRange,
     ResourceExhausted,
+    Unavailable,
 )
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.logstore import LogStore
@@ -132,6 +134,7 @@ class RunService:
         plugins: Plugins,
         scheduler: Scheduler,
         telemetry: Telemetry,
+        artifacts: ArtifactCatalog | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -140,6 +143,7 @@ class RunService:
         self.plugins = plugins
         self.scheduler = scheduler
         self.telemetry = telemetry
+        self._artifacts = artifacts
         self.started_at = time.time()
         self._specs: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
         self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
@@ -483,6 +487,13 @@ class RunService:
             )
         async for chunk in log.chunks(offset, follow=follow):
             yield chunk
+
+    @property
+    def artifacts(self) -> ArtifactCatalog:
+        """Artifact queries; Unavailable when the daemon was made without them."""
+        if self._artifacts is None:
+            raise Unavailable("this daemon keeps no artifacts")
+        return self._artifacts
 
     def list_plugins(self) -> list[PluginInfo]:
         return self.plugins.describe()

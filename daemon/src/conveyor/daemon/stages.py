@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,9 @@ class StageOutcome:
     system_error: bool = False
     #: Attributes for the stage's span, e.g. ``artifact.hash`` from a build
     #: stage (see docs/telemetry.md).
-    span_attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    span_attributes: Mapping[str, str | int | float | bool | Sequence[str]] = field(
+        default_factory=dict
+    )
     #: Parsed results (lint findings, test counts, scan findings) and the
     #: gate's decision, stored with the stage and served over the API.
     report: StageReport | None = None
@@ -51,6 +53,10 @@ class StageOutcome:
         if code < 0:
             return cls(StageStatus.FAILED, f"killed by signal {-code}", code, "signal")
         return cls(StageStatus.FAILED, f"exit code {code}", code, "exit_code")
+
+
+async def _no_tag(name: str, tag: str) -> str | None:
+    return None
 
 
 @dataclass
@@ -83,10 +89,23 @@ class StageContext:
     credential_lookup: Callable[[str], RegistryCredential | None] = field(
         default=lambda name: None, repr=False
     )
+    #: The daemon's content-addressed file store (``$CONVEYOR_HOME/artifacts``):
+    #: a kind that keeps files puts each at ``sha256/<hex digest>`` in it.
+    artifact_store: Path = Path()
+    #: Looks up the digest a tag names in the daemon's records; see
+    #: :meth:`tag_digest`.
+    tag_lookup: Callable[[str, str], Awaitable[str | None]] = field(default=_no_tag, repr=False)
 
     def credential(self, name: str) -> RegistryCredential | None:
         """The daemon-side registry login called ``name``, if any."""
         return self.credential_lookup(name)
+
+    async def tag_digest(self, name: str, tag: str) -> str | None:
+        """The digest the daemon's records say the tag ``name:tag`` names,
+        or None. A kind that publishes tags elsewhere (a registry) checks
+        here first: the daemon refuses to move a tag to another digest
+        unless the stage says ``overwrite_tags: true``."""
+        return await self.tag_lookup(name, tag)
 
     async def log_line(self, text: str) -> None:
         """Write a line from Conveyor itself into the stage log, on a line of
@@ -142,6 +161,10 @@ class StageKind(Protocol):
     # def cache_inputs(self, spec: StageSpec) -> Iterable[str]
     #     Repository paths (besides the stage's ``inputs:``) whose content
     #     goes into the stage's cache key, e.g. the Dockerfile.
+    # async def artifact_available(self, artifact: Artifact) -> bool
+    #     Whether an artifact this kind produced still exists (the file is
+    #     in the store, the image in the engine). Asked before a cache hit
+    #     reuses it; False (or an exception) makes the stage build again.
 
     async def run(self, ctx: StageContext) -> StageOutcome:
         """Do the stage's work. Raise nothing for an ordinary failure: return

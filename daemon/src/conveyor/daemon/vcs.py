@@ -293,3 +293,93 @@ async def checkout(repo: Path, workspace: Path, commit: str) -> None:
         raise GitError(
             f"checkout of {commit[:12]} failed: {result.stderr.decode(errors='replace').strip()}"
         )
+
+
+async def _git(argv: list[str], *, stdin: bytes = b"", env: dict[str, str] | None = None) -> bytes:
+    """Run git and return its stdout; :class:`GitError` with git's own
+    words when it fails."""
+    result = await trio.run_process(
+        ["git", *argv],
+        stdin=stdin,
+        env=env or _git_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        why = result.stderr[:_STDERR_LIMIT].decode(errors="replace").strip()
+        raise GitError(why or f"git {argv[0]} exited with {result.returncode}")
+    return bytes(result.stdout)
+
+
+async def commit_tags(repo: Path, commit: str) -> list[str]:
+    """The tags of ``repo`` that point at ``commit`` (lightweight or
+    annotated), as ``refs/tags/NAME``. Raises :class:`GitError`."""
+    out = await _git(
+        [
+            "-C",
+            str(repo),
+            "for-each-ref",
+            f"--points-at={commit}",
+            "--format=%(refname)",
+            "refs/tags",
+        ]
+    )
+    return [line for line in out.decode(errors="replace").splitlines() if line]
+
+
+async def changed_files(workspace: Path, commit: str) -> list[str]:
+    """Tracked files of a workspace (see :func:`checkout`) that differ from
+    ``commit``'s tree: modified, deleted, or added to the index; untracked
+    files do not count. Paths are relative to the workspace, sorted.
+
+    The workspace's own ``.git`` is named explicitly, so a stage that
+    removed it makes this fail rather than find another repository above.
+    Raises :class:`GitError` when git cannot compare (no ``.git`` any more).
+    """
+    git_dir = workspace / ".git"
+    env = {
+        **_git_env(),
+        "GIT_DIR": str(git_dir),
+        "GIT_WORK_TREE": str(workspace),
+        "GIT_OPTIONAL_LOCKS": "0",  # stages may run git in the workspace meanwhile
+    }
+    out = await _git(
+        [
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "diff",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            commit,
+            "--",
+        ],
+        env=env,
+    )
+    return sorted({name.decode(errors="replace") for name in out.split(b"\0") if name})
+
+
+async def object_ids(repo: Path, commit: str, paths: list[str]) -> dict[str, str | None]:
+    """The git object id (tree or blob) of each repository path at
+    ``commit``, None for a path that does not exist there; ``.`` is the
+    commit's root tree. One ``git cat-file --batch-check`` answers all.
+    Raises :class:`GitError`."""
+    if not paths:
+        return {}
+    for path in paths:
+        if _CONTROL_RE.search(path):
+            raise GitError(f"{path!r}: a path must not contain control characters")
+    request = "".join(f"{commit}:{'' if path == '.' else path}\n" for path in paths)
+    out = await _git(["-C", str(repo), "cat-file", "--batch-check"], stdin=request.encode())
+    lines = out.decode(errors="replace").splitlines()
+    if len(lines) != len(paths):
+        raise GitError(f"git cat-file answered {len(lines)} of {len(paths)} paths")
+    ids: dict[str, str | None] = {}
+    for path, line in zip(paths, lines, strict=True):
+        ids[path] = None if line.endswith(" missing") else line.split(" ", 1)[0]
+    return ids

@@ -68,6 +68,10 @@ class Run:
     trace_id: str
     span_id: str
     stages: tuple[Stage, ...]
+    #: The version (SemVer 2.0.0) the run builds: a ``vX.Y.Z`` tag on the
+    #: commit, else the pipeline's ``version:`` with the run number as
+    #: pre-release; "" before the run starts.
+    version: str = ""
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name``; KeyError when the run has none."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
-from conveyor.plugin import StageSpec, parameter_problems
+from conveyor.plugin import StageOutcome, StageSpec, StageStatus, parameter_problems
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
@@ -28,6 +28,13 @@ def read_parameters(
         return model.model_validate(spec.with_), []
     except ValidationError as exc:
         return None, parameter_problems(exc, model, kind)
+
+
+def invalid_parameters(problems: Sequence[tuple[str, str]]) -> StageOutcome:
+    """The outcome of an attempt whose ``with:`` is not valid (checked when
+    the pipeline loaded, so only a changed kind gets here)."""
+    field, message = problems[0]
+    return StageOutcome(StageStatus.FAILED, f"{field}: {message}", error_type="invalid_parameters")
 
 
 def _one_as_list(value: Any) -> Any:
@@ -84,3 +91,5 @@ WorkspacePaths = Annotated[
 OptionalWorkspaceFile = Annotated[
     str, BeforeValidator(_unset_as_empty), AfterValidator(_optional_workspace_path)
 ]
+#: A relative path (or glob pattern) inside the workspace, required.
+WorkspacePath = Annotated[str, AfterValidator(_workspace_path)]

@@ -27,10 +27,9 @@ from conveyor.plugin import (
     StageKind,
     StageOutcome,
     StageSpec,
-    StageStatus,
     hookimpl,
 )
-from conveyor.plugins.parameters import Shell, read_parameters
+from conveyor.plugins.parameters import Shell, invalid_parameters, read_parameters
 
 
 class RunParameters(Parameters):
@@ -52,6 +51,12 @@ def shell_script(commands: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def run_commands(ctx: StageContext, shell: Shell) -> int:
+    """Run the stage's ``run:`` commands in one ``shell -e``, each echoed
+    (see the module docstring); return the shell's exit code."""
+    return await ctx.run_process([shell, "-e", "-c", shell_script(ctx.spec.run)])
+
+
 class RunStage:
     name = "run"
     description = "Run shell commands in the workspace (one shell, stops at the first failure)"
@@ -64,11 +69,8 @@ class RunStage:
     async def run(self, ctx: StageContext) -> StageOutcome:
         params, problems = read_parameters(RunParameters, ctx.spec, self.name)
         if params is None:  # checked when the pipeline loaded: not reached
-            field, message = problems[0]
-            reason = f"{field}: {message}"
-            return StageOutcome(StageStatus.FAILED, reason, error_type="invalid_parameters")
-        code = await ctx.run_process([params.shell, "-e", "-c", shell_script(ctx.spec.run)])
-        return StageOutcome.from_exit_code(code)
+            return invalid_parameters(problems)
+        return StageOutcome.from_exit_code(await run_commands(ctx, params.shell))
 
 
 @hookimpl

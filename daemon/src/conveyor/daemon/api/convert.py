@@ -7,10 +7,13 @@ however large, can make an answer fail.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
+from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -23,7 +26,8 @@ from conveyor.daemon.records import (
     TriggerKind,
 )
 from conveyor.daemon.reports import StageReport
-from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
+from conveyor.daemon.store.artifacts import CacheHit
+from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2
 
 
 def clip(text: str, limit: int = MAX_RESPONSE_TEXT) -> str:
@@ -147,6 +151,7 @@ def run_message(run: RunRecord, *, summary: bool = False) -> runs_pb2.Run:
         last_event_seq=run.last_event_seq,
         trace_id=run.trace_id,
         span_id=run.span_id,
+        version=clip(run.version),
     )
 
 
@@ -248,4 +253,56 @@ def plugin_message(info: PluginInfo) -> server_pb2.Plugin:
         hooks=[clip(hook) for hook in info.hooks],
         provides=[clip(item) for item in info.provides],
         error=clip(info.error),
+    )
+
+
+def artifact_message(
+    artifact: Artifact, cache_hits: Sequence[CacheHit] = (), *, summary: bool = False
+) -> artifacts_pb2.Artifact:
+    """The artifact; with ``summary`` (ListArtifacts), without its
+    provenance envelope. The envelope is never cut: cutting it would make
+    it fail verification."""
+    return artifacts_pb2.Artifact(
+        digest=artifact.digest,
+        kind=clip(artifact.kind),
+        name=clip(artifact.name),
+        version=clip(artifact.version),
+        tags=[clip(tag) for tag in artifact.tags],
+        size=artifact.size,
+        media_type=clip(artifact.media_type),
+        repository=clip(artifact.repository),
+        ref=clip(artifact.ref),
+        commit=clip(artifact.commit),
+        pipeline=clip(artifact.pipeline),
+        run_id=artifact.run_id,
+        run_number=artifact.run_number,
+        stage=clip(artifact.stage),
+        stages=[
+            artifacts_pb2.ArtifactStage(
+                name=clip(s.name),
+                started_at=timestamp(s.started_at),
+                finished_at=timestamp(s.finished_at),
+            )
+            for s in artifact.stages
+        ],
+        created_at=timestamp(artifact.created_at),
+        trace_id=artifact.trace_id,
+        span_id=artifact.span_id,
+        pushed_to=[clip(name) for name in artifact.pushed_to],
+        manifest_digest=artifact.manifest_digest,
+        reproducible=artifact.reproducible,
+        changed_files=[clip(path) for path in artifact.changed_files],
+        provenance="" if summary else artifact.provenance,
+        key_id=artifact.key_id,
+        attributes={clip(k, 100): clip(v) for k, v in artifact.attributes.items()},
+        cache_key=artifact.cache_key,
+        cache_hits=[
+            artifacts_pb2.CacheHit(
+                run_id=hit.run_id,
+                run_number=hit.run_number,
+                stage=clip(hit.stage),
+                created_at=timestamp(hit.created_at),
+            )
+            for hit in cache_hits
+        ],
     )

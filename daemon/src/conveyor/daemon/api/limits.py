@@ -63,6 +63,11 @@ REQUEST_FIELDS: Final[dict[str, FieldLimit]] = {
     "stage": FieldLimit(100),
     "reason": FieldLimit(1024, "text"),
     "file": FieldLimit(1024),
+    # artifacts: a reference (digest, NAME:TAG, NAME@digest) and the filters
+    "artifact": FieldLimit(512),
+    "version": FieldLimit(128),
+    "tag": FieldLimit(128),
+    "name": FieldLimit(256),
     # the pipeline file's own limit; the loader reports what is wrong inside
     "content": FieldLimit(1 << 20, "any"),
 }

@@ -16,9 +16,11 @@ import grpc
 from conveyor.daemon.api import convert
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.limits import LIST_BUDGET
+from conveyor.daemon.artifacts.catalog import ArtifactDetail
+from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.service import RunService, SubmitRequest
-from conveyor.daemon.store import RunFilter
-from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.daemon.store import ArtifactFilter, RunFilter
+from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
 
 VERSION = "0.1.0"
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -163,3 +165,53 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
             )
 
         return self._bridge.unary(context, status)
+
+    def ListArtifacts(
+        self, request: artifacts_pb2.ListArtifactsRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.ListArtifactsResponse:
+        filt = ArtifactFilter(
+            pipeline=request.pipeline,
+            commit_prefix=request.commit,
+            version=request.version,
+            tag=request.tag,
+            name=request.name,
+        )
+
+        async def list_artifacts() -> tuple[list[tuple[int, Artifact]], str]:
+            return await self._service.artifacts.list_artifacts(
+                filt, request.page_size, request.page_token
+            )
+
+        rows, token = self._bridge.unary(context, list_artifacts)
+        response = artifacts_pb2.ListArtifactsResponse()
+        size = 0
+        for index, (_, artifact) in enumerate(rows):
+            message = convert.artifact_message(artifact, summary=True)
+            cost = message.ByteSize() + 6
+            if response.artifacts and size + cost > LIST_BUDGET:
+                token = str(rows[index - 1][0])  # a full page by size: the rest on the next
+                break
+            response.artifacts.append(message)
+            size += cost
+        response.next_page_token = token
+        return response
+
+    def GetArtifact(
+        self, request: artifacts_pb2.GetArtifactRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.Artifact:
+        async def get() -> ArtifactDetail:
+            return await self._service.artifacts.get(request.artifact)
+
+        detail = self._bridge.unary(context, get)
+        return convert.artifact_message(detail.artifact, detail.cache_hits)
+
+    def GetSigningKey(
+        self, request: artifacts_pb2.GetSigningKeyRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.GetSigningKeyResponse:
+        async def key() -> tuple[str, str]:
+            return self._service.artifacts.signing_key()
+
+        key_id, pem = self._bridge.unary(context, key)
+        return artifacts_pb2.GetSigningKeyResponse(
+            key_id=key_id, public_key_pem=pem, algorithm="ed25519"
+        )

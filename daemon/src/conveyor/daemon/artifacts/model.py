@@ -107,6 +107,10 @@ class Artifact:
     provenance: str
     key_id: str
     attributes: Mapping[str, str]
+    #: The producing stage's cache key (``sha256:`` over its inputs' git
+    #: object ids, the stage as written and its kind); "" when the stage
+    #: declared no ``inputs:`` or built on a dirty workspace.
+    cache_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ as not reproducible from the commit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +56,36 @@ class BuildFacts:
     version: str = ""
     #: Tracked files that differed from the commit (an allowed dirty build).
     changed_files: Sequence[str] = field(default_factory=tuple)
+    #: How many files differed, when ``changed_files`` lists only the first.
+    changed_files_total: int = 0
     trace_id: str = ""
+    #: More names of the same artifact, ``(name, "sha256:<hex>")``: where
+    #: it was pushed and the manifest digest the registry gave it.
+    other_subjects: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        """The facts as JSON, to sign them again later (values the pipeline
+        file gave that JSON lacks, such as dates, become strings)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildFacts:
+        data = json.loads(text)
+        data["changed_files"] = tuple(data.get("changed_files", ()))
+        data["other_subjects"] = tuple(
+            (str(name), str(digest)) for name, digest in data.get("other_subjects", ())
+        )
+        return cls(**data)
+
+
+def _subject(name: str, digest: str) -> dict[str, Any]:
+    algorithm, _, hex_digest = digest.partition(":")
+    return {"name": name, "digest": {algorithm: hex_digest}}
 
 
 def statement(facts: BuildFacts) -> dict[str, Any]:
-    algorithm, _, hex_digest = facts.digest.partition(":")
+    """The in-toto Statement v1 (a JSON-ready dict) for ``facts``: the
+    artifact, then its other names, as subjects."""
     repo_uri = facts.repository
     if repo_uri.startswith("/"):
         repo_uri = f"git+file://{repo_uri}"
@@ -71,6 +98,8 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
     }
     if facts.changed_files:
         internal["changedFiles"] = list(facts.changed_files)
+        if facts.changed_files_total > len(facts.changed_files):
+            internal["changedFilesTotal"] = facts.changed_files_total
     if facts.trace_id:
         internal["traceId"] = facts.trace_id
     external: dict[str, Any] = {
@@ -83,7 +112,10 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
         external["version"] = facts.version
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": facts.subject_name, "digest": {algorithm: hex_digest}}],
+        "subject": [
+            _subject(facts.subject_name, facts.digest),
+            *(_subject(name, digest) for name, digest in facts.other_subjects),
+        ],
         "predicateType": SLSA_PROVENANCE_V1,
         "predicate": {
             "buildDefinition": {

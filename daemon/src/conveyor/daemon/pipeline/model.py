@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from conveyor.daemon.artifacts.versioning import parse_version
 from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
 from conveyor.daemon.pipeline.graph import order_stages
 
@@ -27,6 +29,7 @@ __all__ = [
     "RetryPolicy",
     "StageSpec",
     "describe_value",
+    "inside_repository",
 ]
 
 #: Pattern for pipeline and stage names.
@@ -136,6 +139,48 @@ EnvValue = Annotated[
 EnvName = Annotated[str, AfterValidator(_env_name)]
 EnvMap = dict[EnvName, EnvValue]
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def inside_repository(path: str) -> str:
+    """A path inside the repository, as ``git rev-parse COMMIT:PATH`` takes
+    it: relative, no ``..``, no control character; ``.`` is the whole
+    repository. ``./src/`` is normalised to ``src``."""
+    if not path:
+        raise ValueError("a path must not be empty (use '.' for the whole repository)")
+    if _CONTROL_RE.search(path):
+        raise ValueError(f"{path!r} must not contain control characters")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r} must be relative to the repository root")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{path!r} must stay inside the repository (no '..')")
+    return "/".join(parts) or "."
+
+
+RepositoryPaths = Annotated[
+    list[Annotated[str, AfterValidator(inside_repository)]],
+    BeforeValidator(_str_list),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
+def _number_as_text(value: Any) -> Any:
+    """``version: 1.2`` is a number in YAML: check it as the text it was."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _semantic_version(value: str) -> str:
+    parse_version(value)  # its VersionError (a ValueError) says what is wrong
+    return value
+
+
+SemanticVersion = Annotated[
+    str, BeforeValidator(_number_as_text), AfterValidator(_semantic_version)
+]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -211,6 +256,33 @@ class StageSpec(_Model):
     with_: dict[str, Any] = Field(
         default_factory=dict, alias="with", description="Parameters for the stage kind."
     )
+    inputs: RepositoryPaths = Field(
+        default_factory=list,
+        description="Repository paths whose content (at the commit) makes the stage's cache"
+        " key: a re-run with the same key reuses the artifact instead of building again.",
+    )
+    require_clean: bool = Field(
+        default=False,
+        description="Check before and after the stage that the workspace's tracked files equal"
+        " the commit (always done for stages that produce artifacts).",
+    )
+    allow_dirty: bool = Field(
+        default=False,
+        description="Record tracked files that differ from the commit instead of failing the"
+        " stage; its artifacts are marked not reproducible from the commit.",
+    )
+    overwrite_tags: bool = Field(
+        default=False,
+        description="Let the stage's artifacts take tags that already name another digest.",
+    )
+
+    @model_validator(mode="after")
+    def _clean_or_dirty(self) -> StageSpec:
+        if self.require_clean and self.allow_dirty:
+            raise ValueError(
+                "require_clean and allow_dirty contradict each other; keep one of them"
+            )
+        return self
 
 
 def _stages_json_schema(schema: dict[str, Any]) -> None:
@@ -227,6 +299,11 @@ class PipelineSpec(_Model):
     """A whole ``conveyor.yaml`` file."""
 
     name: Name = Field(description="Pipeline name.")
+    version: SemanticVersion | None = Field(
+        default=None,
+        description="Base version (SemVer 2.0.0, e.g. 1.4.0) of what the pipeline builds;"
+        " a run of a commit without a vX.Y.Z tag gets 1.4.0-rc.<run number>+sha.<commit>.",
+    )
     env: EnvMap = Field(default_factory=dict, description="Environment for all stages.")
     timeout: PositiveDuration | None = Field(default=None, description="Whole-run timeout.")
     executor: str = Field(default="local", min_length=1, description="Default executor.")

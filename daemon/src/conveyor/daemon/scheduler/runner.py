@@ -10,6 +10,7 @@ out. Nothing is ever recorded as succeeded unless it ran and succeeded.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import trio
 
 from conveyor.daemon import vcs
+from conveyor.daemon.artifacts.recorder import ArtifactDeps, RunArtifacts
 from conveyor.daemon.config import Config
 from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput, conveyor_line
 from conveyor.daemon.executors.process import STAGE_MARKER, stage_marker
@@ -60,6 +62,8 @@ class RunDeps:
     base_env: Mapping[str, str]
     tracing: RunTracing
     stats: SchedulerStats = field(default_factory=SchedulerStats)
+    #: The artifact store and signing key; None records no artifacts.
+    artifacts: ArtifactDeps | None = None
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -79,6 +83,7 @@ class RunExecution:
         self.done = {stage.name: trio.Event() for stage in run.stages}
         #: ``error.type`` of the run's span when it does not succeed.
         self.error_type = ""
+        self.artifacts = RunArtifacts(deps.artifacts, run, spec, self.workspace, deps.plugins)
 
     # -- recording -----------------------------------------------------------
 
@@ -155,7 +160,8 @@ class RunExecution:
         """Run to a final status, recorded even when cancelled."""
         status, reason = RunStatus.FAILED, "run did not complete"
         try:
-            await self._record_run(RunStatus.RUNNING, started_at=time.time())
+            version = await self._version()
+            await self._record_run(RunStatus.RUNNING, started_at=time.time(), version=version)
             self.deps.tracing.run_started(self.run)
             self.deps.plugins.run_started(self.run)
             timeout = self.spec.timeout or math.inf
@@ -189,6 +195,12 @@ class RunExecution:
                 self.error_type = ""
             with trio.CancelScope(shield=True):
                 await self._close_out(decided, reason)
+
+    async def _version(self) -> str:
+        try:
+            return await self.artifacts.version()
+        except (vcs.GitError, OSError) as exc:
+            raise _CheckoutFailed(f"checkout failed: cannot read the commit's tags: {exc}") from exc
 
     async def _checkout(self) -> None:
         try:
@@ -320,6 +332,7 @@ class RunExecution:
             "CONVEYOR_REPOSITORY": run.repository,
             "CONVEYOR_REF": run.ref,
             "CONVEYOR_COMMIT": run.commit,
+            "CONVEYOR_VERSION": run.version,
             "CONVEYOR_STAGE": name,
             "CONVEYOR_WORKSPACE": str(self.workspace),
             **self.spec.env,
@@ -377,8 +390,13 @@ class RunExecution:
                 log=LogOutput(live),
                 kill_grace=deps.config.kill_grace,
                 reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
+                version=self.run.version,
+                artifacts=self.artifacts.snapshot(),
+                artifact_store=deps.config.artifacts_dir,
+                tag_lookup=self.artifacts.tag_digest,
             )
-            outcome = await self._attempt(kind, ctx, spec.timeout)
+            work = functools.partial(self._attempt, kind, ctx, spec.timeout)
+            outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
                 break
             delay = spec.retries.delay(attempt)

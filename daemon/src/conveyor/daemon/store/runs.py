@@ -26,6 +26,7 @@ _RUN_COLUMNS = {
     "reason",
     "started_at",
     "finished_at",
+    "version",
 }
 _STAGE_COLUMNS = {
     "status",
@@ -88,6 +89,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         last_event_seq=row["last_event_seq"],
         trace_id=row["trace_id"],
         span_id=row["span_id"],
+        version=row["version"],
     )
 
 

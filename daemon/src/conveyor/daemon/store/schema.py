@@ -97,6 +97,68 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN ref_type TEXT NOT NULL DEFAULT '';
     """,
+    # Artifacts (one row per digest, never rebuilt), the tags that name them
+    # (unique per name), the re-runs that reused one (cache hits), and the
+    # version each run builds.
+    """
+    ALTER TABLE runs ADD COLUMN version TEXT NOT NULL DEFAULT '';
+    CREATE TABLE artifacts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        media_type TEXT NOT NULL DEFAULT '',
+        repository TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        run_number INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        stages_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        trace_id TEXT NOT NULL DEFAULT '',
+        span_id TEXT NOT NULL DEFAULT '',
+        pushed_to_json TEXT NOT NULL DEFAULT '[]',
+        manifest_digest TEXT NOT NULL DEFAULT '',
+        reproducible INTEGER NOT NULL DEFAULT 1,
+        changed_files_json TEXT NOT NULL DEFAULT '[]',
+        facts_json TEXT NOT NULL,
+        provenance TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        attributes_json TEXT NOT NULL DEFAULT '{}',
+        cache_key TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX artifacts_pipeline ON artifacts (pipeline, seq);
+    CREATE INDEX artifacts_commit ON artifacts (commit_sha);
+    CREATE INDEX artifacts_version ON artifacts (version);
+    CREATE INDEX artifacts_name ON artifacts (name, seq);
+    CREATE INDEX artifacts_run ON artifacts (run_id);
+    CREATE INDEX artifacts_cache ON artifacts (pipeline, stage, cache_key);
+    CREATE TABLE artifact_tags (
+        name TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES artifacts (digest),
+        run_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (name, tag)
+    );
+    CREATE INDEX artifact_tags_digest ON artifact_tags (digest);
+    CREATE INDEX artifact_tags_tag ON artifact_tags (tag);
+    CREATE TABLE cache_hits (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        stage TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES artifacts (digest),
+        original_run_id TEXT NOT NULL,
+        cache_key TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, stage, digest)
+    );
+    CREATE INDEX cache_hits_digest ON cache_hits (digest);
+    """,
 ]
 
 

@@ -127,6 +127,8 @@ class RunTracing:
         span = self._runs.get(run.id)
         if span is not None:
             span.add_event("started", timestamp=_ns(run.started_at))
+            if run.version:
+                span.set_attribute(a.RUN_VERSION, run.version)
         self._instruments.run_started(run.pipeline, (run.started_at or 0) - run.created_at)
 
     def run_event(self, run_id: str, name: str, attributes: Mapping[str, AttributeValue]) -> None:
