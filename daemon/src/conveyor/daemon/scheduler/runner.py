@@ -361,6 +361,7 @@ class RunExecution:
                 log=LogOutput(live),
                 kill_grace=deps.config.kill_grace,
                 reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
+                credential_lookup=deps.config.registry_credential,
             )
             outcome = await self._attempt(kind, ctx, spec.timeout)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
