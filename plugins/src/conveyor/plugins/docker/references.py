@@ -40,7 +40,7 @@ def check_repository(name: str) -> str:
         raise ValueError(
             f"{name!r}: give the repository without a digest ({name.split('@', 1)[0]!r})"
         )
-    if ":" in last and ("/" in name or not last.rsplit(":", 1)[1].isdigit()):
+    if ":" in last:  # as Docker reads it: NAME:TAG
         bare = name[: len(name) - len(last)] + last.split(":", 1)[0]
         raise ValueError(
             f"{name!r}: give the repository without a tag ({bare!r}); Conveyor tags the"

@@ -158,11 +158,11 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {self.registry} sent a manifest for {path}:{tag} that is not JSON"
             ) from None
-        media_type = str(headers.get("Content-Type", "")).split(";")[0].strip()
+        media_type = str(headers.get("content-type", "")).split(";")[0].strip()
         media_type = str(manifest.get("mediaType") or media_type)
         config = manifest.get("config")
         config_digest = str(config.get("digest", "")) if isinstance(config, dict) else ""
-        return TagState(str(headers.get("Docker-Content-Digest", "")), media_type, config_digest)
+        return TagState(str(headers.get("docker-content-digest", "")), media_type, config_digest)
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class RegistryClient:
     ) -> tuple[int, Mapping[str, str], bytes]:
         status, answer, body = self._request(route, headers)
         if status == 401 and self._token is None:
-            challenge = answer.get("WWW-Authenticate", "")
+            challenge = answer.get("www-authenticate", "")
             self._token = self._authorize(challenge, path)
             status, answer, body = self._request(route, headers)
         if status == 401:
@@ -210,14 +210,19 @@ class RegistryClient:
     def _open(
         self, url: str, headers: dict[str, str], scheme: str = "https"
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """Status, headers (names in lower case) and body of one request."""
         opener = self._unchecked if self.insecure and scheme == "https" else self._secure
         request = urllib.request.Request(url, headers=headers)
         try:
             with opener.open(request, timeout=TIMEOUT) as response:
-                return response.status, dict(response.headers.items()), response.read()
+                return (
+                    response.status,
+                    {k.lower(): v for k, v in response.headers.items()},
+                    response.read(),
+                )
         except urllib.error.HTTPError as exc:
             with exc:
-                return exc.code, dict(exc.headers.items()), exc.read()
+                return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
         except (urllib.error.URLError, OSError, HTTPException) as exc:
             raise _Unreachable(_reason(exc)) from None
 
