@@ -15,7 +15,6 @@ from conveyor.plugins.docker.references import docker_tag
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
 from tests.support.daemon import DaemonProcess, stage
 from tests.support.docker import (
-    BASE_IMAGE,
     REGISTRY,
     AuthRegistry,
     DockerSandbox,
@@ -81,10 +80,6 @@ def stage_span(receiver: OtlpReceiver, run_id: str, name: str) -> ReceivedSpan:
     return found
 
 
-def dockerfile(sandbox: DockerSandbox, *steps: str) -> str:
-    return "\n".join([f"FROM {BASE_IMAGE}", f"LABEL test={sandbox.marker}", *steps]) + "\n"
-
-
 def test_build_and_push_are_built_in_plugins(conveyord: DaemonProcess) -> None:
     reply = conveyord.stub.ListPlugins(server_pb2.ListPluginsRequest(), timeout=10)
     plugins = {p.name: p for p in reply.plugins}
@@ -104,7 +99,7 @@ def test_a_build_stage_builds_the_commit_into_a_tagged_labelled_image(
         {
             "conveyor.yaml": f"name: docker-build\nstages:\n  image:\n    uses: build\n"
             f"    with: {{image: {image}}}\n",
-            "Dockerfile": dockerfile(docker_sandbox, "COPY app.txt /app.txt"),
+            "Dockerfile": docker_sandbox.dockerfile("COPY app.txt /app.txt"),
             "app.txt": "the app\n",
         }
     )
@@ -139,7 +134,7 @@ def test_a_dockerfile_that_fails_fails_the_stage_with_the_builders_error(
         {
             "conveyor.yaml": "name: docker-broken\nstages:\n  image:\n    uses: build\n"
             f"    with: {{image: {docker_sandbox.image()}}}\n",
-            "Dockerfile": dockerfile(docker_sandbox, "RUN echo compiling && exit 7"),
+            "Dockerfile": docker_sandbox.dockerfile("RUN echo compiling && exit 7"),
         }
     )
     run = conveyord.wait(conveyord.submit(repo.path).id)
@@ -160,7 +155,7 @@ def test_cancelling_a_run_mid_build_stops_the_build_and_leaves_no_container(
         {
             "conveyor.yaml": "name: docker-cancel\nstages:\n  image:\n    uses: build\n"
             f"    with: {{image: {docker_sandbox.image()}}}\n",
-            "Dockerfile": dockerfile(docker_sandbox, f"RUN echo {started} && sleep 60"),
+            "Dockerfile": docker_sandbox.dockerfile(f"RUN echo {started} && sleep 60"),
         }
     )
     run = conveyord.submit(repo.path)
@@ -173,7 +168,7 @@ def test_cancelling_a_run_mid_build_stops_the_build_and_leaves_no_container(
         seen += chunk.data
         if f"\n{started}\n".encode() in seen:
             break
-    chunks.cancel()
+    chunks.cancel()  # type: ignore[no-untyped-call]
     assert docker_sandbox.containers(), "the RUN step is running"
 
     conveyord.stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="stop the build"))
@@ -181,7 +176,7 @@ def test_cancelling_a_run_mid_build_stops_the_build_and_leaves_no_container(
     assert final.status == runs_pb2.RUN_STATUS_CANCELLED
     assert stage(final, "image").status == runs_pb2.STAGE_STATUS_CANCELLED
     assert docker_sandbox.containers() == []
-    assert docker_sandbox.images() == []
+    assert docker_sandbox.tags() == []
 
 
 @pytest.mark.parametrize(
@@ -239,7 +234,7 @@ def test_a_build_then_push_run_pushes_the_image_and_records_the_manifest(
             "conveyor.yaml": "name: docker-ship\nstages:\n"
             f"  image:\n    uses: build\n    with: {{image: {image}}}\n"
             "  push:\n    uses: push\n    needs: [image]\n",
-            "Dockerfile": dockerfile(docker_sandbox),
+            "Dockerfile": docker_sandbox.dockerfile(),
         }
     )
     run = conveyord.wait(conveyord.submit(repo.path).id)
@@ -270,7 +265,7 @@ def test_a_push_uses_the_login_the_daemon_holds(
             "conveyor.yaml": "name: docker-login\nstages:\n"
             f"  image:\n    uses: build\n    with: {{image: {image}}}\n"
             "  push:\n    uses: push\n    needs: [image]\n    with: {credentials: ci}\n",
-            "Dockerfile": dockerfile(docker_sandbox),
+            "Dockerfile": docker_sandbox.dockerfile(),
         }
     )
     run = conveyord.wait(conveyord.submit(repo.path).id)

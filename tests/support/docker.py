@@ -8,9 +8,13 @@ pulled here). :func:`unavailable` says why Docker tests cannot run; the
 ``CONVEYOR_REQUIRE_DOCKER=1`` (as CI sets it).
 
 Each test names its images under its own repository
-(``127.0.0.1:5000/conveyor-test/<token>/...``, see :class:`DockerSandbox`),
-which is how everything it made is found and removed afterwards: images,
-the builder's containers, and the manifests it pushed.
+(``127.0.0.1:5000/conveyor-test/<token>/...``) and labels every layer it
+builds (``dev.conveyor.test=<token>``, right after ``FROM``: see
+:meth:`DockerSandbox.dockerfile`), which is how everything it made is found
+and removed afterwards: images (the builder's cached intermediate layers
+too), the builder's containers, and the manifests it pushed. (A registry
+keeps an emptied repository's name in its catalog until it is
+garbage-collected.)
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ BASE_IMAGE = f"{REGISTRY}/conveyor/busybox:1"
 REQUIRE_ENV = "CONVEYOR_REQUIRE_DOCKER"
 #: Where tests put their images in a registry.
 TEST_NAMESPACE = "conveyor-test"
+#: The label on every layer a test builds (and so on the builder's containers).
+TEST_LABEL = "dev.conveyor.test"
 MANIFEST_ACCEPT = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -157,30 +163,59 @@ class DockerSandbox:
 
     @property
     def marker(self) -> str:
-        """A word to put in the test's Dockerfiles, to find its containers."""
+        """A word to put in the test's commands, to find its processes."""
         return f"conveyor-test-{self.token}"
 
+    @property
+    def label(self) -> str:
+        return f"{TEST_LABEL}={self.token}"
+
+    def dockerfile(self, *steps: str, stage: str = "") -> str:
+        """A Dockerfile from the base image whose every layer carries the test's label."""
+        start = f"FROM {BASE_IMAGE}" + (f" AS {stage}" if stage else "")
+        return "\n".join([start, f"LABEL {self.label}", *steps]) + "\n"
+
     def containers(self) -> list[str]:
-        """Containers (any state) whose command holds :attr:`marker`."""
+        """The test's containers, in any state: made from its layers, or
+        running one of its commands."""
         api = docker.APIClient()
         try:
-            return [
-                c["Id"] for c in api.containers(all=True) if self.marker in (c.get("Command") or "")
-            ]
+            return sorted(
+                c["Id"]
+                for c in api.containers(all=True)
+                if self.marker in (c.get("Command") or "")
+                or (c.get("Labels") or {}).get(TEST_LABEL) == self.token
+            )
         finally:
             api.close()
 
     def images(self) -> list[str]:
-        """Ids of the images tagged in (or pushed to) this test's repositories."""
+        """Ids of the test's images, newest first: its labelled layers and
+        what is tagged in (or was pushed to) its repositories."""
         api = docker.APIClient()
         try:
-            found: set[str] = set()
+            found: dict[str, int] = {}
+            for image in api.images(filters={"label": self.label}, all=True):
+                found[image["Id"]] = image["Created"]
             for image in api.images():
                 # An image whose tags all moved is still known by its digests.
                 names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
                 if any(f"/{TEST_NAMESPACE}/{self.token}/" in name for name in names):
-                    found.add(image["Id"])
-            return sorted(found)
+                    found[image["Id"]] = image["Created"]
+            return sorted(found, key=lambda i: found[i], reverse=True)
+        finally:
+            api.close()
+
+    def tags(self) -> list[str]:
+        """``repository:tag`` of the images tagged in the test's repositories."""
+        api = docker.APIClient()
+        try:
+            return sorted(
+                tag
+                for image in api.images()
+                for tag in image.get("RepoTags") or []
+                if f"/{TEST_NAMESPACE}/{self.token}/" in tag
+            )
         finally:
             api.close()
 
@@ -190,9 +225,10 @@ class DockerSandbox:
             for container in self.containers():
                 with contextlib.suppress(DockerException):
                     api.remove_container(container, force=True)
-            for image in self.images():
-                with contextlib.suppress(DockerException):
-                    api.remove_image(image, force=True)
+            for _ in range(3):  # a layer goes once the layers built on it are gone
+                for image in self.images():
+                    with contextlib.suppress(DockerException):
+                        api.remove_image(image, force=True)
         finally:
             api.close()
         for registry, login in self.registries.items():

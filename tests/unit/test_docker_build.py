@@ -5,6 +5,7 @@ failures, and a cancelled build that leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import trio
 
 from conveyor.plugin import OCI_IMAGE, StageContext, StageStatus
 from conveyor.plugins.docker.build import BuildStage
-from tests.support.docker import BASE_IMAGE, DockerSandbox, image_labels, recorded, write_context
+from tests.support.docker import DockerSandbox, image_labels, recorded, write_context
 from tests.support.plugins import stage_context
 
 pytestmark = pytest.mark.docker
@@ -24,7 +25,7 @@ COMMIT_TAG = "sha-cccccccccccc"  # stage_context's commit is "c" * 40
 
 
 def build_context(
-    workspace: Path, home: Path, with_: dict[str, object], version: str = VERSION
+    workspace: Path, home: Path, with_: Mapping[str, object], version: str = VERSION
 ) -> StageContext:
     ctx, _ = stage_context({"uses": "build", "with": with_}, workspace, home)
     return dataclasses.replace(ctx, version=version)
@@ -53,8 +54,9 @@ async def test_build_tags_labels_and_returns_the_image_as_an_artifact(
     workspace = write_context(
         tmp_path / "ws",
         {
-            "Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo {docker_sandbox.marker} > /built\n"
-            "COPY app.txt /app.txt\n",
+            "Dockerfile": docker_sandbox.dockerfile(
+                f"RUN echo {docker_sandbox.marker} > /built", "COPY app.txt /app.txt"
+            ),
             "app.txt": "hello\n",
         },
     )
@@ -101,7 +103,7 @@ async def test_build_tags_labels_and_returns_the_image_as_an_artifact(
 async def test_without_a_version_the_image_gets_the_commit_tag_only(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    workspace = write_context(tmp_path / "ws", {"Dockerfile": f"FROM {BASE_IMAGE}\n"})
+    workspace = write_context(tmp_path / "ws", {"Dockerfile": docker_sandbox.dockerfile()})
     ctx = build_context(workspace, tmp_path / "home", {"image": docker_sandbox.image()}, "")
     outcome = await BuildStage().run(ctx)
     assert outcome.status is StageStatus.SUCCEEDED, outcome.reason
@@ -113,11 +115,15 @@ async def test_without_a_version_the_image_gets_the_commit_tag_only(
 async def test_context_dockerfile_target_and_build_args_are_used(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    dockerfile = (
-        f"FROM {BASE_IMAGE} AS base\nARG GREETING\nLABEL greeting=$GREETING\n"
-        "COPY inside.txt /inside.txt\n"
-        "FROM base AS runtime\nLABEL stage=runtime\n"
-        "FROM base AS other\nLABEL stage=other\n"
+    dockerfile = docker_sandbox.dockerfile(
+        "ARG GREETING",
+        "LABEL greeting=$GREETING",
+        "COPY inside.txt /inside.txt",
+        "FROM base AS runtime",
+        "LABEL stage=runtime",
+        "FROM base AS other",
+        "LABEL stage=other",
+        stage="base",
     )
     workspace = write_context(
         tmp_path / "ws",
@@ -146,7 +152,7 @@ async def test_a_failing_build_fails_the_stage_with_the_builders_error(
 ) -> None:
     workspace = write_context(
         tmp_path / "ws",
-        {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo {docker_sandbox.marker} && exit 3\n"},
+        {"Dockerfile": docker_sandbox.dockerfile(f"RUN echo {docker_sandbox.marker} && exit 3")},
     )
     ctx = build_context(workspace, tmp_path / "home", {"image": docker_sandbox.image()})
     outcome = await BuildStage().run(ctx)
@@ -158,13 +164,15 @@ async def test_a_failing_build_fails_the_stage_with_the_builders_error(
     text = log_text(tmp_path / "home")
     assert "returned a non-zero code: 3" in text
     assert docker_sandbox.containers() == [], "the failed step's container is removed"
-    assert docker_sandbox.images() == []
+    assert docker_sandbox.tags() == []
 
 
 async def test_a_dockerfile_the_builder_cannot_parse_fails_with_its_message(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    workspace = write_context(tmp_path / "ws", {"Dockerfile": f"FROM {BASE_IMAGE}\nFROBNICATE\n"})
+    workspace = write_context(
+        tmp_path / "ws", {"Dockerfile": docker_sandbox.dockerfile("FROBNICATE")}
+    )
     ctx = build_context(workspace, tmp_path / "home", {"image": docker_sandbox.image()})
     outcome = await BuildStage().run(ctx)
     assert outcome.status is StageStatus.FAILED
@@ -176,7 +184,9 @@ async def test_a_dockerfile_the_builder_cannot_parse_fails_with_its_message(
 async def test_an_unknown_target_fails_the_stage(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    workspace = write_context(tmp_path / "ws", {"Dockerfile": f"FROM {BASE_IMAGE} AS base\n"})
+    workspace = write_context(
+        tmp_path / "ws", {"Dockerfile": docker_sandbox.dockerfile(stage="base")}
+    )
     with_ = {"image": docker_sandbox.image(), "target": "nowhere"}
     outcome = await BuildStage().run(build_context(workspace, tmp_path / "home", with_))
     assert outcome.status is StageStatus.FAILED
@@ -239,7 +249,8 @@ async def test_a_cancelled_build_stops_in_the_engine_and_leaves_no_container(
 ) -> None:
     started = f"{docker_sandbox.marker}-started"
     workspace = write_context(
-        tmp_path / "ws", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo {started} && sleep 30\n"}
+        tmp_path / "ws",
+        {"Dockerfile": docker_sandbox.dockerfile(f"RUN echo {started} && sleep 30")},
     )
     home = tmp_path / "home"
     ctx = build_context(workspace, home, {"image": docker_sandbox.image()})
@@ -256,7 +267,9 @@ async def test_a_cancelled_build_stops_in_the_engine_and_leaves_no_container(
         # The builder's output reaches the log while the build runs (and the
         # loop is free: this task polls it).
         with trio.fail_after(60):
-            while not await log.exists() or f"\n{started}\n" not in await log.read_text():
+            while True:
+                if await log.exists() and f"\n{started}\n" in await log.read_text():
+                    break
                 await trio.sleep(0.05)
         assert docker_sandbox.containers(), "the RUN step's container is running"
         scope.cancel()
@@ -264,15 +277,13 @@ async def test_a_cancelled_build_stops_in_the_engine_and_leaves_no_container(
     assert finished == [], "the build was cancelled, not finished"
     assert docker_sandbox.containers() == []
     assert processes_with(started) == []
-    assert docker_sandbox.images() == []
+    assert docker_sandbox.tags() == []
 
 
 async def test_artifact_available_says_whether_the_engine_still_has_the_image(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    workspace = write_context(
-        tmp_path / "ws", {"Dockerfile": f"FROM {BASE_IMAGE}\nLABEL t={docker_sandbox.token}\n"}
-    )
+    workspace = write_context(tmp_path / "ws", {"Dockerfile": docker_sandbox.dockerfile()})
     ctx = build_context(workspace, tmp_path / "home", {"image": docker_sandbox.image()})
     kind = BuildStage()
     outcome = await kind.run(ctx)

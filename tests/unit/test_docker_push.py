@@ -14,7 +14,6 @@ from conveyor.plugin import Artifact, RegistryCredential, StageContext, StageSta
 from conveyor.plugins.docker.build import BuildStage
 from conveyor.plugins.docker.push import PushStage
 from tests.support.docker import (
-    BASE_IMAGE,
     AuthRegistry,
     DockerSandbox,
     free_port,
@@ -32,13 +31,19 @@ COMMIT_TAG = "sha-cccccccccccc"  # stage_context's commit is "c" * 40
 
 
 async def build(
-    tmp_path: Path, image: str, content: str, *, version: str = VERSION, name: str = "b"
+    sandbox: DockerSandbox,
+    tmp_path: Path,
+    image: str,
+    content: str,
+    *,
+    version: str = VERSION,
+    name: str = "b",
 ) -> Artifact:
     """Build an image whose content is ``content``; the artifact as recorded."""
     workspace = write_context(
         tmp_path / name / "ws",
         {
-            "Dockerfile": f"FROM {BASE_IMAGE}\nCOPY content.txt /content.txt\n",
+            "Dockerfile": sandbox.dockerfile("COPY content.txt /content.txt"),
             "content.txt": content,
         },
     )
@@ -77,7 +82,7 @@ async def test_push_sends_every_tag_and_records_the_manifest_digest(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
     image = docker_sandbox.image()
-    artifact = await build(tmp_path, image, "one")
+    artifact = await build(docker_sandbox, tmp_path, image, "one")
     outcome = await PushStage().run(push_context(tmp_path, (artifact,)))
 
     assert outcome.status is StageStatus.SUCCEEDED, outcome.reason
@@ -106,8 +111,10 @@ async def test_push_sends_every_tag_and_records_the_manifest_digest(
 async def test_push_picks_the_image_named_and_pushes_it_again_unchanged(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    app = await build(tmp_path, docker_sandbox.image("app"), "app", name="app")
-    worker = await build(tmp_path, docker_sandbox.image("worker"), "worker", name="worker")
+    app = await build(docker_sandbox, tmp_path, docker_sandbox.image("app"), "app", name="app")
+    worker = await build(
+        docker_sandbox, tmp_path, docker_sandbox.image("worker"), "worker", name="worker"
+    )
     with_ = {"image": docker_sandbox.image("worker")}
     first = await PushStage().run(push_context(tmp_path, (app, worker), with_, name="p1"))
     assert first.status is StageStatus.SUCCEEDED, first.reason
@@ -123,14 +130,14 @@ async def test_a_version_tag_naming_another_image_is_refused_and_nothing_is_push
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
     image = docker_sandbox.image()
-    first = await build(tmp_path, image, "first", name="first")
+    first = await build(docker_sandbox, tmp_path, image, "first", name="first")
     pushed = await PushStage().run(push_context(tmp_path, (first,), name="p1"))
     assert pushed.status is StageStatus.SUCCEEDED, pushed.reason
     before = registry_tags("127.0.0.1:5000", docker_sandbox.path())
 
     # Another build of the same version (other content, so another digest)
     # and another commit tag: the version tag must not move.
-    second = await build(tmp_path, image, "second", name="second")
+    second = await build(docker_sandbox, tmp_path, image, "second", name="second")
     second = dataclasses.replace(second, tags=(VERSION, "sha-dddddddddddd"))
     refused = await PushStage().run(push_context(tmp_path, (second,), name="p2"))
     assert refused.status is StageStatus.FAILED
@@ -159,11 +166,15 @@ async def test_a_commit_tag_moves_to_the_newest_build_of_the_commit(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
     image = docker_sandbox.image()
-    first = await build(tmp_path, image, "first", version="2.0.0-rc.1", name="first")
+    first = await build(
+        docker_sandbox, tmp_path, image, "first", version="2.0.0-rc.1", name="first"
+    )
     assert (await PushStage().run(push_context(tmp_path, (first,), name="p1"))).status is (
         StageStatus.SUCCEEDED
     )
-    second = await build(tmp_path, image, "second", version="2.0.0-rc.2", name="second")
+    second = await build(
+        docker_sandbox, tmp_path, image, "second", version="2.0.0-rc.2", name="second"
+    )
     outcome = await PushStage().run(push_context(tmp_path, (second,), name="p2"))
     assert outcome.status is StageStatus.SUCCEEDED, outcome.reason
     assert registry_tags("127.0.0.1:5000", docker_sandbox.path()) == {
@@ -185,7 +196,7 @@ async def test_push_without_a_built_image_fails_with_what_to_do(tmp_path: Path) 
 async def test_push_of_an_image_the_run_did_not_build_names_what_it_built(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    artifact = await build(tmp_path, docker_sandbox.image(), "x")
+    artifact = await build(docker_sandbox, tmp_path, docker_sandbox.image(), "x")
     with_ = {"image": "127.0.0.1:5000/elsewhere/app"}
     outcome = await PushStage().run(push_context(tmp_path, (artifact,), with_))
     assert outcome.status is StageStatus.FAILED
@@ -199,7 +210,7 @@ async def test_an_unreachable_registry_fails_the_stage_and_nothing_is_recorded(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
     registry = f"127.0.0.1:{free_port()}"  # nothing listens there
-    artifact = await build(tmp_path, docker_sandbox.image(registry=registry), "x")
+    artifact = await build(docker_sandbox, tmp_path, docker_sandbox.image(registry=registry), "x")
     outcome = await PushStage().run(push_context(tmp_path, (artifact,)))
     assert outcome.status is StageStatus.FAILED
     assert outcome.error_type == "registry_error"
@@ -211,7 +222,7 @@ async def test_an_unreachable_registry_fails_the_stage_and_nothing_is_recorded(
 async def test_an_image_gone_from_the_engine_fails_the_push_clearly(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    artifact = await build(tmp_path, docker_sandbox.image(), "x")
+    artifact = await build(docker_sandbox, tmp_path, docker_sandbox.image(), "x")
     gone = dataclasses.replace(artifact, digest="sha256:" + "0" * 64)
     outcome = await PushStage().run(push_context(tmp_path, (gone,)))
     assert outcome.status is StageStatus.FAILED
@@ -233,7 +244,9 @@ def auth_sandbox(docker_sandbox: DockerSandbox, auth_registry: AuthRegistry) -> 
 async def test_a_login_named_by_the_stage_pushes_to_a_registry_that_wants_one(
     auth_sandbox: DockerSandbox, auth_registry: AuthRegistry, tmp_path: Path
 ) -> None:
-    artifact = await build(tmp_path, auth_sandbox.image(registry=auth_registry.address), "x")
+    artifact = await build(
+        auth_sandbox, tmp_path, auth_sandbox.image(registry=auth_registry.address), "x"
+    )
     login = RegistryCredential(auth_registry.address, *auth_registry.login)
     ctx = push_context(tmp_path, (artifact,), {"credentials": "ci"}, {"ci": login})
     outcome = await PushStage().run(ctx)
@@ -249,7 +262,9 @@ async def test_the_docker_config_of_the_daemons_user_is_the_default_login(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    artifact = await build(tmp_path, auth_sandbox.image(registry=auth_registry.address), "x")
+    artifact = await build(
+        auth_sandbox, tmp_path, auth_sandbox.image(registry=auth_registry.address), "x"
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(auth_registry.docker_config(tmp_path / "docker")))
     outcome = await PushStage().run(push_context(tmp_path, (artifact,)))
     assert outcome.status is StageStatus.SUCCEEDED, outcome.reason
@@ -277,7 +292,9 @@ async def test_a_missing_or_wrong_login_fails_the_stage_and_nothing_is_pushed(
     with_: dict[str, str],
     reason: str,
 ) -> None:
-    artifact = await build(tmp_path, auth_sandbox.image(registry=auth_registry.address), "x")
+    artifact = await build(
+        auth_sandbox, tmp_path, auth_sandbox.image(registry=auth_registry.address), "x"
+    )
     credentials = {
         name: RegistryCredential(auth_registry.address, *pair) for name, pair in logins.items()
     }
@@ -292,7 +309,7 @@ async def test_a_missing_or_wrong_login_fails_the_stage_and_nothing_is_pushed(
 async def test_a_login_is_never_sent_to_another_registry(
     docker_sandbox: DockerSandbox, auth_registry: AuthRegistry, tmp_path: Path
 ) -> None:
-    artifact = await build(tmp_path, docker_sandbox.image(), "x")
+    artifact = await build(docker_sandbox, tmp_path, docker_sandbox.image(), "x")
     login = RegistryCredential(auth_registry.address, *auth_registry.login)
     ctx = push_context(tmp_path, (artifact,), {"credentials": "ci"}, {"ci": login})
     outcome = await PushStage().run(ctx)
