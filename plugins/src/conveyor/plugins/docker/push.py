@@ -195,15 +195,15 @@ def check_tags(
     refusals: list[str] = []
     clients: dict[str, RegistryClient] = {}
     for plan in plans:
-        client = clients.get(plan.registry)
-        if client is None:
-            insecure = is_insecure(plan.registry, registry_config)
-            client = clients[plan.registry] = RegistryClient(
-                plan.registry, plan.login, insecure=insecure
-            )
         for tag in plan.tags:
             if is_commit_tag(tag):
                 continue
+            client = clients.get(plan.registry)
+            if client is None:
+                insecure = is_insecure(plan.registry, registry_config)
+                client = clients[plan.registry] = RegistryClient(
+                    plan.registry, plan.login, insecure=insecure
+                )
             state: TagState | None = client.tag(plan.path, tag)
             if state is None or state.config_digest == plan.artifact.digest:
                 continue
@@ -274,6 +274,40 @@ def _push(
     return Pushed(digests[0])
 
 
+async def refuse_moving_tags(
+    ctx: StageContext, api: docker.APIClient, plans: Sequence[PushPlan], *, overwrite: bool
+) -> None:
+    """Raise StageFailure when a tag other than a commit tag names another
+    image in its registry (unless ``overwrite``), or the registry cannot say."""
+    checked = [f"{p.artifact.name}:{t}" for p in plans for t in p.tags if not is_commit_tag(t)]
+    if not checked:
+        return
+    try:  # which registries the engine reaches without TLS checks
+        info = await trio.to_thread.run_sync(api.info, limiter=limiter())
+    except (DockerException, requests.RequestException) as exc:
+        raise engine_failure("docker info", exc) from None
+    await ctx.log_line(f"checking the tags in the registry: {', '.join(checked)}")
+    try:
+        refusals = await trio.to_thread.run_sync(
+            check_tags,
+            plans,
+            info.get("RegistryConfig") or {},
+            overwrite,
+            limiter=limiter(),
+            abandon_on_cancel=True,
+        )
+    except RegistryError as exc:
+        raise StageFailure(str(exc), error_type="registry_error") from None
+    if refusals:
+        for refusal in refusals:
+            await ctx.log_line(refusal)
+        raise StageFailure(
+            f"refused to move {len(refusals)} tag(s) to another image ({refusals[0]});"
+            " nothing was pushed (set with.overwrite_tags: true to allow it)",
+            error_type="tag_exists",
+        )
+
+
 class PushStage(ReportingStage[PushParameters]):
     name = "push"
     description = "Push the run's images with their tags to their registry; version tags never move"
@@ -311,35 +345,7 @@ class PushStage(ReportingStage[PushParameters]):
         cutter = ResponseCutter()
         async with engine_client() as api:
             cutter.watch(api)
-            try:
-                info = await trio.to_thread.run_sync(api.info, limiter=limiter())
-            except (DockerException, requests.RequestException) as exc:
-                raise engine_failure("docker info", exc) from None
-            registry_config = info.get("RegistryConfig") or {}
-            await ctx.log_line(
-                "checking the tags in the registry: "
-                + ", ".join(f"{p.artifact.name}:{t}" for p in plans for t in p.tags)
-            )
-            try:
-                refusals = await trio.to_thread.run_sync(
-                    check_tags,
-                    plans,
-                    registry_config,
-                    params.overwrite_tags,
-                    limiter=limiter(),
-                    abandon_on_cancel=True,
-                )
-            except RegistryError as exc:
-                raise StageFailure(str(exc), error_type="registry_error") from None
-            if refusals:
-                for refusal in refusals:
-                    await ctx.log_line(refusal)
-                raise StageFailure(
-                    f"refused to move {len(refusals)} tag(s) to another image"
-                    f" ({refusals[0]}); nothing was pushed (set with.overwrite_tags: true"
-                    " to allow it)",
-                    error_type="tag_exists",
-                )
+            await refuse_moving_tags(ctx, api, plans, overwrite=params.overwrite_tags)
             outputs: list[ArtifactOutput] = []
             for plan in plans:
                 artifact = plan.artifact

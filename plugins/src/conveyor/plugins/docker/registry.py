@@ -118,26 +118,31 @@ class RegistryClient:
         self._host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
         self._token: str | None = None
         self._scheme: str | None = None
-        proxies: dict[str, str] | None = {} if host_of(self._host) in LOOPBACK_HOSTS else None
-        self._secure = self._opener(ssl.create_default_context(), proxies)
-        if insecure:
-            unchecked = ssl.create_default_context()
+        #: No proxy for a registry on this machine.
+        self._proxies: dict[str, str] | None = {} if host_of(self._host) in LOOPBACK_HOSTS else None
+        self._openers: dict[str, urllib.request.OpenerDirector] = {}
+
+    def _opener(self, scheme: str) -> urllib.request.OpenerDirector:
+        """The opener for ``scheme``, made on first use (loading CA
+        certificates takes tens of milliseconds)."""
+        opener = self._openers.get(scheme)
+        if opener is None:
+            handlers: list[urllib.request.BaseHandler] = []
+            if scheme == "https":
+                handlers.append(urllib.request.HTTPSHandler(context=self._tls()))
+            if self._proxies is not None:
+                handlers.append(urllib.request.ProxyHandler(self._proxies))
+            opener = self._openers[scheme] = urllib.request.build_opener(*handlers)
+        return opener
+
+    def _tls(self) -> ssl.SSLContext:
+        if self.insecure:  # as the engine: no certificate checks
+            unchecked = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             unchecked.check_hostname = False
             unchecked.verify_mode = ssl.CERT_NONE
-            self._unchecked = self._opener(unchecked, proxies)
-        else:
-            ca = CERTS_D / registry / "ca.crt"
-            if ca.is_file():
-                self._secure = self._opener(ssl.create_default_context(cafile=str(ca)), proxies)
-
-    @staticmethod
-    def _opener(
-        context: ssl.SSLContext, proxies: dict[str, str] | None
-    ) -> urllib.request.OpenerDirector:
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=context)]
-        if proxies is not None:
-            handlers.append(urllib.request.ProxyHandler(proxies))
-        return urllib.request.build_opener(*handlers)
+            return unchecked
+        ca = CERTS_D / self.registry / "ca.crt"
+        return ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
 
     def tag(self, path: str, tag: str) -> TagState | None:
         """What ``path:tag`` names, or None when the registry has no such tag
@@ -211,7 +216,7 @@ class RegistryClient:
         self, url: str, headers: dict[str, str], scheme: str = "https"
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Status, headers (names in lower case) and body of one request."""
-        opener = self._unchecked if self.insecure and scheme == "https" else self._secure
+        opener = self._opener(scheme)
         request = urllib.request.Request(url, headers=headers)
         try:
             with opener.open(request, timeout=TIMEOUT) as response:
