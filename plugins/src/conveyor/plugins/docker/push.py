@@ -108,6 +108,9 @@ class PushParameters(Parameters):
     overwrite_tags: bool = False
 
 
+PARAMETERS = tuple(PushParameters.model_fields)
+
+
 @dataclass(frozen=True)
 class PushPlan:
     """One artifact to push: its repository and registry, the tags, the login."""
