@@ -233,9 +233,9 @@ def source_url(repository: str) -> str:
     return Path(repository).absolute().as_uri() if repository.startswith("/") else repository
 
 
-def oci_labels(ctx: StageContext, now: float | None = None) -> dict[str, str]:
-    """The labels Conveyor puts on the image."""
-    created = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+def oci_labels(ctx: StageContext) -> dict[str, str]:
+    """The labels Conveyor puts on the image (``created``: now, by the daemon's clock)."""
+    created = datetime.now(UTC)
     labels = {
         REVISION: ctx.run.commit,
         SOURCE: source_url(ctx.run.repository),
