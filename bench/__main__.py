@@ -14,7 +14,16 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import artifacts, concurrent, latency, logstream, overhead, tracing, validation
+from bench import (
+    artifacts,
+    concurrent,
+    docker_build,
+    latency,
+    logstream,
+    overhead,
+    tracing,
+    validation,
+)
 from bench.common import (
     RESULTS_DIR,
     BenchResult,
@@ -34,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     tracing.NAME: tracing.run,
     validation.NAME: validation.run,
     artifacts.NAME: artifacts.run,
+    docker_build.NAME: docker_build.run,
 }
 
 

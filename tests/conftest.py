@@ -1,4 +1,4 @@
-"""Shared fixtures: a real daemon and real git repositories."""
+"""Shared fixtures: a real daemon, real git repositories, the Docker engine and registries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import DaemonProcess
+from tests.support.docker import AuthRegistry, DockerSandbox, docker_required, unavailable
 from tests.support.repos import GitRepo, make_repo
 
 
@@ -66,3 +67,37 @@ def pipeline_repo(repo_factory: Callable[..., GitRepo]) -> Callable[[str], GitRe
         return repo_factory({"conveyor.yaml": pipeline})
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """The Docker engine, the registry on 127.0.0.1:5000 and the base image
+    are there; otherwise the test is skipped with the reason, or fails when
+    CONVEYOR_REQUIRE_DOCKER=1 (CI, where they must be)."""
+    reason = unavailable()
+    if reason is None:
+        return
+    if docker_required():
+        pytest.fail(f"CONVEYOR_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def docker_sandbox(docker_engine: None) -> Iterator[DockerSandbox]:
+    """Image names for one test; its images, containers and pushed manifests
+    are removed afterwards."""
+    sandbox = DockerSandbox()
+    try:
+        yield sandbox
+    finally:
+        sandbox.cleanup()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(docker_engine: None) -> Iterator[AuthRegistry]:
+    """A second registry, on a free loopback port, that wants a login."""
+    registry = AuthRegistry().start()
+    try:
+        yield registry
+    finally:
+        registry.stop()

@@ -28,11 +28,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
 from conveyor.client.address import SOCKET_NAME, conveyor_home
+from conveyor.daemon.artifacts.model import RegistryCredential
 from conveyor.daemon.pipeline import Limits
 
 
@@ -77,10 +87,65 @@ Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+def _absolute_file(path: str) -> str:
+    expanded = Path(path).expanduser()
+    if not expanded.is_absolute():
+        raise ValueError(f"{path!r}: give an absolute path")
+    return str(expanded)
+
+
+class RegistryLogin(BaseModel):
+    """A registry login the daemon holds for push stages that name it
+    (``with: {credentials: NAME}``): ``[registry_credentials.NAME]``.
+
+    The password is read from ``password_file`` when the configuration
+    loads (before the daemon serves), kept in memory only, and never shown.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The registry as image names write it: ``127.0.0.1:5000``, ``docker.io``.
+    registry: Annotated[str, Field(min_length=1)]
+    username: Annotated[str, Field(min_length=1)]
+    password_file: Annotated[str, AfterValidator(_absolute_file)]
+    _password: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "a password is never written in the configuration: put it in a file only"
+                " the daemon's user can read and name that file in password_file"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _read_password(self) -> RegistryLogin:
+        try:
+            text = Path(self.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(f"cannot read password_file {self.password_file}: {why}") from None
+        password = text.rstrip("\r\n")
+        if not password:
+            raise ValueError(f"password_file {self.password_file} is empty")
+        self._password = password
+        return self
+
+    def credential(self) -> RegistryCredential:
+        return RegistryCredential(self.registry, self.username, self._password)
+
+
+LoginName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+
+
 def setting(default: Any, *, help: str) -> Any:
     """A configuration key: its default and the help shown for ``--key``."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help})
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -159,6 +224,17 @@ class Config:
     telemetry_shutdown_timeout: Seconds = setting(
         5.0, help="seconds to flush telemetry on shutdown before giving up on it"
     )
+    registry_credentials: dict[LoginName, RegistryLogin] = setting(
+        {},
+        help="registry logins that push stages name with 'credentials: NAME': a TOML table"
+        " NAME = {registry, username, password_file} (JSON in the environment and flag)",
+    )
+
+    def registry_credential(self, name: str) -> RegistryCredential | None:
+        """The login ``registry_credentials`` calls ``name``, if any (no I/O:
+        the password was read when the configuration loaded)."""
+        login = self.registry_credentials.get(name)
+        return login.credential() if login is not None else None
 
     @property
     def database_path(self) -> Path:
@@ -203,12 +279,20 @@ def _is_bool(key: str) -> bool:
     return _types()[key] is bool
 
 
+def _is_table(key: str) -> bool:
+    return typing.get_origin(_types()[key]) is dict
+
+
 def _expected(key: str, *, strict: bool) -> str:
     """What ``key`` takes, in words: ``an integer of at least 1``. Text
     (``strict`` false) may spell a boolean more ways than TOML can."""
     hint = _types()[key]
     if typing.get_origin(hint) is list:
         return "a list of strings"
+    if typing.get_origin(hint) is dict:
+        return "a table of NAME = {registry, username, password_file}" + (
+            "" if strict else " written as JSON"
+        )
     constraints: list[Any] = []
     if typing.get_origin(hint) is Annotated:
         hint, *metadata = typing.get_args(hint)
@@ -232,6 +316,16 @@ def _expected(key: str, *, strict: bool) -> str:
 
 
 def _describe(key: str, value: Any, source: str, error: ErrorDetails, *, strict: bool) -> str:
+    parts = [str(part) for part in error.get("loc", ())]
+    where = ".".join(parts)
+    if parts[-1:] == ["[key]"]:
+        return (
+            f"{key}: {parts[0]!r} is not a name (letters, digits, _, . and -, at most 100)"
+            f" ({source})"
+        )
+    if where and _is_table(key):  # a problem inside one entry of a table
+        reason = error["msg"].removeprefix("Value error, ")
+        return f"{key}.{where}: {reason} ({source})"
     if error["type"] == "value_error":
         reason = error["msg"].removeprefix("Value error, ")
         item = error.get("input", value)
@@ -248,7 +342,10 @@ class _Layer:
 
     def set(self, key: str, value: Any, source: str, *, strict: bool) -> None:
         try:
-            self.values[key] = _adapter(key).validate_python(value, strict=strict)
+            if _is_table(key) and isinstance(value, str):  # JSON text from env or flag
+                self.values[key] = _adapter(key).validate_json(value)
+            else:
+                self.values[key] = _adapter(key).validate_python(value, strict=strict)
         except ValidationError as exc:
             problem = _describe(key, value, source, exc.errors()[0], strict=strict)
             self.problems.append(problem)
@@ -342,6 +439,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif _is_list(f.name):
             parser.add_argument(flag, action="append", metavar="VALUE", help=help_text)
+        elif _is_table(f.name):
+            parser.add_argument(flag, metavar="JSON", help=help_text)
         else:
             parser.add_argument(flag, metavar=f.name.upper(), help=help_text)
 

@@ -30,19 +30,19 @@ class NoCacheKey(Exception):
     """The stage gets no key this time; the message says why."""
 
 
-def _inputs(spec: StageSpec, kind: StageKind) -> list[str]:
-    """The stage's inputs and its kind's cache inputs, each once."""
-    paths = list(spec.inputs)
+def _kind_inputs(spec: StageSpec, kind: StageKind) -> list[str]:
+    """The paths the stage's kind adds to its cache key (they may be absent
+    at the commit, e.g. a ``.dockerignore``: absence is part of the key)."""
     cache_inputs = getattr(kind, "cache_inputs", None)
-    if callable(cache_inputs):
-        try:
-            paths += [inside_repository(str(path)) for path in cache_inputs(spec)]
-        except Exception as exc:
-            raise NoCacheKey(
-                f"stage kind {kind.name!r} could not name its cache inputs"
-                f" ({type(exc).__name__}: {exc})"
-            ) from None
-    return list(dict.fromkeys(paths))
+    if not callable(cache_inputs):
+        return []
+    try:
+        return [inside_repository(str(path)) for path in cache_inputs(spec)]
+    except Exception as exc:
+        raise NoCacheKey(
+            f"stage kind {kind.name!r} could not name its cache inputs"
+            f" ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 async def stage_cache_key(
@@ -51,12 +51,14 @@ async def stage_cache_key(
     """``sha256:<hex>``, the key of ``spec`` (a stage with ``inputs:``) in
     ``run``. Raises :class:`NoCacheKey` when an input does not exist at the
     commit, git cannot read them, or the kind's ``cache_inputs`` fails."""
-    paths = _inputs(spec, kind)
+    declared = list(spec.inputs)
+    paths = list(dict.fromkeys([*declared, *_kind_inputs(spec, kind)]))
     try:
         ids = await vcs.object_ids(Path(run.repository), run.commit, paths)
     except (vcs.GitError, OSError) as exc:
         raise NoCacheKey(f"cannot read the inputs ({exc})") from None
-    missing = [path for path, oid in ids.items() if oid is None]
+    # The stage's own inputs must exist; a path its kind adds may be absent.
+    missing = [path for path in declared if ids.get(path) is None]
     if missing:
         raise NoCacheKey(
             f"{listing(missing)} not found at commit {run.commit[:12]} (check the stage's inputs)"
@@ -66,7 +68,7 @@ async def stage_cache_key(
         "kind": spec.uses,
         "stage": {"uses": spec.uses, "with": spec.with_, "run": spec.run, "env": spec.env},
         "pipeline_env": dict(pipeline_env),
-        "inputs": sorted(ids.items()),
+        "inputs": sorted((path, oid or "absent") for path, oid in ids.items()),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -394,6 +394,7 @@ class RunExecution:
                 artifacts=self.artifacts.snapshot(),
                 artifact_store=deps.config.artifacts_dir,
                 tag_lookup=self.artifacts.tag_digest,
+                credential_lookup=deps.config.registry_credential,
             )
             work = functools.partial(self._attempt, kind, ctx, spec.timeout)
             outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
