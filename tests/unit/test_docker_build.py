@@ -90,7 +90,7 @@ async def test_build_tags_labels_and_returns_the_image_as_an_artifact(
     assert created.tzinfo is not None
     assert outcome.span_attributes == {
         "container.image.name": image,
-        "container.image.tags": f"{version_tag},{COMMIT_TAG}",
+        "container.image.tags": [version_tag, COMMIT_TAG],
         "artifact.hash": artifact.digest,
         "artifact.version": VERSION,
     }

@@ -98,7 +98,7 @@ async def test_push_sends_every_tag_and_records_the_manifest_digest(
     assert found == (pushed.manifest_digest, artifact.digest)
     assert outcome.span_attributes == {
         "container.image.name": image,
-        "container.image.tags": f"{VERSION},{COMMIT_TAG}",
+        "container.image.tags": [VERSION, COMMIT_TAG],
         "artifact.hash": artifact.digest,
         "artifact.version": VERSION,
         "oci.manifest.digest": pushed.manifest_digest,

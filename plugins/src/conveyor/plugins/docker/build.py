@@ -39,7 +39,7 @@ import contextlib
 import posixpath
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -423,9 +423,9 @@ class BuildStage(ReportingStage[BuildParameters]):
                 "target": params.target,
             },
         )
-        span: dict[str, str | int | float | bool] = {
+        span: dict[str, str | int | float | bool | Sequence[str]] = {
             "container.image.name": params.image,
-            "container.image.tags": ",".join(tags),
+            "container.image.tags": list(tags),
             "artifact.hash": built.id,
         }
         if ctx.version:

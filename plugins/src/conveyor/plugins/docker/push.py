@@ -380,11 +380,11 @@ class PushStage(ReportingStage[PushParameters]):
 
 def span_attributes(
     artifacts: Sequence[Artifact], outputs: Sequence[ArtifactOutput]
-) -> dict[str, str | int | float | bool]:
+) -> dict[str, str | int | float | bool | Sequence[str]]:
     """The pushed images on the stage's span (several: comma-separated)."""
-    span: dict[str, str | int | float | bool] = {
+    span: dict[str, str | int | float | bool | Sequence[str]] = {
         "container.image.name": ",".join(o.name for o in outputs),
-        "container.image.tags": ",".join(t for o in outputs for t in o.tags),
+        "container.image.tags": [t for o in outputs for t in o.tags],
         "artifact.hash": ",".join(o.digest for o in outputs),
         "oci.manifest.digest": ",".join(o.manifest_digest for o in outputs),
     }
