@@ -247,10 +247,13 @@ def test_a_rerun_with_unchanged_inputs_reuses_the_artifact_without_building(
     ).replace(
         "      - mkdir -p dist\n", f"      - mkdir -p dist\n      - echo built >> {counter}\n"
     )
+    # a later stage uses the file the build made: on a cache hit it is put back
+    pipeline += "  use:\n    needs: package\n    run: cat dist/cached.txt\n"
     repo = repo_factory({"conveyor.yaml": pipeline, "src/app.py": "print(1)\n"})
     first = env.run(repo)
     second = env.run(repo)
     assert second.status == runs_pb2.RUN_STATUS_SUCCEEDED
+    assert env.daemon.logs(second.id, "use").endswith(b"cached bytes")
     digest = sha256(b"cached bytes")
     assert stage(second, "package").reason == f"cache hit: {digest} from run #{first.number}"
     assert counter.read_text() == "built\n", "the cache hit ran the build commands"

@@ -28,8 +28,9 @@ import contextlib
 import hashlib
 import mimetypes
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +165,26 @@ class FileStage:
         except OSError:
             return False
         return stat.st_size == artifact.size
+
+    async def restore_artifacts(self, ctx: StageContext, artifacts: Sequence[Artifact]) -> None:
+        """On a cache hit, put each stored file back where the stage made it
+        (``attributes["path"]`` in the workspace), so later stages find it
+        as if the stage had run."""
+        for artifact in artifacts:
+            relative = artifact.attributes.get("path", "")
+            stored = artifact.attributes.get("stored_at", "")
+            if not relative or not stored:
+                raise ValueError(f"{artifact.digest} does not say where it was made")
+            target = (ctx.workspace / relative).resolve()
+            if not target.is_relative_to(ctx.workspace.resolve()):
+                raise ValueError(f"{relative!r} is outside the workspace")
+
+            def copy(source: str = stored, destination: Path = target) -> None:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
+
+            await trio.to_thread.run_sync(copy)
+            await ctx.log_line(f"put back {relative} ({artifact.digest})")
 
     async def run(self, ctx: StageContext) -> StageOutcome:
         params, problems = read_parameters(FileParameters, ctx.spec, self.name)

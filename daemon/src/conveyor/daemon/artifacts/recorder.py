@@ -255,6 +255,17 @@ class RunArtifacts:
                         " available; building again"
                     )
                     return None
+        restore = getattr(kind, "restore_artifacts", None)
+        if callable(restore):
+            try:
+                await restore(ctx, tuple(cached))
+            except Exception as exc:
+                log.warning("stage kind %s: restore_artifacts raised %r", kind.name, exc)
+                await ctx.log_line(
+                    f"cache: could not put back the outputs of run #{cached[0].run_number}"
+                    f" ({type(exc).__name__}: {exc}); building again"
+                )
+                return None
         await store.record_cache_hits(self.run.id, stage.name, cache_key, cached)
         self._keep(cached)
         first = cached[0]
