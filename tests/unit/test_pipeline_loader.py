@@ -381,7 +381,7 @@ def test_unknown_key_with_line() -> None:
     assert d.path == "stages.test.nedds"
     assert d.message == (
         "unknown field 'nedds'; expected one of: uses, run, needs, timeout, retries, env, "
-        "executor, with; did you mean 'needs'?"
+        "executor, secrets, with; did you mean 'needs'?"
     )
 
 
@@ -389,7 +389,8 @@ def test_unknown_top_level_key() -> None:
     d = only("name: x\nstage: {}\nstages: {a: {}}\n")
     assert (d.line, d.column, d.path) == (2, 1, "stage")
     assert d.message.startswith(
-        "unknown field 'stage'; expected one of: name, env, timeout, executor, concurrency, stages"
+        "unknown field 'stage'; expected one of: name, env, timeout, executor, concurrency,"
+        " secrets, stages"
     )
     assert d.message.endswith("did you mean 'stages'?")
 

@@ -24,11 +24,13 @@ closes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import sqlite3
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -38,11 +40,16 @@ from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.server import ApiServer
 from conveyor.daemon.config import Config
 from conveyor.daemon.events import EventBus
+from conveyor.daemon.executors import stage_user
+from conveyor.daemon.executors.base import StageUser
 from conveyor.daemon.executors.process import kill_leftover_processes, stage_marker
+from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.scheduler import Journal, Scheduler
 from conveyor.daemon.scheduler.runner import RunDeps, base_environment
+from conveyor.daemon.secrets.providers import Secrets
+from conveyor.daemon.secrets.store import KEY_VARIABLE, SECRETS_FILE
 from conveyor.daemon.service import RunService
 from conveyor.daemon.store import Database, RunStore
 from conveyor.daemon.store.database import out_of_space
@@ -77,6 +84,17 @@ class Daemon:
 
     async def _run(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         config = self.config
+        user = await trio.to_thread.run_sync(_stage_user, config)
+        await trio.to_thread.run_sync(secure_home, config, user)
+        secrets = Secrets(
+            file=config.home / SECRETS_FILE,
+            key_file=config.secrets_key_file,
+            from_env=config.secrets_from_env,
+            environ=os.environ,
+        )
+        # the key stays in memory only: no process the daemon starts gets it
+        os.environ.pop(KEY_VARIABLE, None)
+        await trio.to_thread.run_sync(secrets.load)
         db = await trio.to_thread.run_sync(Database, config.database_path)
         try:
             store = RunStore(db)
@@ -98,6 +116,14 @@ class Daemon:
                     config.stage_env_passthrough, inherit_venv=config.stage_inherit_venv
                 )
             )
+            for name in sorted(set(base_env) & set(config.secrets_from_env)):
+                log.warning(
+                    "%s is in stage_env_passthrough and secrets_from_env: it is not passed"
+                    " through; stages that need it ask for it with secrets: [%s]",
+                    name,
+                    name,
+                )
+                del base_env[name]
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -105,6 +131,8 @@ class Daemon:
                 plugins=plugins,
                 base_env=base_env,
                 tracing=telemetry.runs,
+                secrets=secrets,
+                stage_user=user,
             )
             scheduler = Scheduler(deps)
             service = self.service = RunService(
@@ -115,8 +143,10 @@ class Daemon:
                 plugins=plugins,
                 scheduler=scheduler,
                 telemetry=telemetry,
+                secrets=secrets,
             )
             async with trio.open_nursery() as nursery:
+                await nursery.start(secrets.watch)
                 await nursery.start(plugins.notifier.serve)
                 await nursery.start(scheduler.serve)
                 if recovery is not None:
@@ -229,7 +259,8 @@ def _lock_home(home: Path) -> IO[str]:
     """Create the home folder and hold its lock for the daemon's lifetime:
     two daemons on one home would interrupt each other's runs."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = (home / "conveyord.lock").open("a+")
+    fd = os.open(home / "conveyord.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = os.fdopen(fd, "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -245,3 +276,75 @@ def _lock_home(home: Path) -> IO[str]:
     except OSError as exc:
         log.warning("cannot write the pid into %s: %s", home / "conveyord.lock", exc)
     return lock
+
+
+def _stage_user(config: Config) -> StageUser | None:
+    """The user stages run as (blocking: reads the user database). Raises
+    :class:`StageUserError` when ``stage_user`` names no usable user, or
+    the daemon is not root and so cannot switch to it."""
+    if not config.stage_user:
+        if os.geteuid() == 0:
+            log.warning(
+                "conveyord runs as root and stage_user is not set: stages run as root, with"
+                " every capability, and can read the database, logs and keys; set stage_user"
+                " (see docs/security.md)"
+            )
+        return None
+    if os.geteuid() != 0:
+        raise StageUserError(
+            f"stage_user is {config.stage_user!r} but conveyord runs as uid {os.geteuid()}:"
+            " only root can run stages as another user; unset stage_user, or run as root"
+        )
+    return stage_user.resolve(config.stage_user)
+
+
+def secure_home(config: Config, user: StageUser | None) -> None:
+    """Check and set the modes of the home and what is in it (blocking).
+
+    Warns when the home is readable or writable by its group or others.
+    The database, logs and workspaces folders are made (or made again)
+    0600/0700; with a stage user, the home and ``workspaces/`` are 0711, so
+    the stage user reaches its workspace and nothing else. Raises
+    :class:`StageUserError` when a folder above the home stops it.
+    """
+    home = config.home
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if mode & 0o066:
+        log.warning(
+            "the home %s is readable or writable by others (mode %o): anyone who can read it"
+            " reads the database and logs; chmod 700 it",
+            home,
+            mode,
+        )
+    if config.secrets_key_file.is_relative_to(home):
+        log.warning(
+            "secrets_key_file %s is inside the home: a copy of the home (a backup) holds the"
+            " secrets and their key; keep the key elsewhere",
+            config.secrets_key_file,
+        )
+    database = config.database_path
+    os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (
+        database,
+        database.with_name(f"{database.name}-wal"),
+        database.with_name(f"{database.name}-shm"),
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
+    config.logs_dir.mkdir(mode=0o700, exist_ok=True)
+    config.logs_dir.chmod(0o700)
+    workspaces = config.workspaces_dir
+    workspaces.mkdir(mode=0o700, exist_ok=True)
+    if user is None:
+        return
+    if mode & 0o011 != 0o011:
+        home.chmod(mode | 0o011)
+    workspaces.chmod(stage_user.TRAVERSE_MODE)
+    blocked = stage_user.unreachable(workspaces, user)
+    if blocked is not None:
+        raise StageUserError(
+            f"stage_user {user.name} cannot reach its workspaces in {workspaces}: {blocked}"
+            f" is mode {stat.S_IMODE(blocked.stat().st_mode):o}, owned by uid"
+            f" {blocked.stat().st_uid}; let others pass through it (chmod o+x) or move the"
+            " home"
+        )

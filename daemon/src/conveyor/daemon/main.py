@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,14 +14,18 @@ import trio
 from conveyor.daemon.api.server import ListenError
 from conveyor.daemon.app import Daemon, HomeInUse
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
+from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
+from conveyor.daemon.secrets import cli as secrets_cli
+from conveyor.daemon.secrets.redaction import install_log_filter, redact
+from conveyor.daemon.secrets.store import SecretsError
 from conveyor.daemon.telemetry import TelemetryConfigError
 
 log = logging.getLogger("conveyord")
 
 #: Start-up failures a user can act on from their message alone: said in
 #: one line, without a traceback.
-EXPECTED_FAILURES = (HomeInUse, ListenError, TelemetryConfigError)
+EXPECTED_FAILURES = (HomeInUse, ListenError, TelemetryConfigError, SecretsError, StageUserError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,13 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the daemon (the default)")
     sub.add_parser("schema", help="print the JSON Schema of conveyor.yaml")
-    for p in (parser, serve):
+    secrets = sub.add_parser(
+        "secrets", help="define, list or remove the secrets stages may ask for"
+    )
+    secrets_cli.add_commands(secrets)
+    for p in (parser, serve, secrets):
         p.add_argument("--config", type=Path, help="TOML config file")
         add_flags(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the daemon makes is its own unless it says otherwise:
+    # files and folders are never open to others, not even for a moment.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(pipeline_json_schema(), indent=2, sort_keys=True))
@@ -49,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         for problem in str(exc).splitlines():
             print(f"conveyord: configuration error: {problem}", file=sys.stderr)
         return 2
+    if args.command == "secrets":
+        return secrets_cli.run(args, config)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_filter()
     try:
         trio.run(Daemon(config).run)
     except KeyboardInterrupt:
@@ -62,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(cause, EXPECTED_FAILURES):
             # A crash: keep everything needed to find out why.
             log.error("conveyord crashed", exc_info=exc)
-        print(f"conveyord: {type(cause).__name__}: {cause}", file=sys.stderr)
+        print(f"conveyord: {type(cause).__name__}: {redact(str(cause))}", file=sys.stderr)
         return 1
     return 0
 

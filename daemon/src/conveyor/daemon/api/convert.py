@@ -23,6 +23,7 @@ from conveyor.daemon.records import (
     TriggerKind,
 )
 from conveyor.daemon.reports import StageReport
+from conveyor.daemon.secrets.redaction import redact
 from conveyor.v1 import pipelines_pb2, runs_pb2, server_pb2
 
 
@@ -235,7 +236,7 @@ def diagnostic_message(diag: Diagnostic) -> pipelines_pb2.Diagnostic:
         line=diag.line,
         column=diag.column,
         path=clip(diag.path),
-        message=clip(diag.message),
+        message=clip(redact(diag.message)),
         severity=pipelines_pb2.SEVERITY_ERROR,
     )
 
