@@ -35,10 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         "CONVEYOR_* environment < flags.",
     )
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the daemon (the default)")
+    # Flags may come before the command or after it: a command's parser
+    # leaves out the flags it was not given, so it keeps those given before.
+    serve = sub.add_parser(
+        "serve", help="run the daemon (the default)", argument_default=argparse.SUPPRESS
+    )
     sub.add_parser("schema", help="print the JSON Schema of conveyor.yaml")
     secrets = sub.add_parser(
-        "secrets", help="define, list or remove the secrets stages may ask for"
+        "secrets",
+        help="define, list or remove the secrets stages may ask for",
+        argument_default=argparse.SUPPRESS,
     )
     secrets_cli.add_commands(secrets)
     for p in (parser, serve, secrets):
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pipeline_json_schema(), indent=2, sort_keys=True))
         return 0
     try:
-        config = load_config(path=args.config, overrides=flag_overrides(args))
+        config = load_config(path=getattr(args, "config", None), overrides=flag_overrides(args))
     except ConfigError as exc:
         for problem in str(exc).splitlines():
             print(f"conveyord: configuration error: {problem}", file=sys.stderr)
