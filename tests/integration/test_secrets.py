@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -35,10 +35,11 @@ from conveyor.v1 import pipelines_pb2, runs_pb2
 from tests.support.daemon import DaemonProcess, stage
 from tests.support.otlp import OtlpReceiver
 from tests.support.plugins import write_distribution
-from tests.support.repos import GitRepo, make_repo
+from tests.support.repos import GitRepo
 
 DEPLOY_TOKEN = 'Tok3n/with+special="chars"&more?x9'
 ENV_TOKEN = "env-provided-0123456789abcdef"
+RepoFactory = Callable[..., GitRepo]
 
 LEAK_PY = r"""
 import base64, json, os, sys, time, urllib.parse
@@ -210,8 +211,17 @@ def key_file() -> Iterator[Path]:
 
 def conveyord_secrets(home: Path, key_file: Path, *args: str, value: str = "") -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "conveyor.daemon.main", "secrets", "--home", str(home),
-         "--secrets-key-file", str(key_file), *args],
+        [
+            sys.executable,
+            "-m",
+            "conveyor.daemon.main",
+            "secrets",
+            "--home",
+            str(home),
+            "--secrets-key-file",
+            str(key_file),
+            *args,
+        ],
         input=value,
         capture_output=True,
         text=True,
@@ -273,7 +283,7 @@ def _api_answers(daemon: DaemonProcess, run: runs_pb2.Run) -> bytes:
 
 
 def test_a_secret_printed_every_way_leaks_into_no_sink(
-    secret_daemon: DaemonProcess, repo_factory, receiver: OtlpReceiver
+    secret_daemon: DaemonProcess, repo_factory: RepoFactory, receiver: OtlpReceiver
 ) -> None:
     daemon = secret_daemon
     repo: GitRepo = repo_factory(
@@ -305,8 +315,7 @@ def test_a_secret_printed_every_way_leaks_into_no_sink(
         path = daemon.home / name
         sinks[f"{name} (daemon running)"] = path.read_bytes() if path.exists() else b""
     spans = receiver.wait_for(
-        lambda spans: {"RUN leaky", "leaky-report report", "test junit"}
-        <= {s.name for s in spans}
+        lambda spans: {"RUN leaky", "leaky-report report", "test junit"} <= {s.name for s in spans}
     )
     assert any(s.attributes.get("leaky.token") == "***" for s in spans)
     sinks["spans"] = b"".join(receiver.raw)
@@ -320,7 +329,7 @@ def test_a_secret_printed_every_way_leaks_into_no_sink(
 
 
 def test_a_secret_inline_in_a_pipeline_is_refused_and_not_stored(
-    secret_daemon: DaemonProcess, repo_factory
+    secret_daemon: DaemonProcess, repo_factory: RepoFactory
 ) -> None:
     daemon = secret_daemon
     inline = f"""name: inline
@@ -336,7 +345,7 @@ stages:
         daemon.submit(repo.path)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    message = error.details()
+    message = error.details() or ""
     assert (
         "conveyor.yaml:6:14: stages.deploy.env.TOKEN: holds the value of secret DEPLOY_TOKEN;"
         " use secrets: [DEPLOY_TOKEN] instead" in message
@@ -356,11 +365,13 @@ stages:
 
 
 def test_an_unknown_secret_is_refused_naming_the_stage_file_and_line(
-    secret_daemon: DaemonProcess, repo_factory
+    secret_daemon: DaemonProcess, repo_factory: RepoFactory
 ) -> None:
     repo: GitRepo = repo_factory(
-        {"conveyor.yaml": "name: unknown\nstages:\n  deploy:\n    run: ./deploy.sh\n"
-         "    secrets: [DEPLOY_TOKEN, DEPLOY_TOKN]\n"}
+        {
+            "conveyor.yaml": "name: unknown\nstages:\n  deploy:\n    run: ./deploy.sh\n"
+            "    secrets: [DEPLOY_TOKEN, DEPLOY_TOKN]\n"
+        }
     )
     with pytest.raises(grpc.RpcError) as caught:
         secret_daemon.submit(repo.path)
@@ -369,16 +380,18 @@ def test_an_unknown_secret_is_refused_naming_the_stage_file_and_line(
         "conveyor.yaml:5:29: stages.deploy.secrets[1]: stage 'deploy' asks for secret"
         " 'DEPLOY_TOKN', which the daemon does not hold (conveyord secrets list); defined"
         " secrets: DEPLOY_TOKEN, ENV_TOKEN; did you mean 'DEPLOY_TOKEN'?"
-    ) in caught.value.details()
+    ) in (caught.value.details() or "")
 
 
 def test_a_secret_set_while_the_daemon_runs_reaches_the_next_run(
-    secret_daemon: DaemonProcess, key_file: Path, repo_factory
+    secret_daemon: DaemonProcess, key_file: Path, repo_factory: RepoFactory
 ) -> None:
     daemon = secret_daemon
     repo: GitRepo = repo_factory(
-        {"conveyor.yaml": "name: later\nstages:\n  use:\n    secrets: [LATER]\n"
-         "    run: printf %s \"$LATER\" | sha256sum\n"}
+        {
+            "conveyor.yaml": "name: later\nstages:\n  use:\n    secrets: [LATER]\n"
+            '    run: printf %s "$LATER" | sha256sum\n'
+        }
     )
     conveyord_secrets(daemon.home, key_file, "set", "LATER", value="later-value-1234")
     assert "LATER" in conveyord_secrets(daemon.home, key_file, "list").split()
@@ -388,7 +401,8 @@ def test_a_secret_set_while_the_daemon_runs_reaches_the_next_run(
             submitted = daemon.submit(repo.path)
             break
         except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "LATER" in exc.details()
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "LATER" in (exc.details() or "")
             assert time.monotonic() < deadline, "the new secret never reached the daemon"
             time.sleep(0.2)
     run = daemon.wait(submitted.id)
@@ -398,9 +412,7 @@ def test_a_secret_set_while_the_daemon_runs_reaches_the_next_run(
     assert "LATER" not in conveyord_secrets(daemon.home, key_file, "list").split()
 
 
-def test_the_secrets_file_holds_no_value_in_the_clear(
-    daemon_home: Path, key_file: Path
-) -> None:
+def test_the_secrets_file_holds_no_value_in_the_clear(daemon_home: Path, key_file: Path) -> None:
     conveyord_secrets(daemon_home, key_file, "set", "DEPLOY_TOKEN", value=DEPLOY_TOKEN)
     sealed = (daemon_home / "secrets.enc").read_bytes()
     assert not leaks(sealed) and b"DEPLOY_TOKEN" not in sealed

@@ -26,9 +26,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.repos import make_repo
 from tests.support.users import STAGE_USER, system_user
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(pwd, "getpwnam"), reason="needs a Unix user database"
-)
+pytestmark = pytest.mark.skipif(not hasattr(pwd, "getpwnam"), reason="needs a Unix user database")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +96,10 @@ def test_a_stage_runs_as_the_stage_user_and_cannot_reach_the_daemons_insides(
     home = base / "home"
     home.mkdir(mode=0o700)
     load_or_create(home)  # the daemon's signing key, as the artifacts store makes it
-    repo = make_repo(base / "repo", {"conveyor.yaml": "name: other\nstages:\n  secret:\n    run: echo the-other-runs-log\n"})
+    repo = make_repo(
+        base / "repo",
+        {"conveyor.yaml": "name: other\nstages:\n  secret:\n    run: echo the-other-runs-log\n"},
+    )
     daemon = DaemonProcess(home, args=["--kill-grace", "1", "--stage-user", STAGE_USER]).start()
     try:
         daemon.log_path.chmod(0o600)
@@ -143,7 +144,9 @@ stages:
         daemon.stop()
     assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED, (run.reason, probe_log, after_log)
 
-    assert f"uid={stage_user.pw_uid} gid={stage_user.pw_gid} groups={stage_user.pw_gid}\n" in probe_log
+    assert (
+        f"uid={stage_user.pw_uid} gid={stage_user.pw_gid} groups={stage_user.pw_gid}\n" in probe_log
+    )
     caps = _capabilities(probe_log)
     assert set(caps) == {"CapInh", "CapPrm", "CapEff", "CapAmb"}, probe_log
     assert all(value == 0 for value in caps.values()), caps
@@ -164,7 +167,7 @@ stages:
 def test_the_daemon_refuses_a_stage_user_it_cannot_find(base: Path) -> None:
     home = base / "home"
     daemon = DaemonProcess(home, args=["--stage-user", "no-such-conveyor-user"])
-    with pytest.raises(RuntimeError, match="no-such-conveyor-user.*no such user.*useradd"):
+    with pytest.raises(RuntimeError, match=r"no-such-conveyor-user.*no such user.*useradd"):
         daemon.start(timeout=10)
 
 
@@ -177,8 +180,14 @@ def test_the_home_and_what_holds_the_runs_are_closed_to_others(
     try:
         modes = {
             path.name: stat.S_IMODE(path.stat().st_mode)
-            for path in (home, home / "conveyor.db", home / "logs", home / "workspaces",
-                         home / "conveyord.lock", home / "conveyord.sock")
+            for path in (
+                home,
+                home / "conveyor.db",
+                home / "logs",
+                home / "workspaces",
+                home / "conveyord.lock",
+                home / "conveyord.sock",
+            )
         }
     finally:
         daemon.stop()
@@ -194,7 +203,9 @@ def test_the_home_and_what_holds_the_runs_are_closed_to_others(
 
 def _indent(text: str, spaces: int) -> str:
     pad = " " * spaces
-    return "".join(pad + line if line.strip() else line for line in text.strip("\n").splitlines(True))
+    return "".join(
+        pad + line if line.strip() else line for line in text.strip("\n").splitlines(True)
+    )
 
 
 def test_the_daemon_warns_when_others_may_read_its_home(base: Path) -> None:

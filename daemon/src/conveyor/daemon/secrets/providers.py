@@ -68,6 +68,8 @@ class Secrets:
         self.generation = 0
         self._maskers: dict[frozenset[str], Masker] = {}
         self._catalog = SecretCatalog(frozenset(), Masker({}))
+        #: Set (and replaced) each time :meth:`watch` has reloaded changed secrets.
+        self.reloaded = trio.Event()
         self._publish()
 
     @staticmethod
@@ -139,6 +141,8 @@ class Secrets:
                 continue
             if changed:
                 log.info("secrets reloaded: %d defined", len(self._values))
+                self.reloaded.set()
+                self.reloaded = trio.Event()
 
     # -- reading --------------------------------------------------------------------------
 
