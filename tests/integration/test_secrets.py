@@ -91,6 +91,7 @@ with open(sys.argv[1], "w") as f:
 LEAKY_PLUGIN = """
 import base64
 import logging
+import sys
 
 from conveyor.plugin import Finding, StageOutcome, StageReport, StageStatus, hookimpl
 
@@ -118,6 +119,7 @@ class Report:
     async def run(self, ctx):
         token = ctx.env["DEPLOY_TOKEN"]
         log.warning("the token is %s", token)
+        print(f"printed by a plugin: {token}", file=sys.stderr)
         await ctx.log_line(f"a line from the plugin with {token}")
         return StageOutcome(
             StageStatus.FAILED,
@@ -249,7 +251,17 @@ def secret_daemon(
     write_distribution(site, "leaky", {"leaky": "leaky_plugin"}, {"leaky_plugin": LEAKY_PLUGIN})
     daemon = DaemonProcess(
         daemon_home,
-        args=["--secrets-key-file", str(key_file), "--secrets-from-env", "ENV_TOKEN"],
+        args=[
+            "--secrets-key-file",
+            str(key_file),
+            "--secrets-from-env",
+            "ENV_TOKEN",
+            # listed by mistake: a secret is never passed through
+            "--stage-env-passthrough",
+            "PATH",
+            "--stage-env-passthrough",
+            "ENV_TOKEN",
+        ],
         env={
             "PYTHONPATH": str(site),
             "ENV_TOKEN": ENV_TOKEN,
@@ -323,6 +335,8 @@ def test_a_secret_printed_every_way_leaks_into_no_sink(
     sinks["conveyor.db (stopped)"] = (daemon.home / "conveyor.db").read_bytes()
     sinks["daemon log"] = daemon.log_path.read_bytes()
     assert b"the token is ***" in sinks["daemon log"]
+    assert b"printed by a plugin: ***" in sinks["daemon log"]
+    assert b"ENV_TOKEN is in stage_env_passthrough and secrets_from_env" in sinks["daemon log"]
 
     found = {sink: leaks(data) for sink, data in sinks.items() if leaks(data)}
     assert not found, found

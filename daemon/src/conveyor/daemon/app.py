@@ -92,8 +92,10 @@ class Daemon:
             from_env=config.secrets_from_env,
             environ=os.environ,
         )
-        # the key stays in memory only: no process the daemon starts gets it
-        os.environ.pop(KEY_VARIABLE, None)
+        # The key and the secrets stay in memory only: no process the daemon
+        # starts (git, tools of plugins) inherits them.
+        for name in (KEY_VARIABLE, *config.secrets_from_env):
+            os.environ.pop(name, None)
         await trio.to_thread.run_sync(secrets.load)
         db = await trio.to_thread.run_sync(Database, config.database_path)
         try:
@@ -116,14 +118,13 @@ class Daemon:
                     config.stage_env_passthrough, inherit_venv=config.stage_inherit_venv
                 )
             )
-            for name in sorted(set(base_env) & set(config.secrets_from_env)):
+            for name in sorted(set(config.stage_env_passthrough) & set(config.secrets_from_env)):
                 log.warning(
                     "%s is in stage_env_passthrough and secrets_from_env: it is not passed"
                     " through; stages that need it ask for it with secrets: [%s]",
                     name,
                     name,
                 )
-                del base_env[name]
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -323,14 +324,14 @@ def secure_home(config: Config, user: StageUser | None) -> None:
             config.secrets_key_file,
         )
     database = config.database_path
-    os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    for path in (
-        database,
-        database.with_name(f"{database.name}-wal"),
-        database.with_name(f"{database.name}-shm"),
-    ):
+    with contextlib.suppress(FileExistsError):  # made 0600 before SQLite makes it 0644
+        os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    for name in (database.name, f"{database.name}-wal", f"{database.name}-shm"):
+        path = home / name
         with contextlib.suppress(FileNotFoundError):
-            path.chmod(0o600)
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                path.chmod(0o600)
     config.logs_dir.mkdir(mode=0o700, exist_ok=True)
     config.logs_dir.chmod(0o700)
     workspaces = config.workspaces_dir

@@ -17,7 +17,11 @@ from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_
 from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
 from conveyor.daemon.secrets import cli as secrets_cli
-from conveyor.daemon.secrets.redaction import install_log_filter, redact
+from conveyor.daemon.secrets.redaction import (
+    install_log_filter,
+    install_stream_redaction,
+    redact,
+)
 from conveyor.daemon.secrets.store import SecretsError
 from conveyor.daemon.telemetry import TelemetryConfigError
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "secrets":
         return secrets_cli.run(args, config)
+    install_stream_redaction()
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

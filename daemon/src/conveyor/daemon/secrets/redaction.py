@@ -12,11 +12,13 @@ removed stays masked for the life of the process.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
+import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from conveyor.daemon.reports import StageReport
 from conveyor.daemon.secrets.masking import Masker
@@ -113,3 +115,37 @@ def install_log_filter(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that masks what is written to it before ``inner``
+    gets it: for the daemon's standard output and error, which plugins may
+    print to and Python writes tracebacks to."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(REDACTOR.text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+
+def install_stream_redaction() -> None:
+    """Mask secret values in whatever reaches ``sys.stdout`` and
+    ``sys.stderr`` from now on."""
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)
