@@ -326,7 +326,7 @@ class RunService:
             raise ResourceExhausted(self.refusing_runs, retry_after=SPACE_RETRY_AFTER)
 
     async def remove_stale_workspaces(self) -> int:
-        """Remove every workspace (and ``.reports`` folder) under
+        """Remove every workspace (and ``.reports`` and ``.home`` folder) under
         ``workspaces/`` whose run is finished or unknown, unless
         ``keep_workspaces`` is set; returns how many folders went.
 
@@ -341,7 +341,7 @@ class RunService:
         names = await trio.to_thread.run_sync(_folder_names, root)
         removed = 0
         for name in names:
-            run_id = name.removesuffix(".reports")
+            run_id = name.removesuffix(".reports").removesuffix(".home")
             if not _RUN_ID_RE.match(run_id):
                 continue
             run = await self.store.get_run(run_id)
