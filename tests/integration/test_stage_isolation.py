@@ -6,7 +6,8 @@ the daemon's: a stage that tries to read the database, another run's log,
 the signing key, the secrets file and ``/etc/shadow``, to write into the
 home, the source repository or ``/etc``, or to replace the workspace's
 ``.git``, fails at each; it still builds in its workspace, later stages see
-its files, and git works there.
+its files, git works there, and a report kind's tools write their reports
+(a re-run's folder too, which the kind makes between two processes).
 """
 
 from __future__ import annotations
@@ -126,8 +127,17 @@ stages:
     run:
       - mkdir -p dist && echo built > dist/app.txt
       - echo from-build > output.txt
+  tests:
+    needs: [probe]
+    uses: test
+    with: {{rerun_failed: 1}}
+    run: |
+      if [ -e flaky-marker ]; then outcome=""; else outcome="<failure message='m'/>"; fi
+      touch flaky-marker
+      echo "<testsuite><testcase classname='t' name='a'>$outcome</testcase></testsuite>" \
+        > "$CONVEYOR_REPORTS_DIR/junit.xml"
   after:
-    needs: [build]
+    needs: [build, tests]
     run:
       - cat output.txt dist/app.txt
       - git status --short
@@ -162,6 +172,8 @@ stages:
     assert "?? dist/" in after_log and "?? output.txt" in after_log, after_log
     assert run.commit in after_log
     assert f"user={STAGE_USER}" in after_log
+    tests = next(s for s in run.stages if s.name == "tests")
+    assert tests.report.counts["flaky"] == 1, tests.report
 
 
 def test_the_daemon_refuses_a_stage_user_it_cannot_find(base: Path) -> None:
