@@ -291,12 +291,13 @@ def _stage_user(config: Config) -> StageUser | None:
                 " (see docs/security.md)"
             )
         return None
+    user = stage_user.resolve(config.stage_user)
     if os.geteuid() != 0:
         raise StageUserError(
             f"stage_user is {config.stage_user!r} but conveyord runs as uid {os.geteuid()}:"
             " only root can run stages as another user; unset stage_user, or run as root"
         )
-    return stage_user.resolve(config.stage_user)
+    return user
 
 
 def secure_home(config: Config, user: StageUser | None) -> None:

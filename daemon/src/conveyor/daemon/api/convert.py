@@ -248,5 +248,5 @@ def plugin_message(info: PluginInfo) -> server_pb2.Plugin:
         version=clip(info.version),
         hooks=[clip(hook) for hook in info.hooks],
         provides=[clip(item) for item in info.provides],
-        error=clip(info.error),
+        error=clip(redact(info.error)),
     )
