@@ -21,6 +21,7 @@ from bench import (
     latency,
     logstream,
     overhead,
+    secrets,
     tracing,
     validation,
 )
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     validation.NAME: validation.run,
     artifacts.NAME: artifacts.run,
     docker_build.NAME: docker_build.run,
+    secrets.NAME: secrets.run,
 }
 
 

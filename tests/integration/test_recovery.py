@@ -84,6 +84,7 @@ def test_a_restart_finishes_a_recovery_killed_before_it_removed_the_workspaces(
     stray = workspaces / ("f" * 20)  # a run the database does not know
     stray.mkdir()
     (workspaces / f"{runs[0].id}.reports").mkdir()
+    (workspaces / f"{runs[1].id}.home").mkdir()  # a stage user's home for the run
     # What the killed start-up had done: the runs recorded as interrupted.
     db = Database(daemon_home / "conveyor.db")
     try:

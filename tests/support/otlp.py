@@ -67,6 +67,8 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         if self.receiver.delay:
             time.sleep(self.receiver.delay)
+        with self.receiver.lock:
+            self.receiver.raw.append(request.SerializeToString())
         spans = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -125,6 +127,8 @@ class OtlpReceiver:
         self.delay = delay
         self.lock = threading.Lock()
         self.received_spans: list[ReceivedSpan] = []
+        #: Every trace export request as it came (serialized protobuf).
+        self.raw: list[bytes] = []
         self.metric_names: set[str] = set()
         self.metrics: list[Any] = []
         self.server = grpc.server(ThreadPoolExecutor(max_workers=4))

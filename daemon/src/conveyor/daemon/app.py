@@ -24,11 +24,13 @@ closes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import sqlite3
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -41,11 +43,16 @@ from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, builder_id, builder_version
 from conveyor.daemon.config import Config
 from conveyor.daemon.events import EventBus
+from conveyor.daemon.executors import stage_user
+from conveyor.daemon.executors.base import StageUser
 from conveyor.daemon.executors.process import kill_leftover_processes, stage_marker
+from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.scheduler import Journal, Scheduler
 from conveyor.daemon.scheduler.runner import RunDeps, base_environment
+from conveyor.daemon.secrets.providers import Secrets
+from conveyor.daemon.secrets.store import KEY_VARIABLE, SECRETS_FILE
 from conveyor.daemon.service import RunService
 from conveyor.daemon.store import ArtifactStore, Database, RunStore
 from conveyor.daemon.store.database import out_of_space
@@ -80,6 +87,19 @@ class Daemon:
 
     async def _run(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         config = self.config
+        user = await trio.to_thread.run_sync(_stage_user, config)
+        await trio.to_thread.run_sync(secure_home, config, user)
+        secrets = Secrets(
+            file=config.home / SECRETS_FILE,
+            key_file=config.secrets_key_file,
+            from_env=config.secrets_from_env,
+            environ=os.environ,
+        )
+        # The key and the secrets stay in memory only: no process the daemon
+        # starts (git, tools of plugins) inherits them.
+        for name in (KEY_VARIABLE, *config.secrets_from_env):
+            os.environ.pop(name, None)
+        await trio.to_thread.run_sync(secrets.load)
         db = await trio.to_thread.run_sync(Database, config.database_path)
         try:
             store = RunStore(db)
@@ -108,6 +128,13 @@ class Daemon:
                     config.stage_env_passthrough, inherit_venv=config.stage_inherit_venv
                 )
             )
+            for name in sorted(set(config.stage_env_passthrough) & set(config.secrets_from_env)):
+                log.warning(
+                    "%s is in stage_env_passthrough and secrets_from_env: it is not passed"
+                    " through; stages that need it ask for it with secrets: [%s]",
+                    name,
+                    name,
+                )
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -116,6 +143,8 @@ class Daemon:
                 base_env=base_env,
                 tracing=telemetry.runs,
                 artifacts=artifacts,
+                secrets=secrets,
+                stage_user=user,
             )
             scheduler = Scheduler(deps)
             service = self.service = RunService(
@@ -127,8 +156,10 @@ class Daemon:
                 scheduler=scheduler,
                 telemetry=telemetry,
                 artifacts=ArtifactCatalog(artifacts.store, key),
+                secrets=secrets,
             )
             async with trio.open_nursery() as nursery:
+                await nursery.start(secrets.watch)
                 await nursery.start(plugins.notifier.serve)
                 await nursery.start(scheduler.serve)
                 if recovery is not None:
@@ -241,7 +272,8 @@ def _lock_home(home: Path) -> IO[str]:
     """Create the home folder and hold its lock for the daemon's lifetime:
     two daemons on one home would interrupt each other's runs."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = (home / "conveyord.lock").open("a+")
+    fd = os.open(home / "conveyord.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = os.fdopen(fd, "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -257,3 +289,76 @@ def _lock_home(home: Path) -> IO[str]:
     except OSError as exc:
         log.warning("cannot write the pid into %s: %s", home / "conveyord.lock", exc)
     return lock
+
+
+def _stage_user(config: Config) -> StageUser | None:
+    """The user stages run as (blocking: reads the user database). Raises
+    :class:`StageUserError` when ``stage_user`` names no usable user, or
+    the daemon is not root and so cannot switch to it."""
+    if not config.stage_user:
+        if os.geteuid() == 0:
+            log.warning(
+                "conveyord runs as root and stage_user is not set: stages run as root, with"
+                " every capability, and can read the database, logs and keys; set stage_user"
+                " (see docs/security.md)"
+            )
+        return None
+    user = stage_user.resolve(config.stage_user)
+    if os.geteuid() != 0:
+        raise StageUserError(
+            f"stage_user is {config.stage_user!r} but conveyord runs as uid {os.geteuid()}:"
+            " only root can run stages as another user; unset stage_user, or run as root"
+        )
+    return user
+
+
+def secure_home(config: Config, user: StageUser | None) -> None:
+    """Check and set the modes of the home and what is in it (blocking).
+
+    Warns when the home is readable or writable by its group or others.
+    The database, logs and workspaces folders are made (or made again)
+    0600/0700; with a stage user, the home and ``workspaces/`` are 0711, so
+    the stage user reaches its workspace and nothing else. Raises
+    :class:`StageUserError` when a folder above the home stops it.
+    """
+    home = config.home
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if mode & 0o066:
+        log.warning(
+            "the home %s is readable or writable by others (mode %o): anyone who can read it"
+            " reads the database and logs; chmod 700 it",
+            home,
+            mode,
+        )
+    if config.secrets_key_file.is_relative_to(home):
+        log.warning(
+            "secrets_key_file %s is inside the home: a copy of the home (a backup) holds the"
+            " secrets and their key; keep the key elsewhere",
+            config.secrets_key_file,
+        )
+    database = config.database_path
+    with contextlib.suppress(FileExistsError):  # made 0600 before SQLite makes it 0644
+        os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    for name in (database.name, f"{database.name}-wal", f"{database.name}-shm"):
+        path = home / name
+        with contextlib.suppress(FileNotFoundError):
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                path.chmod(0o600)
+    config.logs_dir.mkdir(mode=0o700, exist_ok=True)
+    config.logs_dir.chmod(0o700)
+    workspaces = config.workspaces_dir
+    workspaces.mkdir(mode=0o700, exist_ok=True)
+    if user is None:
+        return
+    if mode & 0o011 != 0o011:
+        home.chmod(mode | 0o011)
+    workspaces.chmod(stage_user.TRAVERSE_MODE)
+    blocked = stage_user.unreachable(workspaces, user)
+    if blocked is not None:
+        raise StageUserError(
+            f"stage_user {user.name} cannot reach its workspaces in {workspaces}: {blocked}"
+            f" is mode {stat.S_IMODE(blocked.stat().st_mode):o}, owned by uid"
+            f" {blocked.stat().st_uid}; let others pass through it (chmod o+x) or move the"
+            " home"
+        )

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from annotated_types import Ge, Gt
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -44,6 +46,7 @@ from pydantic_core import ErrorDetails
 from conveyor.client.address import SOCKET_NAME, conveyor_home
 from conveyor.daemon.artifacts.model import RegistryCredential
 from conveyor.daemon.pipeline import Limits
+from conveyor.daemon.secrets.store import SecretsError, check_name
 
 
 class ConfigError(Exception):
@@ -77,10 +80,31 @@ def _absolute(path: Path) -> Path:
     return path.expanduser().absolute()
 
 
+def _user_name(name: str) -> str:
+    if name and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", name):
+        raise ValueError("expected a user name or a numeric uid")
+    if name in ("root", "0"):
+        raise ValueError("stages must not run as root; name an unprivileged user")
+    return name
+
+
+def _secret_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except SecretsError as exc:
+        raise ValueError(str(exc)) from None
+
+
 DEFAULT_PASSTHROUGH = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME"]
 _LIMITS = Limits()
 
 Folder = Annotated[Path, AfterValidator(_absolute)]
+#: A path that a TOML file gives as a string.
+FilePath = Annotated[
+    Path,
+    BeforeValidator(lambda value: Path(value) if isinstance(value, str) and value else value),
+    AfterValidator(_absolute),
+]
 ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
 Count = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -196,6 +220,19 @@ class Config:
         False,
         help="let stages use the Python virtual environment the daemon runs in (its bin"
         " folder on PATH, VIRTUAL_ENV); by default it is removed from their environment",
+    )
+    stage_user: Annotated[str, AfterValidator(_user_name)] = setting(
+        "",
+        help="when conveyord runs as root: the unprivileged user (name or uid) local-executor"
+        " stages run as, with no capabilities (empty: the daemon's own user)",
+    )
+    secrets_key_file: FilePath = setting(
+        Path("/etc/conveyor/secrets.key"),
+        help="key of the encrypted secrets file $CONVEYOR_HOME/secrets.enc; keep it out of"
+        " the home (CONVEYOR_SECRETS_KEY, the key itself in base64, takes precedence)",
+    )
+    secrets_from_env: list[Annotated[str, AfterValidator(_secret_name)]] = setting(
+        [], help="names of the daemon's environment variables that stages may ask for as secrets"
     )
     hook_timeout: PositiveSeconds = setting(
         30.0, help="seconds a plugin's lifecycle hook may take before it is abandoned"

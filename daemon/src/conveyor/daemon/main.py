@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,14 +15,29 @@ from conveyor.daemon.api.server import ListenError
 from conveyor.daemon.app import Daemon, HomeInUse
 from conveyor.daemon.artifacts.signing import SigningKeyError
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
+from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
+from conveyor.daemon.secrets import cli as secrets_cli
+from conveyor.daemon.secrets.redaction import (
+    install_log_filter,
+    install_stream_redaction,
+    redact,
+)
+from conveyor.daemon.secrets.store import SecretsError
 from conveyor.daemon.telemetry import TelemetryConfigError
 
 log = logging.getLogger("conveyord")
 
 #: Start-up failures a user can act on from their message alone: said in
 #: one line, without a traceback.
-EXPECTED_FAILURES = (HomeInUse, ListenError, SigningKeyError, TelemetryConfigError)
+EXPECTED_FAILURES = (
+    HomeInUse,
+    ListenError,
+    SigningKeyError,
+    TelemetryConfigError,
+    SecretsError,
+    StageUserError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,29 +47,46 @@ def _parser() -> argparse.ArgumentParser:
         "CONVEYOR_* environment < flags.",
     )
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the daemon (the default)")
+    # Flags may come before the command or after it: a command's parser
+    # leaves out the flags it was not given, so it keeps those given before.
+    serve = sub.add_parser(
+        "serve", help="run the daemon (the default)", argument_default=argparse.SUPPRESS
+    )
     sub.add_parser("schema", help="print the JSON Schema of conveyor.yaml")
-    for p in (parser, serve):
+    secrets = sub.add_parser(
+        "secrets",
+        help="define, list or remove the secrets stages may ask for",
+        argument_default=argparse.SUPPRESS,
+    )
+    secrets_cli.add_commands(secrets)
+    for p in (parser, serve, secrets):
         p.add_argument("--config", type=Path, help="TOML config file")
         add_flags(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the daemon makes is its own unless it says otherwise:
+    # files and folders are never open to others, not even for a moment.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(pipeline_json_schema(), indent=2, sort_keys=True))
         return 0
     try:
-        config = load_config(path=args.config, overrides=flag_overrides(args))
+        config = load_config(path=getattr(args, "config", None), overrides=flag_overrides(args))
     except ConfigError as exc:
         for problem in str(exc).splitlines():
             print(f"conveyord: configuration error: {problem}", file=sys.stderr)
         return 2
+    if args.command == "secrets":
+        return secrets_cli.run(args, config)
+    install_stream_redaction()
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_filter()
     try:
         trio.run(Daemon(config).run)
     except KeyboardInterrupt:
@@ -63,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(cause, EXPECTED_FAILURES):
             # A crash: keep everything needed to find out why.
             log.error("conveyord crashed", exc_info=exc)
-        print(f"conveyord: {type(cause).__name__}: {cause}", file=sys.stderr)
+        print(f"conveyord: {type(cause).__name__}: {redact(str(cause))}", file=sys.stderr)
         return 1
     return 0
 

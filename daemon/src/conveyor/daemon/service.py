@@ -54,6 +54,7 @@ from conveyor.daemon.records import (
 from conveyor.daemon.scheduler import Scheduler
 from conveyor.daemon.scheduler.control import already_finished
 from conveyor.daemon.scheduler.queue import concurrency_group
+from conveyor.daemon.secrets.providers import Secrets
 from conveyor.daemon.store import RunFilter, RunStore
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.telemetry import Telemetry
@@ -135,6 +136,7 @@ class RunService:
         scheduler: Scheduler,
         telemetry: Telemetry,
         artifacts: ArtifactCatalog | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -144,8 +146,9 @@ class RunService:
         self.scheduler = scheduler
         self.telemetry = telemetry
         self._artifacts = artifacts
+        self.secrets = secrets if secrets is not None else Secrets()
         self.started_at = time.time()
-        self._specs: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
+        self._specs: OrderedDict[tuple[str, str, int], LoadedPipeline] = OrderedDict()
         self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
         #: Why SubmitRun refuses new runs whatever the free space ("" when it
         #: does not): set while start-up waits for space to record recovery.
@@ -155,7 +158,8 @@ class RunService:
 
     def _installed(self) -> dict[str, Any]:
         """What a pipeline file is checked against: the installed stage kinds
-        (with their parameter validators), executors and the size limits."""
+        (with their parameter validators), executors, the size limits and
+        the secrets the daemon holds."""
         return {
             "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
             "executors": self.plugins.executors.keys(),
@@ -164,6 +168,7 @@ class RunService:
                 max_needs=self.config.max_needs,
                 max_diagnostics=self.config.max_diagnostics,
             ),
+            "secrets": self.secrets.catalog(),
         }
 
     async def validate(self, text: str, file: str) -> Validation:
@@ -183,8 +188,9 @@ class RunService:
 
     async def _load_cached(self, revision: vcs.Revision, file: str) -> LoadedPipeline:
         """Parse a pipeline file, reusing the result for a blob seen before
-        (stage kinds and executors do not change while the daemon runs)."""
-        key = (revision.pipeline_blob, file)
+        (stage kinds and executors do not change while the daemon runs; a
+        change of the secrets checks it again)."""
+        key = (revision.pipeline_blob, file, self.secrets.generation)
         loaded = self._specs.get(key)
         if loaded is None:
             loaded = await trio.to_thread.run_sync(
@@ -324,7 +330,7 @@ class RunService:
             raise ResourceExhausted(self.refusing_runs, retry_after=SPACE_RETRY_AFTER)
 
     async def remove_stale_workspaces(self) -> int:
-        """Remove every workspace (and ``.reports`` folder) under
+        """Remove every workspace (and ``.reports`` and ``.home`` folder) under
         ``workspaces/`` whose run is finished or unknown, unless
         ``keep_workspaces`` is set; returns how many folders went.
 
@@ -339,7 +345,7 @@ class RunService:
         names = await trio.to_thread.run_sync(_folder_names, root)
         removed = 0
         for name in names:
-            run_id = name.removesuffix(".reports")
+            run_id = name.removesuffix(".reports").removesuffix(".home")
             if not _RUN_ID_RE.match(run_id):
                 continue
             run = await self.store.get_run(run_id)

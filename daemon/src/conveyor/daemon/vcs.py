@@ -16,6 +16,9 @@ from urllib.parse import urlparse
 import trio
 
 from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor.daemon.executors.base import StageUser
+from conveyor.daemon.executors.process import STAGE_UMASK
+from conveyor.daemon.executors.stage_user import hand_over_workspace
 
 _REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -276,8 +279,15 @@ def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
         shutil.copytree(tags, git_dir / "refs" / "tags", dirs_exist_ok=True)
 
 
-async def checkout(repo: Path, workspace: Path, commit: str) -> None:
-    """Make ``workspace`` a git work tree at ``commit`` (detached HEAD)."""
+async def checkout(
+    repo: Path, workspace: Path, commit: str, *, user: StageUser | None = None
+) -> None:
+    """Make ``workspace`` a git work tree at ``commit`` (detached HEAD).
+
+    Git runs as the daemon's user; with ``user`` (the stage user) the
+    checkout is then handed to it, ``.git`` excepted (see
+    :func:`~conveyor.daemon.executors.stage_user.hand_over_workspace`).
+    """
     if not _SHA_RE.match(commit):
         raise InvalidArgument(f"not a full commit id: {commit!r}")
     await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit)
@@ -288,11 +298,14 @@ async def checkout(repo: Path, workspace: Path, commit: str) -> None:
         capture_stdout=True,
         capture_stderr=True,
         check=False,
+        umask=STAGE_UMASK,
     )
     if result.returncode != 0:
         raise GitError(
             f"checkout of {commit[:12]} failed: {result.stderr.decode(errors='replace').strip()}"
         )
+    if user is not None:
+        await trio.to_thread.run_sync(hand_over_workspace, workspace, user)
 
 
 async def _git(argv: list[str], *, stdin: bytes = b"", env: dict[str, str] | None = None) -> bytes:

@@ -17,7 +17,7 @@ Stage kinds (``conveyor_stage_kinds``):
 
 Executors (``conveyor_executors``):
     :class:`Executor` (the protocol), :class:`ProcessRequest`,
-    :class:`ExecutorError`, :class:`StageOutput` and :class:`OutputWriter`
+    :class:`ExecutorError`, :class:`StageUser`, :class:`StageOutput` and :class:`OutputWriter`
     (where output goes), :func:`run_in_process_group` (run a local process
     group the way the ``local`` executor does).
 
@@ -50,6 +50,7 @@ from conveyor.daemon.executors.base import (
     OutputWriter,
     ProcessRequest,
     StageOutput,
+    StageUser,
 )
 from conveyor.daemon.executors.process import run_in_process_group
 from conveyor.daemon.hookspecs import hookimpl
@@ -83,6 +84,7 @@ __all__ = [
     "StageSpec",
     "StageStatus",
     "StageTiming",
+    "StageUser",
     "TestCaseResult",
     "TriggerKind",
     "hookimpl",

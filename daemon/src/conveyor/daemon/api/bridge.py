@@ -35,6 +35,7 @@ from conveyor.daemon.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from conveyor.daemon.secrets.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ def rich_status(
 ) -> grpc.Status:
     """A ``google.rpc.Status`` for ``code``: the message cut to
     :data:`MAX_ERROR_BYTES`, a ``BadRequest`` field violation when the error
-    names a field, a ``RetryInfo`` when it says when to retry."""
+    names a field, a ``RetryInfo`` when it says when to retry. Secret
+    values the daemon holds are masked out of the message."""
+    message = redact(message)  # errors may quote a pipeline file or a plugin
     status = status_pb2.Status(code=code.value[0], message=clip_message(message))
     field = getattr(exc, "field", "")
     if field:

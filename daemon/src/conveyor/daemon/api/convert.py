@@ -26,6 +26,7 @@ from conveyor.daemon.records import (
     TriggerKind,
 )
 from conveyor.daemon.reports import StageReport
+from conveyor.daemon.secrets.redaction import redact
 from conveyor.daemon.store.artifacts import CacheHit
 from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2
 
@@ -240,7 +241,7 @@ def diagnostic_message(diag: Diagnostic) -> pipelines_pb2.Diagnostic:
         line=diag.line,
         column=diag.column,
         path=clip(diag.path),
-        message=clip(diag.message),
+        message=clip(redact(diag.message)),
         severity=pipelines_pb2.SEVERITY_ERROR,
     )
 
@@ -252,7 +253,7 @@ def plugin_message(info: PluginInfo) -> server_pb2.Plugin:
         version=clip(info.version),
         hooks=[clip(hook) for hook in info.hooks],
         provides=[clip(item) for item in info.provides],
-        error=clip(info.error),
+        error=clip(redact(info.error)),
     )
 
 

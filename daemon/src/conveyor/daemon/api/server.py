@@ -59,11 +59,18 @@ class ApiServer:
             target = address
             if address.startswith("unix://"):
                 path = Path(address.removeprefix("unix://"))
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if path.exists():
                     path.unlink()
             try:
-                port = self.server.add_insecure_port(target)
+                # A unix socket is made when it is bound, with the process's
+                # umask: 077 then, so it is never open to others, even for
+                # the moment before the chmod below.
+                previous = os.umask(0o077)
+                try:
+                    port = self.server.add_insecure_port(target)
+                finally:
+                    os.umask(previous)
             except RuntimeError as exc:
                 raise ListenError(f"cannot listen on {address}: {exc}") from None
             if not address.startswith("unix://") and port == 0:

@@ -14,10 +14,21 @@ from typing import Protocol
 import trio
 
 from conveyor.daemon.logstore import StageLog
+from conveyor.daemon.secrets.masking import Masker, StreamMasker
 
 
 class ExecutorError(Exception):
     """A process could not be started (missing program, bad workspace...)."""
+
+
+@dataclass(frozen=True)
+class StageUser:
+    """The unprivileged account stage processes run as (setting
+    ``stage_user``, when the daemon runs as root)."""
+
+    name: str
+    uid: int
+    gid: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,10 @@ class ProcessRequest:
     env: dict[str, str]
     #: Seconds between SIGTERM and SIGKILL when the process is cancelled.
     kill_grace: float = 5.0
+    #: Run the process as this user, with its group only and no
+    #: capabilities; None: as the daemon's user. Set by the daemon, never by
+    #: a stage kind; an executor that cannot honour it must refuse to run.
+    user: StageUser | None = None
 
 
 class OutputWriter(Protocol):
@@ -214,6 +229,55 @@ class _LogWriter:
             self._fd = None
 
     def __enter__(self) -> _LogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MaskedOutput:
+    """A :class:`StageOutput` that masks secret values before they reach
+    ``inner``: whole writes from the trio loop, and a stream per writer
+    thread, so a value split across chunks is masked too (see
+    :class:`~conveyor.daemon.secrets.masking.StreamMasker`)."""
+
+    def __init__(self, inner: StageOutput, masker: Masker) -> None:
+        self._inner = inner
+        self._masker = masker
+
+    async def write(self, data: bytes) -> None:
+        await self._inner.write(self._masker.mask(data))
+
+    def open_writer(self) -> OutputWriter:
+        return _MaskedWriter(self._inner.open_writer(), self._masker.stream())
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._inner.at_line_start
+
+
+class _MaskedWriter:
+    """Feeds one writer thread's output through a stream masker; what it
+    holds back is written when the writer closes."""
+
+    def __init__(self, inner: OutputWriter, stream: StreamMasker) -> None:
+        self._inner = inner
+        self._stream = stream
+
+    def write(self, data: bytes | memoryview) -> None:
+        masked = self._stream.feed(data)
+        if masked:
+            self._inner.write(masked)
+
+    def close(self) -> None:
+        try:
+            rest = self._stream.flush()
+            if rest:
+                self._inner.write(rest)
+        finally:
+            self._inner.close()
+
+    def __enter__(self) -> _MaskedWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

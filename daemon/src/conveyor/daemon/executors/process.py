@@ -20,10 +20,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput
+from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput, StageUser
 from conveyor.daemon.logstore import CHUNK
 
 #: One pump thread per running process; kept apart from trio's default limiter
@@ -53,6 +54,19 @@ def stage_marker(home: Path) -> str:
     symlink and one started by the real path mark their stages alike.
     Blocking the first time for a home (it resolves symlinks)."""
     return str(home.resolve())
+
+
+#: The umask of stage processes: files they make are readable by others
+#: (the daemon's own umask is 077).
+STAGE_UMASK = 0o022
+
+
+def as_user(user: StageUser | None) -> dict[str, Any]:
+    """``subprocess.Popen`` arguments that start a process as ``user``
+    (with its group, no supplementary groups), or none for None."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def _limiter() -> trio.CapacityLimiter:
@@ -169,6 +183,11 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
     Resource handling: after the main process exits, anything left in its
     process group is killed; the pump thread and pipe are always closed.
 
+    Identity: with ``request.user``, the process runs as that user, with
+    its primary group only (no supplementary groups) and, since it is not
+    root, no capabilities; the daemon must be root to do this. Stage
+    processes get the umask :data:`STAGE_UMASK`, whatever the daemon's.
+
     Error handling: a command that cannot be started raises
     :class:`ExecutorError` with the reason. Output that cannot be written to
     the stage log (a full disk: ``ENOSPC``) stops the process group as a
@@ -186,6 +205,8 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
                 stdout=wfd,
                 stderr=wfd,
                 start_new_session=True,
+                umask=STAGE_UMASK,
+                **as_user(request.user),
             )
         except OSError as exc:
             raise ExecutorError(f"cannot start {request.argv[0]!r}: {exc.strerror or exc}") from exc

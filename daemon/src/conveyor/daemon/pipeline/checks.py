@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from conveyor.daemon.pipeline.diagnostics import (
     Diagnostics,
@@ -18,11 +18,22 @@ from conveyor.daemon.pipeline.diagnostics import (
 from conveyor.daemon.pipeline.graph import order_stages
 from conveyor.daemon.pipeline.model import PipelineSpec, StageSpec
 
-__all__ = ["Limits", "StageValidator", "check_meaning", "check_size"]
+__all__ = ["Limits", "SecretsKnown", "StageValidator", "check_meaning", "check_size"]
 
 #: Validates a stage of one kind; yields ``(field path relative to the stage, message)``,
 #: e.g. ``("with.image", "required parameter 'image' is missing")``.
 StageValidator: TypeAlias = Callable[[StageSpec], Iterable[tuple[str, str]]]
+
+
+class SecretsKnown(Protocol):
+    """The secrets a pipeline may ask for (those the daemon holds)."""
+
+    @property
+    def names(self) -> Collection[str]: ...
+
+    def holder(self, text: str) -> str | None:
+        """The name of a secret whose value (in any form) is in ``text``, or None."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,16 @@ def check_meaning(
     stage_kinds: Mapping[str, StageValidator] | None,
     executors: Collection[str] | None,
     budget: int,
+    secrets: SecretsKnown | None = None,
 ) -> None:
     """Report what makes a well-formed pipeline unusable. Suggestions
     ("did you mean") cost a scan of the names: they are made only while
-    fewer than ``budget`` problems were found."""
-    _Meaning(spec, report, budget).check(stage_kinds, executors)
+    fewer than ``budget`` problems were found. With ``secrets``, secrets
+    asked for must exist, and no value in the file may hold one's value."""
+    meaning = _Meaning(spec, report, budget)
+    meaning.check(stage_kinds, executors)
+    if secrets is not None:
+        meaning.check_secrets(secrets)
 
 
 class _Meaning:
@@ -94,11 +110,14 @@ class _Meaning:
         if stage_kinds is not None:
             self._check_kinds(stage_kinds)
 
+    def _list_path(self, path: FieldPath, index: int) -> FieldPath:
+        item: FieldPath = (*path, index)
+        if item in self.report.positions:
+            return item
+        return path  # `needs: name` written as a plain string
+
     def _needs_path(self, stage: str, index: int) -> FieldPath:
-        path: FieldPath = ("stages", stage, "needs", index)
-        if path in self.report.positions:
-            return path
-        return path[:-1]  # `needs: name` written as a plain string
+        return self._list_path(("stages", stage, "needs"), index)
 
     def _check_needs(self) -> None:
         stages = self.spec.stages
@@ -176,3 +195,89 @@ class _Meaning:
                 # an unknown name is pointed at where it is written, other problems at the value
                 at_key = not relative or message.startswith(("unknown parameter", "unknown key"))
                 self.report.report(("stages", name, *relative), message, at_key=at_key)
+
+    # -- secrets ----------------------------------------------------------------------
+
+    def check_secrets(self, secrets: SecretsKnown) -> None:
+        """Secrets asked for exist (once each) and do not clash with ``env``;
+        no value written in the file holds a secret's value (it would be
+        stored with the run)."""
+        known = sorted(secrets.names)
+        spec = self.spec
+        self._check_secret_names(("secrets",), spec.secrets, known, "the pipeline")
+        clashing: set[str] = set()
+        for name, stage in spec.stages.items():
+            if stage.secrets is not None:
+                where = f"stage '{name}'"
+                self._check_secret_names(("stages", name, "secrets"), stage.secrets, known, where)
+            for key in spec.stage_secrets(name):
+                if key in stage.env:
+                    self._clash(("stages", name, "env", key), f"a secret stage '{name}' gets")
+                elif key in spec.env:
+                    clashing.add(key)
+        for key in sorted(clashing):
+            self._clash(("env", key), "a secret that stages get")
+        self._check_inline_values(secrets)
+
+    def _clash(self, path: FieldPath, what: str) -> None:
+        self.report.report(
+            path,
+            f"'{path[-1]}' is also the name of {what}; the secret would replace it:"
+            " rename the variable",
+            at_key=True,
+        )
+
+    def _check_secret_names(
+        self, path: FieldPath, names: list[str], known: list[str], who: str
+    ) -> None:
+        seen: set[str] = set()
+        for index, secret in enumerate(names):
+            where = self._list_path(path, index)
+            if secret in seen:
+                self.report.report(where, f"duplicate secret '{secret}'")
+            elif secret not in known:
+                self.report.report(
+                    where,
+                    f"{who} asks for secret '{secret}', which the daemon does not hold"
+                    f" (conveyord secrets list); defined secrets: {one_of(known)}"
+                    f"{self._suggest(secret, known)}",
+                )
+            seen.add(secret)
+
+    def _check_inline_values(self, secrets: SecretsKnown) -> None:
+        spec = self.spec
+        for key, value in spec.env.items():
+            self._inline(("env", key), value, secrets, env=True)
+        for name, stage in spec.stages.items():
+            base: FieldPath = ("stages", name)
+            for key, value in stage.env.items():
+                self._inline((*base, "env", key), value, secrets, env=True)
+            for index, command in enumerate(stage.run):
+                self._inline(self._list_path((*base, "run"), index), command, secrets)
+            for path, text in _strings(stage.with_, (*base, "with")):
+                self._inline(path, text, secrets)
+
+    def _inline(
+        self, path: FieldPath, text: str, secrets: SecretsKnown, *, env: bool = False
+    ) -> None:
+        holder = secrets.holder(text)
+        if holder is None:
+            return
+        use = (
+            f"use secrets: [{holder}] instead"
+            if env
+            else f"ask for it with secrets: [{holder}] and use ${holder} instead"
+        )
+        self.report.report(path, f"holds the value of secret {holder}; {use}")
+
+
+def _strings(value: Any, path: FieldPath) -> Iterable[tuple[FieldPath, str]]:
+    """The strings in a ``with:`` value, each with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from conveyor.daemon.pipeline.checks import Limits, StageValidator, check_meaning, check_size
+from conveyor.daemon.pipeline.checks import (
+    Limits,
+    SecretsKnown,
+    StageValidator,
+    check_meaning,
+    check_size,
+)
 from conveyor.daemon.pipeline.diagnostics import Diagnostic, Diagnostics, PipelineError
 from conveyor.daemon.pipeline.model import PipelineSpec
 from conveyor.daemon.pipeline.structure import validate_structure
@@ -29,6 +35,7 @@ def check_pipeline(
     stage_kinds: Mapping[str, StageValidator] | None = None,
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    secrets: SecretsKnown | None = None,
 ) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     """Parse and validate a pipeline file.
 
@@ -37,7 +44,8 @@ def check_pipeline(
     ``limits.max_diagnostics`` of them plus one that counts the rest.
     ``stage_kinds`` maps installed stage kinds to their validators and
     ``executors`` names the available executors; when omitted, those checks
-    are skipped.
+    are skipped. ``secrets`` are the secrets the pipeline may ask for;
+    without it, ``secrets:`` is not checked.
 
     Raises :class:`PipelineTooLarge` when the file has more stages, or a
     stage more needs, than ``limits`` allow.
@@ -55,6 +63,7 @@ def check_pipeline(
             stage_kinds=stage_kinds,
             executors=executors,
             budget=limits.max_diagnostics,
+            secrets=secrets,
         )
     diagnostics = report.sorted(limits.max_diagnostics)
     return (spec if not diagnostics else None), diagnostics
@@ -67,10 +76,11 @@ def load_pipeline(
     stage_kinds: Mapping[str, StageValidator] | None = None,
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    secrets: SecretsKnown | None = None,
 ) -> PipelineSpec:
     """Like :func:`check_pipeline` but raise :class:`PipelineError` on any diagnostic."""
     spec, diagnostics = check_pipeline(
-        text, file, stage_kinds=stage_kinds, executors=executors, limits=limits
+        text, file, stage_kinds=stage_kinds, executors=executors, limits=limits, secrets=secrets
     )
     if diagnostics or spec is None:
         raise PipelineError(diagnostics)

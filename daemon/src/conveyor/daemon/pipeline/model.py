@@ -22,6 +22,7 @@ from pydantic_core import CoreSchema
 from conveyor.daemon.artifacts.versioning import parse_version
 from conveyor.daemon.pipeline.durations import DURATION_HINT, DURATION_PATTERN, parse_duration
 from conveyor.daemon.pipeline.graph import order_stages
+from conveyor.daemon.secrets.store import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
     "ConcurrencySpec",
@@ -132,6 +133,18 @@ def _env_name(name: str) -> str:
         )
     return name
 
+
+_SECRETS_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "string", "pattern": SECRET_NAME_PATTERN},
+        {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
+    ]
+}
+SecretNames = Annotated[
+    list[Annotated[str, StringConstraints(pattern=SECRET_NAME_PATTERN)]],
+    BeforeValidator(_str_list),
+    WithJsonSchema(_SECRETS_SCHEMA),
+]
 
 EnvValue = Annotated[
     str, BeforeValidator(_env_value), WithJsonSchema({"type": ["string", "number", "boolean"]})
@@ -253,6 +266,11 @@ class StageSpec(_Model):
     executor: str | None = Field(
         default=None, min_length=1, description="Executor; overrides the pipeline default."
     )
+    secrets: Annotated[SecretNames | None, WithJsonSchema(_SECRETS_SCHEMA)] = Field(
+        default=None,
+        description="Secrets (by name) the stage gets as environment variables;"
+        " default: the pipeline's secrets.",
+    )
     with_: dict[str, Any] = Field(
         default_factory=dict, alias="with", description="Parameters for the stage kind."
     )
@@ -308,11 +326,20 @@ class PipelineSpec(_Model):
     timeout: PositiveDuration | None = Field(default=None, description="Whole-run timeout.")
     executor: str = Field(default="local", min_length=1, description="Default executor.")
     concurrency: ConcurrencySpec | None = None
+    secrets: SecretNames = Field(
+        default_factory=list,
+        description="Secrets (by name) given to every stage that does not list its own.",
+    )
     stages: dict[Name, StageSpec] = Field(
         min_length=1,
         description="Stages, by name, in file order.",
         json_schema_extra=_stages_json_schema,
     )
+
+    def stage_secrets(self, name: str) -> list[str]:
+        """The secrets stage ``name`` gets: its own list, else the pipeline's."""
+        own = self.stages[name].secrets
+        return list(self.secrets if own is None else own)
 
     def stage_order(self) -> list[str]:
         """Topological order of the stages, stable with respect to file order.

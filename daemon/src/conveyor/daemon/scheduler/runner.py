@@ -9,6 +9,7 @@ out. Nothing is ever recorded as succeeded unless it ran and succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -28,7 +29,17 @@ import trio
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, RunArtifacts
 from conveyor.daemon.config import Config
-from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput, conveyor_line
+from conveyor.daemon.executors import stage_user
+from conveyor.daemon.executors.base import (
+    Executor,
+    ExecutorError,
+    LogOutput,
+    MaskedOutput,
+    ProcessRequest,
+    StageOutput,
+    StageUser,
+    conveyor_line,
+)
 from conveyor.daemon.executors.process import STAGE_MARKER, stage_marker
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import PipelineSpec, StageSpec
@@ -36,6 +47,8 @@ from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import EventKind, RunRecord, RunStatus, StageRecord, StageStatus
 from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
+from conveyor.daemon.secrets.providers import Secrets
+from conveyor.daemon.secrets.redaction import REDACTOR, redact, redact_report
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import EventDraft
@@ -64,6 +77,10 @@ class RunDeps:
     stats: SchedulerStats = field(default_factory=SchedulerStats)
     #: The artifact store and signing key; None records no artifacts.
     artifacts: ArtifactDeps | None = None
+    #: The secrets stages may ask for.
+    secrets: Secrets = field(default_factory=Secrets)
+    #: The user stage processes run as (setting ``stage_user``), or None.
+    stage_user: StageUser | None = None
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -80,6 +97,16 @@ class RunExecution:
         #: Stage reports live beside the workspace, so tools that scan the
         #: workspace never see them.
         self.reports_root = deps.config.workspaces_dir / f"{run.id}.reports"
+        #: The stage user's home during the run (only with a stage user).
+        self.run_home = deps.config.workspaces_dir / f"{run.id}.home"
+        #: What stages get in their environment for the stage user.
+        self.user_env: dict[str, str] = {}
+        #: Every secret some stage of the run asks for: the run's stage logs
+        #: are masked for all of them (a value one stage leaves in the
+        #: workspace may be printed by another).
+        self.secret_names = sorted(
+            {secret for name in spec.stages for secret in spec.stage_secrets(name)}
+        )
         self.done = {stage.name: trio.Event() for stage in run.stages}
         #: ``error.type`` of the run's span when it does not succeed.
         self.error_type = ""
@@ -88,6 +115,7 @@ class RunExecution:
     # -- recording -----------------------------------------------------------
 
     async def _record_run(self, status: RunStatus, reason: str = "", **columns: Any) -> None:
+        reason = redact(reason)
         self.run.status = status
         self.run.reason = reason
         for key, value in columns.items():
@@ -102,6 +130,7 @@ class RunExecution:
     async def _record_stage(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
     ) -> None:
+        reason = redact(reason)
         stage.status = status
         stage.reason = reason
         for key, value in columns.items():
@@ -203,8 +232,16 @@ class RunExecution:
             raise _CheckoutFailed(f"checkout failed: cannot read the commit's tags: {exc}") from exc
 
     async def _checkout(self) -> None:
+        user = self.deps.stage_user
         try:
-            await vcs.checkout(Path(self.run.repository), self.workspace, self.run.commit)
+            await vcs.checkout(
+                Path(self.run.repository), self.workspace, self.run.commit, user=user
+            )
+            if user is not None:
+                await trio.to_thread.run_sync(stage_user.make_run_home, self.run_home, user)
+                self.user_env = await trio.to_thread.run_sync(
+                    stage_user.stage_environment, user, self.workspace, self.run_home
+                )
         except (vcs.GitError, OSError) as exc:
             raise _CheckoutFailed(f"checkout failed: {exc}") from exc
 
@@ -247,6 +284,7 @@ class RunExecution:
         if not self.deps.config.keep_workspaces:
             await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
             await trio.to_thread.run_sync(shutil.rmtree, self.reports_root, True)
+            await trio.to_thread.run_sync(shutil.rmtree, self.run_home, True)
         self.deps.plugins.run_finished(self.run)
 
     async def _run_dag(self) -> None:
@@ -305,9 +343,8 @@ class RunExecution:
 
     async def _log(self, stage: StageRecord, text: str) -> None:
         output = LogOutput(self.deps.logs.open_live(self.run.id, stage.name))
-        await self._quietly(
-            stage.name, output.write(conveyor_line(text, at_line_start=output.at_line_start))
-        )
+        line = conveyor_line(redact(text), at_line_start=output.at_line_start)
+        await self._quietly(stage.name, output.write(line))
 
     async def _quietly(self, stage: str, write: Awaitable[None]) -> None:
         """Await a write of the daemon's own into a stage log: a log that
@@ -320,7 +357,7 @@ class RunExecution:
                 "run %s stage %s: cannot write to the stage log: %s", self.run.id, stage, exc
             )
 
-    def _stage_env(self, name: str, spec: StageSpec) -> dict[str, str]:
+    def _stage_env(self, name: str, spec: StageSpec, secrets: Mapping[str, str]) -> dict[str, str]:
         run = self.run
         return {
             **self.deps.base_env,
@@ -335,8 +372,10 @@ class RunExecution:
             "CONVEYOR_VERSION": run.version,
             "CONVEYOR_STAGE": name,
             "CONVEYOR_WORKSPACE": str(self.workspace),
+            **self.user_env,
             **self.spec.env,
             **spec.env,
+            **secrets,
             STAGE_MARKER: stage_marker(self.deps.config.home),
         }
 
@@ -367,8 +406,16 @@ class RunExecution:
         self, stage: StageRecord, spec: StageSpec, kind: StageKind, executor: Executor
     ) -> None:
         deps = self.deps
+        secrets, missing = deps.secrets.values(self.spec.stage_secrets(stage.name))
+        if missing:
+            await self._finish_stage(stage, _missing_secrets(missing))
+            return
         live = deps.logs.open_live(self.run.id, stage.name)
-        env = self._stage_env(stage.name, spec)
+        log_output: StageOutput = LogOutput(live)
+        masker = deps.secrets.masker(self.secret_names)
+        if masker:
+            log_output = MaskedOutput(log_output, masker)
+        env = self._stage_env(stage.name, spec, secrets)
         outcome = StageOutcome(StageStatus.FAILED, "never ran")
         attempts = spec.retries.max + 1
         for attempt in range(1, attempts + 1):
@@ -379,6 +426,9 @@ class RunExecution:
             await self._record_stage(stage, StageStatus.RUNNING, **columns)
             if attempt == 1:
                 env = {**env, **deps.tracing.start_stage(self.run, stage)}
+            reports_dir = self.reports_root / stage.name / f"attempt-{attempt}"
+            if deps.stage_user is not None:
+                executor = _AsStageUser(executor, deps.stage_user, self.reports_root, reports_dir)
             ctx = StageContext(
                 run=run_view(self.run),
                 name=stage.name,
@@ -387,9 +437,9 @@ class RunExecution:
                 workspace=self.workspace,
                 env=env,
                 executor=executor,
-                log=LogOutput(live),
+                log=log_output,
                 kill_grace=deps.config.kill_grace,
-                reports_dir=self.reports_root / stage.name / f"attempt-{attempt}",
+                reports_dir=reports_dir,
                 version=self.run.version,
                 artifacts=self.artifacts.snapshot(),
                 artifact_store=deps.config.artifacts_dir,
@@ -453,7 +503,7 @@ class RunExecution:
                         f" {type(exc).__name__}: {exc}"
                     )
                     log.warning("run %s stage %s: %s", self.run.id, ctx.name, summary)
-                    trace = "".join(traceback.format_exception(exc)).encode()
+                    trace = REDACTOR.masker.mask("".join(traceback.format_exception(exc)).encode())
                     await self._quietly(ctx.name, ctx.log.write(trace))
                     await self._quietly(ctx.name, ctx.log_line(summary))
                     outcome = StageOutcome(
@@ -466,7 +516,7 @@ class RunExecution:
             reason = f"timed out after {_fmt_seconds(timeout or 0)}"
             await self._quietly(ctx.name, ctx.log_line(f"stage {reason}"))
             outcome = StageOutcome(StageStatus.TIMED_OUT, reason, error_type="timeout")
-        return outcome
+        return _redacted(outcome)
 
     async def _no_space(self, ctx: StageContext, exc: Exception) -> StageOutcome:
         """The outcome of an attempt whose output (or a file it needed) found
@@ -479,6 +529,55 @@ class RunExecution:
 
 class _CheckoutFailed(Exception):
     pass
+
+
+class _AsStageUser:
+    """Runs a stage's processes as the stage user, through the stage's
+    executor; before each one, hands it the attempt's reports folder
+    (which the stage kind may have made, or added to, as the daemon)."""
+
+    def __init__(
+        self, inner: Executor, user: StageUser, reports_root: Path, reports_dir: Path
+    ) -> None:
+        self.inner: Executor = inner.inner if isinstance(inner, _AsStageUser) else inner
+        self.name = self.inner.name
+        self._user = user
+        self._reports = (reports_root, reports_dir)
+
+    async def run(self, request: ProcessRequest, output: StageOutput) -> int:
+        await trio.to_thread.run_sync(stage_user.prepare_reports_dir, *self._reports, self._user)
+        return await self.inner.run(dataclasses.replace(request, user=self._user), output)
+
+
+def _missing_secrets(names: list[str]) -> StageOutcome:
+    """The outcome of a stage whose secrets went away after the run was
+    submitted (``conveyord secrets rm``, a restart without them)."""
+    listed = ", ".join(names)
+    return StageOutcome(
+        StageStatus.FAILED,
+        f"the daemon no longer holds the secret(s) it asks for: {listed} (conveyord secrets list)",
+        error_type="missing_secret",
+        system_error=True,
+    )
+
+
+def _redacted(outcome: StageOutcome) -> StageOutcome:
+    """``outcome`` with every secret value the daemon knows masked out of
+    its reason, report and span attributes (what a stage kind wrote there
+    is stored, served and exported)."""
+    masker = REDACTOR.masker
+    if not masker:
+        return outcome
+    attributes = {
+        key: masker.mask_text(value) if isinstance(value, str) else value
+        for key, value in outcome.span_attributes.items()
+    }
+    return dataclasses.replace(
+        outcome,
+        reason=masker.mask_text(outcome.reason),
+        report=redact_report(outcome.report) if outcome.report is not None else None,
+        span_attributes=attributes,
+    )
 
 
 def _no_space_reason(exc: BaseException) -> str:

@@ -12,11 +12,17 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
+
+from conveyor.daemon.secrets.masking import Masker
+from conveyor.daemon.secrets.redaction import REDACTOR
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +156,64 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._queue.put(None, timeout=timeout)
         self._worker.join(timeout)
         self.exporter.shutdown()
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Hands spans to ``exporter`` with every secret value the process
+    knows (:mod:`conveyor.daemon.secrets.redaction`) masked out of their
+    names, attributes, events and status: whatever a stage kind or a
+    reason put there, no secret leaves the daemon in a span."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        masker = REDACTOR.masker
+        if masker:
+            spans = [_redacted_span(span, masker) for span in spans]
+        return self.exporter.export(spans)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+def _redacted_value(value: Any, masker: Masker) -> Any:
+    if isinstance(value, str):
+        return masker.mask_text(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_redacted_value(item, masker) for item in value)
+    return value
+
+
+def _redacted_attributes(attributes: Mapping[str, Any] | None, masker: Masker) -> dict[str, Any]:
+    return {key: _redacted_value(value, masker) for key, value in (attributes or {}).items()}
+
+
+def _redacted_span(span: ReadableSpan, masker: Masker) -> ReadableSpan:
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, masker.mask_text(status.description))
+    return ReadableSpan(
+        name=masker.mask_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes, masker),
+        events=[
+            Event(
+                masker.mask_text(event.name),
+                _redacted_attributes(event.attributes, masker),
+                event.timestamp,
+            )
+            for event in span.events
+        ],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )

@@ -35,7 +35,12 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from conveyor.client.address import conveyor_home
 from conveyor.daemon.telemetry import attributes as a
-from conveyor.daemon.telemetry.export import BoundedBatchSpanProcessor, ExportStats, SpanCounter
+from conveyor.daemon.telemetry.export import (
+    BoundedBatchSpanProcessor,
+    ExportStats,
+    RedactingSpanExporter,
+    SpanCounter,
+)
 from conveyor.daemon.telemetry.metrics import Instruments
 from conveyor.daemon.telemetry.tracing import RunTracing
 from conveyor.daemon.telemetry.urls import RunUrls
@@ -184,7 +189,7 @@ def configure(
         else:
             span_exporter = ConsoleSpanExporter()
         processor = BoundedBatchSpanProcessor(
-            span_exporter,
+            RedactingSpanExporter(span_exporter),
             max_queue_size=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
             max_batch_size=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512")),
             schedule_delay=int(env.get("OTEL_BSP_SCHEDULE_DELAY", "500")) / 1000,
