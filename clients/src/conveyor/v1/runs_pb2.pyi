@@ -389,6 +389,7 @@ class Run(_message.Message):
     LAST_EVENT_SEQ_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.int
     """Per-pipeline run number (1, 2, ...)."""
@@ -409,6 +410,11 @@ class Run(_message.Message):
     (16 hex digits). Stage spans are children of the run span.
     """
     span_id: _builtins.str
+    submitted_by: _builtins.str
+    """The authenticated identity that submitted the run (never a name the
+    client sent); empty for runs submitted with authentication turned off
+    or before identities existed.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -438,10 +444,11 @@ class Run(_message.Message):
         last_event_seq: _builtins.int = ...,
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "submitted_by", b"submitted_by", "trace_id", b"trace_id", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ import trio
 
 from conveyor.daemon.api.server import ListenError
 from conveyor.daemon.app import Daemon, HomeInUse
+from conveyor.daemon.auth.policy import AccessFileError
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
 from conveyor.daemon.telemetry import TelemetryConfigError
@@ -20,7 +21,7 @@ log = logging.getLogger("conveyord")
 
 #: Start-up failures a user can act on from their message alone: said in
 #: one line, without a traceback.
-EXPECTED_FAILURES = (HomeInUse, ListenError, TelemetryConfigError)
+EXPECTED_FAILURES = (AccessFileError, HomeInUse, ListenError, TelemetryConfigError)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -90,6 +90,8 @@ class RunRecord:
     stages: list[StageRecord] = field(default_factory=list)
     #: ``branch`` or ``tag`` when ``ref`` names one (found when it was resolved), else "".
     ref_type: str = ""
+    #: The authenticated identity that submitted the run ("" with authentication off).
+    submitted_by: str = ""
 
     def stage(self, name: str) -> StageRecord:
         for stage in self.stages:

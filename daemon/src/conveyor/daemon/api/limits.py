@@ -65,6 +65,13 @@ REQUEST_FIELDS: Final[dict[str, FieldLimit]] = {
     "file": FieldLimit(1024),
     # the pipeline file's own limit; the loader reports what is wrong inside
     "content": FieldLimit(1 << 20, "any"),
+    # identity and access
+    "name": FieldLimit(100),
+    "identity": FieldLimit(256),
+    "roles": FieldLimit(120),
+    "repositories": FieldLimit(4096, path=True),
+    "token_id": FieldLimit(40),
+    "action": FieldLimit(100),
 }
 
 #: Longest file or folder name in a path (what Linux file systems allow).
