@@ -152,7 +152,6 @@ class DaemonProcess:
         )
         return b"".join(chunk.data for chunk in chunks)
 
-
     def issue_token(
         self,
         identity: str = "tester",
