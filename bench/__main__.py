@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import concurrent, latency, logstream, overhead, tracing, validation
+from bench import auth, concurrent, latency, logstream, overhead, tracing, validation
 from bench.common import (
     RESULTS_DIR,
     BenchResult,
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     logstream.NAME: logstream.run,
     tracing.NAME: tracing.run,
     validation.NAME: validation.run,
+    auth.NAME: auth.run,
 }
 
 

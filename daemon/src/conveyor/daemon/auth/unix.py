@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -197,6 +198,8 @@ class SocketRelay:
         self.max_connections = max_connections
         self.open_connections = 0
         self._names = _Names()
+        #: Two threads per relayed connection.
+        self._threads = trio.CapacityLimiter(2 * max_connections)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -255,9 +258,13 @@ class SocketRelay:
             peer = ABSTRACT_PEER + name
             self.registry.add(peer, PeerCredentials(pid, uid, gid, user))
             await upstream.connect(str(self.private))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, conn, upstream, nursery.cancel_scope)
-                nursery.start_soon(_pump, upstream, conn, nursery.cancel_scope)
+            # blocking sockets from here: the bytes are copied by two threads
+            client = socket.socket(fileno=conn.detach())
+            server = socket.socket(fileno=upstream.detach())
+            with client, server:
+                client.setblocking(True)
+                server.setblocking(True)
+                await self._pump_both(client, server)
         except OSError as exc:
             log.debug("relay of a connection to %s ended: %s", self.public, exc)
         finally:
@@ -266,6 +273,35 @@ class SocketRelay:
             upstream.close()
             conn.close()
             self.open_connections -= 1
+
+    async def _pump_both(self, client: socket.socket, server: socket.socket) -> None:
+        """Copy bytes both ways, each direction in a worker thread (a thread
+        blocked in recv wakes faster than the loop, and it keeps relayed
+        bytes off the loop), until either side closes. Cancellation shuts
+        both sockets down, which ends the threads."""
+        async with trio.open_nursery() as nursery:
+
+            async def stop_when_cancelled() -> None:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    _shut(client)
+                    _shut(server)
+
+            nursery.start_soon(stop_when_cancelled)
+            async with trio.open_nursery() as pumps:
+                for source, sink in ((client, server), (server, client)):
+                    pumps.start_soon(
+                        partial(
+                            trio.to_thread.run_sync,
+                            _pump,
+                            source,
+                            sink,
+                            limiter=self._threads,
+                            thread_name="conveyord relay",
+                        )
+                    )
+            nursery.cancel_scope.cancel()
 
 
 async def _bind_abstract(sock: trio.socket.SocketType) -> str:
@@ -282,25 +318,27 @@ async def _bind_abstract(sock: trio.socket.SocketType) -> str:
     raise OSError(errno.EADDRINUSE, "no free abstract socket address")
 
 
-async def _pump(
-    source: trio.socket.SocketType, sink: trio.socket.SocketType, done: trio.CancelScope
-) -> None:
-    """Copy ``source`` to ``sink`` until either side closes or fails; then
-    end the other direction too (``done``)."""
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until either side closes or fails, then
+    shut both down so the other direction ends too (blocking)."""
     buffer = bytearray(RELAY_BUFFER)
     view = memoryview(buffer)
     try:
         while True:
-            size = await source.recv_into(buffer)
+            size = source.recv_into(buffer)
             if not size:
                 return
-            sent = 0
-            while sent < size:
-                sent += await sink.send(view[sent:size])
+            sink.sendall(view[:size])
     except OSError:
         return
     finally:
-        done.cancel()
+        _shut(source)
+        _shut(sink)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _remove_folder(folder: Path) -> None:
