@@ -135,7 +135,10 @@ def run(quick: bool) -> BenchResult:
                 for key in order if index % 2 == 0 else reversed(order):
                     samples[key] += _timed(paths[key], batch)
             for index in range(reads):
-                pair = [("relay_on", unix_on, run_ids["on"]), ("relay_off", unix_off, run_ids["off"])]
+                pair = [
+                    ("relay_on", unix_on, run_ids["on"]),
+                    ("relay_off", unix_off, run_ids["off"]),
+                ]
                 for key, target, run_id in pair if index % 2 == 0 else reversed(pair):
                     throughput[key].append(_read_log(target, run_id))
         finally:

@@ -106,7 +106,9 @@ class IssueTokenRequest(_message.Message):
     """Seconds until the token expires: 0 means 90 days; at most 10 years."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """At least one role (at most 32)."""
+        """At most 32 roles. A token without a role proves who its holder is and
+        may call WhoAmI, nothing else.
+        """
 
     @_builtins.property
     def repositories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -53,7 +53,15 @@ class Unavailable(ConveyorError):
 
 class Unauthenticated(ConveyorError):
     """The caller could not be authenticated: no credentials, or a token that
-    is unknown, malformed, expired or revoked (gRPC UNAUTHENTICATED)."""
+    is unknown, malformed, expired or revoked (gRPC UNAUTHENTICATED).
+
+    ``token_id`` names the token presented, when it is a known one (for the
+    audit record).
+    """
+
+    def __init__(self, message: str, *, token_id: str = "") -> None:
+        super().__init__(message)
+        self.token_id = token_id
 
 
 class PermissionDenied(ConveyorError):

@@ -50,8 +50,6 @@ class AccessAdmin:
                 "identity is required: the identity calls with the token act as",
                 field="identity",
             )
-        if not request.roles:
-            raise InvalidArgument("roles: give the token at least one role", field="roles")
         if len(request.roles) > MAX_ROLES:
             raise InvalidArgument(f"roles: at most {MAX_ROLES} roles", field="roles")
         try:

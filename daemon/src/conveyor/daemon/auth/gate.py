@@ -92,6 +92,7 @@ class Gate:
                     code="UNAUTHENTICATED",
                     detail=str(exc)[:_MAX_DETAIL],
                     peer=local.credentials.describe() if local is not None else peer,
+                    token_id=exc.token_id,
                 )
             )
             raise

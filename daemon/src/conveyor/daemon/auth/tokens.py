@@ -104,11 +104,13 @@ class TokenRegistry:
         if record.revoked_at is not None:
             raise Unauthenticated(
                 f"the bearer token {record.id} ({record.name!r}) was revoked at"
-                f" {_when(record.revoked_at)} by {record.revoked_by or 'an admin'}"
+                f" {_when(record.revoked_at)} by {record.revoked_by or 'an admin'}",
+                token_id=record.id,
             )
         if now >= record.expires_at:
             raise Unauthenticated(
                 f"the bearer token {record.id} ({record.name!r}) expired at"
-                f" {_when(record.expires_at)}; ask an admin for a new one"
+                f" {_when(record.expires_at)}; ask an admin for a new one",
+                token_id=record.id,
             )
         return record
