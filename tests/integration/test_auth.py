@@ -218,9 +218,7 @@ def _lacking(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", RPCS)
-def test_a_role_without_the_right_is_permission_denied_and_audited(
-    setup: Setup, name: str
-) -> None:
+def test_a_role_without_the_right_is_permission_denied_and_audited(setup: Setup, name: str) -> None:
     lacking = _lacking(name)
     if RULES[method(name)].permission is Permission.AUTHENTICATED:
         assert not lacking, "any authenticated caller may call it"
@@ -230,9 +228,7 @@ def test_a_role_without_the_right_is_permission_denied_and_audited(
     for token in lacking:
         error = _refused(setup, name, bearer(setup.tokens[token]))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, token
-        assert f"{token}-bot (token {setup.ids[token]}) may not call {name}" in str(
-            error.details()
-        )
+        assert f"{token}-bot (token {setup.ids[token]}) may not call {name}" in str(error.details())
         _audited(setup, name, "denied", setup.ids[token], f"{token}-bot")
 
 
@@ -258,7 +254,7 @@ def test_the_run_records_the_authenticated_submitter(setup: Setup) -> None:
     developer = bearer(setup.tokens["developer"])
     reply = setup.tcp.SubmitRun(
         runs_pb2.SubmitRunRequest(repository=str(setup.allowed / "app"), ref="main"),
-        metadata=developer + (("x-user", "someone-else"),),
+        metadata=(*developer, ("x-user", "someone-else")),
         timeout=30,
     )
     assert reply.run.submitted_by == "developer-bot"

@@ -48,14 +48,14 @@ def test_a_token_is_checked_by_its_digest_and_says_why_it_is_refused() -> None:
     forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
     with pytest.raises(Unauthenticated, match="not valid: no such token"):
         registry.check(forged)
-    other_id, other = new_token()
+    _, other = new_token()
     with pytest.raises(Unauthenticated, match="no such token"):
         registry.check(other)
     with pytest.raises(Unauthenticated, match="expired at") as expired:
         registry.check(secret, now=time.time() + 3600)
     assert expired.value.token_id == token_id
     registry.put(_record(secret, token_id, revoked_at=time.time(), revoked_by="admin"))
-    with pytest.raises(Unauthenticated, match="was revoked at .* by admin"):
+    with pytest.raises(Unauthenticated, match=r"was revoked at .* by admin"):
         registry.check(secret)
 
 
@@ -163,9 +163,7 @@ async def test_issued_tokens_authenticate_and_revoked_ones_stop_at_once(tmp_path
         caller = access.authenticate([("authorization", f"Bearer {secret}")], "ipv4:x", dict)
         assert (caller.identity, caller.token_id) == ("ci-bot", record.id)
         assert caller.may(Permission.SUBMIT)
-        stored = sqlite3.connect(tmp_path / "conveyor.db").execute(
-            "SELECT digest FROM api_tokens"
-        )
+        stored = sqlite3.connect(tmp_path / "conveyor.db").execute("SELECT digest FROM api_tokens")
         assert [row[0] for row in stored] == [digest(secret)], "the digest, not the secret"
         await admin.revoke_token(ANONYMOUS, record.id)
         with pytest.raises(Unauthenticated, match="revoked"):
@@ -189,9 +187,7 @@ async def test_a_developer_token_needs_folders_and_roles_must_exist(tmp_path: Pa
         with pytest.raises(InvalidArgument, match="unknown role"):
             await admin.issue_token(ANONYMOUS, TokenRequest("ci", "bot", ["owner"], []))
         with pytest.raises(InvalidArgument, match="expires_in_seconds"):
-            await admin.issue_token(
-                ANONYMOUS, TokenRequest("ci", "bot", ["viewer"], [], 10**12)
-            )
+            await admin.issue_token(ANONYMOUS, TokenRequest("ci", "bot", ["viewer"], [], 10**12))
     finally:
         db.close()
 
