@@ -278,7 +278,7 @@ def cmd_tokens_issue(args: argparse.Namespace, session: Session) -> int:
         print(f"wrote the token to {args.write} (mode 0600); it is not shown again")
     else:
         print(response.secret)
-        print("copy the token now: it is not shown again", file=sys.stderr)
+        print("conveyor: copy the token now: it is not shown again", file=sys.stderr)
     return 0
 
 
