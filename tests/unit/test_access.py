@@ -147,7 +147,7 @@ def test_a_mistake_in_the_access_file_is_an_error_naming_it(
 
 async def _access(tmp_path: Path, enabled: bool = True) -> tuple[Database, AccessControl]:
     db = await trio.to_thread.run_sync(Database, tmp_path / "conveyor.db")
-    access = await AccessControl.open(db, enabled=enabled, policy_path=None)
+    access = await AccessControl.open(db, enabled=enabled)
     return db, access
 
 
@@ -171,7 +171,7 @@ async def test_issued_tokens_authenticate_and_revoked_ones_stop_at_once(tmp_path
         with pytest.raises(Unauthenticated, match="no credentials"):
             access.authenticate([], "ipv4:127.0.0.1:1", dict)
         # a restart reads the tokens back
-        again = await AccessControl.open(db, enabled=True, policy_path=None)
+        again = await AccessControl.open(db, enabled=True)
         assert again.tokens.get(record.id) is not None
     finally:
         db.close()

@@ -115,7 +115,7 @@ class Daemon:
             access = self.access = await AccessControl.open(
                 db,
                 enabled=config.auth,
-                policy_path=config.access_path,
+                locate_policy=lambda: config.access_path,
                 client_certificates=bool(config.tls_client_ca_file),
             )
             service = self.service = RunService(

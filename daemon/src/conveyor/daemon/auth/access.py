@@ -74,7 +74,7 @@ class AccessControl:
         *,
         enabled: bool,
         policy: AccessPolicy,
-        policy_path: Path | None,
+        locate_policy: Callable[[], Path | None],
         tokens: TokenRegistry,
         token_store: TokenStore,
         audit: AuditLog,
@@ -83,7 +83,8 @@ class AccessControl:
     ) -> None:
         self.enabled = enabled
         self.policy = policy
-        self.policy_path = policy_path
+        #: Where the access file is now (blocking: it may look for the file).
+        self.locate_policy = locate_policy
         self.tokens = tokens
         self.token_store = token_store
         self.audit = audit
@@ -99,18 +100,19 @@ class AccessControl:
         db: Database,
         *,
         enabled: bool,
-        policy_path: Path | None,
+        locate_policy: Callable[[], Path | None] = lambda: None,
         client_certificates: bool = False,
     ) -> AccessControl:
-        """Read the access file and the tokens. Raises AccessFileError."""
-        policy = await trio.to_thread.run_sync(load_policy, policy_path)
+        """Read the access file (``locate_policy()`` says where, None: no
+        file) and the tokens. Raises AccessFileError."""
+        policy = await trio.to_thread.run_sync(lambda: load_policy(locate_policy()))
         token_store = TokenStore(db)
         tokens = TokenRegistry(await token_store.all())
         audit = AuditLog(AuditStore(db), trio.lowlevel.current_trio_token())
         return cls(
             enabled=enabled,
             policy=policy,
-            policy_path=policy_path,
+            locate_policy=locate_policy,
             tokens=tokens,
             token_store=token_store,
             audit=audit,
@@ -121,12 +123,12 @@ class AccessControl:
         """Read the access file again (SIGHUP); on an error, log it and keep
         the policy in force. Returns whether the new one is in force."""
         try:
-            policy = await trio.to_thread.run_sync(load_policy, self.policy_path)
+            policy = await trio.to_thread.run_sync(lambda: load_policy(self.locate_policy()))
         except Exception as exc:
             log.error("access file not reloaded, the previous policy stays in force: %s", exc)
             return False
         self.policy = policy
-        log.info("access file reloaded (%s)", self.policy_path or "defaults: no access file")
+        log.info("access file reloaded (%s)", policy.source or "defaults: no access file")
         return True
 
     # -- per call, in gRPC worker threads -------------------------------------------
