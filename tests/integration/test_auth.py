@@ -385,3 +385,24 @@ def test_a_forged_or_malformed_token_is_unauthenticated(setup: Setup) -> None:
         error = _refused(setup, "GetServerStatus", bearer(token))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert says(str(error.details()))
+
+
+def test_a_malformed_attempt_at_a_change_is_audited_too(setup: Setup) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        setup.tcp.CancelRun(
+            runs_pb2.CancelRunRequest(run_id=setup.run_id, reason="x" * 5000),
+            metadata=bearer(setup.tokens["developer"]),
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    events = setup.tcp.ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(action="CancelRun", identity="developer-bot"),
+        metadata=setup.admin(),
+        timeout=10,
+    ).events
+    assert any(
+        e.outcome == "failed"
+        and e.code == "INVALID_ARGUMENT"
+        and "reason is 5000 bytes" in e.detail
+        for e in events
+    )

@@ -66,5 +66,9 @@ async def test_submitted_by_is_stored_and_idempotency_keys_are_per_caller(
         assert not created and again.id == first.id
         found = await store.run_for_idempotency_key("/srv/svc.git", "k1", "bob")
         assert found is not None and found.id == other.id
+        # a key stored before identities existed (no caller) matches anyone
+        legacy, _ = await store.create_run(_run("0123456789abcdef0004", ""), "k2")
+        found = await store.run_for_idempotency_key("/srv/svc.git", "k2", "carol")
+        assert found is not None and found.id == legacy.id
     finally:
         db.close()

@@ -70,14 +70,19 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return deserialize
 
 
-def _admit(request: Any, context: grpc.ServicerContext) -> None:
+def _check(request: Any) -> None:
+    """Raise InvalidArgument for a request that did not decode or breaks a limit."""
     if isinstance(request, _Undecodable):
-        abort(context, InvalidArgument(f"the request could not be decoded: {request.error}"))
+        raise InvalidArgument(f"the request could not be decoded: {request.error}")
     if isinstance(request, Message):
-        try:
-            check_request(request)
-        except InvalidArgument as exc:
-            abort(context, exc)
+        check_request(request)
+
+
+def _admit(request: Any, context: grpc.ServicerContext) -> None:
+    try:
+        _check(request)
+    except InvalidArgument as exc:
+        abort(context, exc)
 
 
 class Admission(_Interceptor):
@@ -161,9 +166,15 @@ class Admission(_Interceptor):
             principal = gate.authenticate(context, method, request)
         except ConveyorError as exc:
             abort(context, exc)
-        _admit(request, context)
+        rule = rule_of(method)
         try:
-            gate.authorize(principal, method, rule_of(method), request)
+            _check(request)
+        except InvalidArgument as exc:
+            if rule is not None and rule.audit:  # a refused attempt at a change
+                gate.refused(principal, method, rule, request, exc)
+            abort(context, exc)
+        try:
+            gate.authorize(principal, method, rule, request)
         except ConveyorError as exc:
             abort(context, exc)
         return principal

@@ -120,6 +120,16 @@ class Gate:
         )
         raise error
 
+    def refused(
+        self, principal: Principal, method: str, rule: Rule, request: Any, error: Exception
+    ) -> None:
+        """Record an audited call refused before it ran (INVALID_ARGUMENT)."""
+        self._record(
+            self._outcome(
+                principal, method, rule, request, Outcome.FAILED, "INVALID_ARGUMENT", str(error)
+            )
+        )
+
     def audited(
         self,
         principal: Principal,

@@ -450,13 +450,19 @@ class RunStore:
         return txn
 
 
+#: The caller scope of idempotency keys stored before callers had identities.
+_NO_CALLER = ""
+
+
 def _idempotent_run_id(
     conn: sqlite3.Connection, repository: str, key: str, caller: str
 ) -> sqlite3.Row | None:
-    """Keys are scoped by caller (the submitting identity) and repository."""
+    """Keys are scoped by caller (the submitting identity) and repository;
+    a key stored before callers had identities (no caller) still matches."""
     row: sqlite3.Row | None = conn.execute(
-        "SELECT run_id FROM idempotency_keys WHERE caller = ? AND repository = ? AND key = ?",
-        (caller, repository, key),
+        "SELECT run_id FROM idempotency_keys WHERE caller IN (?, ?) AND repository = ? AND key = ?"
+        " ORDER BY caller DESC LIMIT 1",
+        (caller, _NO_CALLER, repository, key),
     ).fetchone()
     return row
 
