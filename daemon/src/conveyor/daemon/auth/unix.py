@@ -6,7 +6,9 @@ for every connection it reads the peer's credentials (``SO_PEERCRED``:
 pid, uid, gid), opens a connection to gRPC's real listener on a private
 socket (in a 0700 folder of the home, which only the daemon's user can
 reach) from a socket bound to a fresh Linux abstract address, and relays
-the bytes both ways. gRPC reports that address as the call's peer
+the bytes both ways (two threads per connection, each moving one
+direction with ``splice`` through a pipe, so the bytes never pass through
+Python or the trio loop). gRPC reports that address as the call's peer
 (``unix-abstract:conveyord.<pid>.<random>``), and :class:`PeerRegistry`
 maps it back to the credentials. A connection whose address is not in the
 registry (someone connecting to the private socket directly) has no
