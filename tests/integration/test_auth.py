@@ -208,18 +208,23 @@ def test_a_revoked_token_is_unauthenticated_and_says_so(setup: Setup, name: str)
     _audited(setup, name, "unauthenticated", setup.ids["revoked"])
 
 
-def _lacking(name: str) -> list[str]:
-    permission = RULES[method(name)].permission
+def _lacking(name: str, request: Message | None = None) -> list[str]:
+    """The test tokens whose roles lack what ``name`` needs (in the
+    request's environment, for environment-scoped permissions: give those
+    requests an environment the deployer:staging / approver:staging tokens
+    do not have, such as production)."""
+    rule = RULES[method(name)]
+    environment = getattr(request, rule.environment_field, "") if rule.environment_field else ""
     return [
         token
         for token, roles in LIMITED.items()
-        if not Grants.of(parse_roles(roles)).allows(permission)
+        if not Grants.of(parse_roles(roles)).allows(rule.permission, environment)
     ]
 
 
 @pytest.mark.parametrize("name", RPCS)
 def test_a_role_without_the_right_is_permission_denied_and_audited(setup: Setup, name: str) -> None:
-    lacking = _lacking(name)
+    lacking = _lacking(name, _requests(setup)[name])
     if RULES[method(name)].permission is Permission.AUTHENTICATED:
         assert not lacking, "any authenticated caller may call it"
         _call(setup, name, bearer(setup.tokens["no-role"]))
