@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from bench import (
     artifacts,
+    auth,
     concurrent,
     docker_build,
     latency,
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     artifacts.NAME: artifacts.run,
     docker_build.NAME: docker_build.run,
     secrets.NAME: secrets.run,
+    auth.NAME: auth.run,
 }
 
 

@@ -162,7 +162,12 @@ def test_clients_leaving_mid_stream_leak_no_streams_or_threads(
     )
     run = daemon.submit(repo.path)
     daemon.wait_for_stage(run.id, "s")
-    base = _status(daemon).active_streams  # streams of other tests on the shared daemon
+    # streams of other tests on the shared daemon; the one wait_for_stage
+    # left ends as soon as the daemon hears its client went away
+    deadline = time.monotonic() + 10
+    while _status(daemon).active_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    base = _status(daemon).active_streams
     assert daemon.proc is not None
     pid = daemon.proc.pid
     threads_before = None

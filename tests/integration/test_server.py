@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conveyor.v1 import runs_pb2, server_pb2, service_pb2_grpc
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, bearer
 from tests.support.repos import GitRepo
 
 
@@ -37,6 +38,8 @@ def test_serves_on_a_unix_socket_and_loopback_tcp_with_health_and_reflection(
     ).start()
     try:
         assert daemon.socket.stat().st_mode & 0o777 == 0o600, "only the owner may connect"
+        # the unix socket knows its caller; TCP needs a token
+        token = bearer(daemon.issue_token())
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "conveyor.v1.ConveyorService"):
@@ -44,15 +47,21 @@ def test_serves_on_a_unix_socket_and_loopback_tcp_with_health_and_reflection(
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
             reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
             responses = reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                timeout=5,
+                metadata=token,
             )
             names = {s.name for r in responses for s in r.list_services_response.service}
             assert {"conveyor.v1.ConveyorService", "grpc.health.v1.Health"} <= names
             stub = service_pb2_grpc.ConveyorServiceStub(channel)
             repo = pipeline_repo("name: tcp\nstages:\n  s:\n    run: 'true'\n")
-            run = stub.SubmitRun(runs_pb2.SubmitRunRequest(repository=str(repo.path), ref="main"))
+            request = runs_pb2.SubmitRunRequest(repository=str(repo.path), ref="main")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitRun(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            run = stub.SubmitRun(request, metadata=token)
             assert daemon.wait(run.run.id).status == runs_pb2.RUN_STATUS_SUCCEEDED
-            status = stub.GetServerStatus(server_pb2.GetServerStatusRequest())
+            status = stub.GetServerStatus(server_pb2.GetServerStatusRequest(), metadata=token)
             assert status.version and status.max_concurrent_runs == 16
     finally:
         assert daemon.stop() == 0, "SIGTERM is a clean shutdown"

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conveyor.v1 import runs_pb2, service_pb2_grpc
+from conveyor.v1 import auth_pb2, runs_pb2, service_pb2_grpc
 
 FINISHED = {
     runs_pb2.RUN_STATUS_SUCCEEDED,
@@ -151,6 +151,43 @@ class DaemonProcess:
             timeout=60,
         )
         return b"".join(chunk.data for chunk in chunks)
+
+    def issue_token(
+        self,
+        identity: str = "tester",
+        roles: tuple[str, ...] = ("admin",),
+        *,
+        repositories: tuple[str, ...] = (),
+        name: str = "test",
+        expires_in_seconds: int = 0,
+    ) -> str:
+        """A new bearer token, issued over the unix socket (the daemon's own
+        user is an admin there)."""
+        reply = self.stub.IssueToken(
+            auth_pb2.IssueTokenRequest(
+                name=name,
+                identity=identity,
+                roles=list(roles),
+                repositories=list(repositories),
+                expires_in_seconds=expires_in_seconds,
+            ),
+            timeout=10,
+        )
+        return reply.secret
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """gRPC call metadata carrying ``token``."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stage(run: runs_pb2.Run, name: str) -> runs_pb2.Stage:

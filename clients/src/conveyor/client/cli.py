@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from conveyor.client import commands, render, severity
+from conveyor.client.connection import TlsOptions
 from conveyor.client.errors import CommandError, ConveyorError, DaemonUnavailable
 from conveyor.client.session import Session
 from conveyor.client.terminal import COLOR_MODES, printable
@@ -50,7 +51,8 @@ def _severity(text: str) -> str:
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """--address, --output and --color, accepted before and after the subcommand."""
+    """--address, the credentials, --output and --color, accepted before and after
+    the subcommand."""
 
     def default(value: str | None) -> str | None:
         return argparse.SUPPRESS if suppress else value
@@ -59,6 +61,32 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--address",
         default=default(None),
         help="daemon gRPC address (default: $CONVEYOR_ADDRESS or unix://$CONVEYOR_HOME/conveyord.sock)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=default(None),
+        metavar="FILE",
+        help="file holding a bearer token (default: $CONVEYOR_TOKEN, or the file"
+        " $CONVEYOR_TOKEN_FILE names); not needed on the daemon's unix socket",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=default(None),
+        metavar="FILE",
+        help="CA certificates to trust for a TLS address (default: $CONVEYOR_TLS_CA, or the"
+        " system's); TCP addresses other than loopback IPs always use TLS",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=default(None),
+        metavar="FILE",
+        help="client certificate for mutual TLS (default: $CONVEYOR_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=default(None),
+        metavar="FILE",
+        help="key of --tls-cert (default: $CONVEYOR_TLS_KEY)",
     )
     parser.add_argument(
         "--output",
@@ -238,6 +266,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add(subparsers, parents, "plugins", commands.cmd_plugins, "list the daemon's plugins")
     _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")
 
+    _add(subparsers, parents, "whoami", commands.cmd_whoami, "who the daemon takes you for")
+
+    sub = _add(
+        subparsers, parents, "audit", commands.cmd_audit, "the audit log, newest first (admin)"
+    )
+    sub.add_argument("--identity", help="only events of this identity")
+    sub.add_argument("--action", help="only this action (SubmitRun, CancelRun, IssueToken, ...)")
+    sub.add_argument(
+        "--since", metavar="WHEN", help="only events since WHEN: 1h, 7d, or 2025-06-01T12:00"
+    )
+    sub.add_argument("--limit", type=_positive_int, help="at most N events (1-500, default 50)")
+    sub.add_argument("--page-token", help="the next page, from a previous listing")
+
+    admin = subparsers.add_parser(
+        "admin", help="administer the daemon (admin)", description="Administration."
+    )
+    admin_sub = admin.add_subparsers(dest="admin_command", metavar="AREA", required=True)
+    tokens = admin_sub.add_parser(
+        "tokens", help="bearer tokens: issue, list, revoke", description="Bearer tokens."
+    )
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    sub = _add(tokens_sub, parents, "issue", commands.cmd_tokens_issue, "issue a bearer token")
+    sub.add_argument("name", metavar="NAME", help="what the token is for")
+    sub.add_argument("--identity", required=True, help="the identity calls with the token act as")
+    sub.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help="viewer, developer, deployer:ENV, approver:ENV or admin (repeatable; without"
+        " one the token may only call whoami)",
+    )
+    sub.add_argument(
+        "--repository",
+        action="append",
+        metavar="FOLDER",
+        help="folder whose repositories the token may build (repeatable; developers need one)",
+    )
+    sub.add_argument(
+        "--expires-in",
+        default="90d",
+        metavar="DURATION",
+        help="lifetime: 90d, 12h, ... (default 90d)",
+    )
+    sub.add_argument(
+        "--write", metavar="FILE", help="write the token to FILE (mode 0600) instead of printing it"
+    )
+    sub = _add(tokens_sub, parents, "list", commands.cmd_tokens_list, "list tokens")
+    sub.add_argument("--all", action="store_true", help="also revoked and expired tokens")
+    sub = _add(tokens_sub, parents, "revoke", commands.cmd_tokens_revoke, "revoke a token")
+    sub.add_argument("token_id", metavar="TOKEN_ID", help="the token's id (t_...)")
+
     hook = subparsers.add_parser(
         "hook", help="manage the git post-receive hook", description="Git hook management."
     )
@@ -256,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("repo", metavar="BARE_REPO")
     sub.add_argument("--force", action="store_true", help="remove a hook not written by us")
     return parser
+
+
+def _tls_options(args: argparse.Namespace) -> TlsOptions | None:
+    """TLS from the flags, each defaulting to its CONVEYOR_TLS_* variable;
+    None when neither says anything."""
+    env = TlsOptions.from_environment() or TlsOptions()
+    options = TlsOptions(
+        args.tls_ca or env.ca_file, args.tls_cert or env.cert_file, args.tls_key or env.key_file
+    )
+    return options if options != TlsOptions() else None
 
 
 def _error(message: str) -> None:
@@ -295,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    session = Session(args.address, args.output, color=args.color)
+    session = Session(
+        args.address,
+        args.output,
+        color=args.color,
+        token_file=args.token_file,
+        tls=_tls_options(args),
+    )
     try:
         return _run(func, args, session)
     finally:

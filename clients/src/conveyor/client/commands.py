@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from conveyor.client import artifacts, baseline, hooks, render
+from conveyor.client import access, artifacts, baseline, hooks, render
 from conveyor.client.errors import CommandError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
@@ -334,4 +335,98 @@ def cmd_hook_uninstall(args: argparse.Namespace, session: Session) -> int:
         print(f"removed {result.hook}")
     if result.restored is not None:
         print(f"restored the previous hook from {result.restored}")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace, session: Session) -> int:
+    me = session.client.whoami()
+    if session.json:
+        print(render.to_json(me))
+    else:
+        _print_lines(access.whoami_lines(me))
+    return 0
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    """Write a token to a new file only its owner can read."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise CommandError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+
+
+def cmd_tokens_issue(args: argparse.Namespace, session: Session) -> int:
+    try:
+        seconds = access.parse_duration(args.expires_in)
+    except ValueError as exc:
+        raise CommandError(f"--expires-in: {exc}", exit_code=2) from None
+    repositories = [str(Path(folder).expanduser().absolute()) for folder in args.repository or []]
+    response = session.client.issue_token(
+        args.name,
+        args.identity,
+        args.role,
+        repositories=repositories,
+        expires_in_seconds=seconds,
+    )
+    if args.write:
+        _write_secret(Path(args.write), response.secret)
+    if session.json:
+        data: dict[str, object] = {"token": render.message_dict(response.token)}
+        if not args.write:
+            data["secret"] = response.secret
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_lines(access.token_lines(response.token))
+    if args.write:
+        print(f"wrote the token to {args.write} (mode 0600); it is not shown again")
+    else:
+        print(response.secret)
+        print("conveyor: copy the token now: it is not shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace, session: Session) -> int:
+    tokens = session.client.list_tokens(include_inactive=args.all)
+    if session.json:
+        print(render.to_json(tokens))
+    elif tokens:
+        _print_lines(access.tokens_table(tokens))
+    else:
+        print("no tokens" if args.all else "no active tokens (--all lists revoked and expired)")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace, session: Session) -> int:
+    token = session.client.revoke_token(args.token_id)
+    if session.json:
+        print(render.to_json(token))
+    else:
+        print(f"revoked token {printable(token.id)} {printable(token.name)!r}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, session: Session) -> int:
+    since = None
+    if args.since:
+        try:
+            since = access.parse_since(args.since)
+        except ValueError as exc:
+            raise CommandError(f"--since: {exc}", exit_code=2) from None
+    response = session.client.list_audit_events(
+        identity=args.identity or "",
+        action=args.action or "",
+        since=since,
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    if session.json:
+        print(render.to_json(list(response.events)))
+    elif response.events:
+        _print_lines(access.audit_table(list(response.events)))
+    else:
+        print("no audit events")
+    if response.next_page_token:
+        print(f"more events: --page-token {printable(response.next_page_token)}", file=sys.stderr)
     return 0

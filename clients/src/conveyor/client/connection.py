@@ -1,18 +1,38 @@
-"""A typed, blocking client for the Conveyor daemon's gRPC API."""
+"""A typed, blocking client for the Conveyor daemon's gRPC API.
+
+Credentials: on the daemon's unix socket the daemon knows who you are (your
+uid); elsewhere send a bearer token (``token``, else ``CONVEYOR_TOKEN``,
+else the file ``CONVEYOR_TOKEN_FILE`` names) and/or a client certificate.
+TLS (:class:`TlsOptions`) is used for TCP addresses that are not a loopback
+IP, or whenever a CA, certificate or key is given (``CONVEYOR_TLS_CA``,
+``CONVEYOR_TLS_CERT``, ``CONVEYOR_TLS_KEY``). A token is never sent in
+plaintext to an address that is not a unix socket or a loopback IP.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Generic, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from conveyor.client.address import default_address
-from conveyor.client.errors import DaemonUnavailable, translate_rpc_error
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.client.address import default_address, needs_tls_by_default
+from conveyor.client.errors import ConveyorError, DaemonUnavailable, translate_rpc_error
+from conveyor.v1 import (
+    artifacts_pb2,
+    audit_pb2,
+    auth_pb2,
+    pipelines_pb2,
+    runs_pb2,
+    server_pb2,
+    service_pb2_grpc,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,6 +54,76 @@ def trace_metadata() -> tuple[tuple[str, str], ...]:
     if tracestate:
         return (("traceparent", traceparent), ("tracestate", tracestate))
     return (("traceparent", traceparent),)
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class CredentialsError(ConveyorError):
+    """The credentials or TLS files given cannot be used (unreadable, empty,
+    or a token that would travel in plaintext)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("FAILED_PRECONDITION", message)
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS for a TCP address: ``ca_file`` holds the CA certificates to trust
+    (default: the system's), ``cert_file`` and ``key_file`` a client
+    certificate for mutual TLS."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> TlsOptions | None:
+        """From ``CONVEYOR_TLS_CA``/``_CERT``/``_KEY``; None when none is set."""
+        env = os.environ if environ is None else environ
+        options = cls(
+            env.get("CONVEYOR_TLS_CA", ""),
+            env.get("CONVEYOR_TLS_CERT", ""),
+            env.get("CONVEYOR_TLS_KEY", ""),
+        )
+        return options if options != cls() else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise CredentialsError("a client certificate needs both its certificate and its key")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "TLS CA file") if self.ca_file else None,
+            private_key=_read(self.key_file, "TLS key file") if self.key_file else None,
+            certificate_chain=_read(self.cert_file, "TLS certificate file")
+            if self.cert_file
+            else None,
+        )
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace removed). Keep the file
+    readable by its owner only (mode 0600)."""
+    token = _read(path, "token file").decode("utf-8", errors="replace").strip()
+    if not token:
+        raise CredentialsError(f"the token file {path} is empty")
+    return token
+
+
+def default_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """``CONVEYOR_TOKEN``, else the content of ``CONVEYOR_TOKEN_FILE``, else None."""
+    env = os.environ if environ is None else environ
+    token = env.get("CONVEYOR_TOKEN", "").strip()
+    if token:
+        return token
+    path = env.get("CONVEYOR_TOKEN_FILE", "")
+    return read_token_file(path) if path else None
 
 
 class Stream(Generic[T]):
@@ -79,10 +169,12 @@ class Stream(Generic[T]):
 class ConveyorClient:
     """The daemon's API over one channel; use `connect()` to make one."""
 
-    def __init__(self, channel: grpc.Channel, address: str) -> None:
+    def __init__(self, channel: grpc.Channel, address: str, token: str | None = None) -> None:
         self.address = address
         self._channel = channel
         self._stub = service_pb2_grpc.ConveyorServiceStub(channel)
+        #: Sent with every call: the bearer token, if any.
+        self._auth: Metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def _unary(self, fn: Callable[[], R]) -> R:
         try:
@@ -108,14 +200,16 @@ class ConveyorClient:
             idempotency_key=idempotency_key,
             commit=commit,
         )
-        metadata = trace_metadata()
+        metadata = self._auth + trace_metadata()
         return self._unary(
             lambda: self._stub.SubmitRun(request, timeout=UNARY_TIMEOUT, metadata=metadata)
         )
 
     def get_run(self, run_id: str) -> runs_pb2.Run:
         request = runs_pb2.GetRunRequest(run_id=run_id)
-        return self._unary(lambda: self._stub.GetRun(request, timeout=UNARY_TIMEOUT))
+        return self._unary(
+            lambda: self._stub.GetRun(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
 
     def list_runs(
         self,
@@ -133,11 +227,15 @@ class ConveyorClient:
             page_size=page_size,
             page_token=page_token,
         )
-        return self._unary(lambda: self._stub.ListRuns(request, timeout=UNARY_TIMEOUT))
+        return self._unary(
+            lambda: self._stub.ListRuns(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
 
     def watch_run(self, run_id: str, after_seq: int = 0) -> Stream[runs_pb2.RunEvent]:
         request = runs_pb2.WatchRunRequest(run_id=run_id, after_seq=after_seq)
-        return Stream(self._unary(lambda: self._stub.WatchRun(request)), self.address)
+        return Stream(
+            self._unary(lambda: self._stub.WatchRun(request, metadata=self._auth)), self.address
+        )
 
     def stream_logs(
         self, run_id: str, stage: str, *, offset: int = 0, follow: bool = False
@@ -145,27 +243,97 @@ class ConveyorClient:
         request = runs_pb2.StreamLogsRequest(
             run_id=run_id, stage=stage, offset=offset, follow=follow
         )
-        return Stream(self._unary(lambda: self._stub.StreamLogs(request)), self.address)
+        return Stream(
+            self._unary(lambda: self._stub.StreamLogs(request, metadata=self._auth)), self.address
+        )
 
     def cancel_run(self, run_id: str, reason: str = "") -> runs_pb2.Run:
         request = runs_pb2.CancelRunRequest(run_id=run_id, reason=reason)
-        response = self._unary(lambda: self._stub.CancelRun(request, timeout=UNARY_TIMEOUT))
+        response = self._unary(
+            lambda: self._stub.CancelRun(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
         return response.run
 
     def validate_pipeline(
         self, content: str, file: str = "conveyor.yaml"
     ) -> pipelines_pb2.ValidatePipelineResponse:
         request = pipelines_pb2.ValidatePipelineRequest(file=file, content=content)
-        return self._unary(lambda: self._stub.ValidatePipeline(request, timeout=UNARY_TIMEOUT))
+        return self._unary(
+            lambda: self._stub.ValidatePipeline(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
 
     def list_plugins(self) -> list[server_pb2.Plugin]:
         request = server_pb2.ListPluginsRequest()
-        response = self._unary(lambda: self._stub.ListPlugins(request, timeout=UNARY_TIMEOUT))
+        response = self._unary(
+            lambda: self._stub.ListPlugins(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
         return list(response.plugins)
 
     def server_status(self) -> server_pb2.GetServerStatusResponse:
         request = server_pb2.GetServerStatusRequest()
-        return self._unary(lambda: self._stub.GetServerStatus(request, timeout=UNARY_TIMEOUT))
+        return self._unary(
+            lambda: self._stub.GetServerStatus(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+
+    def whoami(self) -> auth_pb2.WhoAmIResponse:
+        request = auth_pb2.WhoAmIRequest()
+        return self._unary(
+            lambda: self._stub.WhoAmI(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+
+    def issue_token(
+        self,
+        name: str,
+        identity: str,
+        roles: list[str],
+        *,
+        repositories: list[str] | None = None,
+        expires_in_seconds: int = 0,
+    ) -> auth_pb2.IssueTokenResponse:
+        request = auth_pb2.IssueTokenRequest(
+            name=name,
+            identity=identity,
+            roles=roles,
+            repositories=repositories or [],
+            expires_in_seconds=expires_in_seconds,
+        )
+        return self._unary(
+            lambda: self._stub.IssueToken(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+
+    def list_tokens(self, *, include_inactive: bool = False) -> list[auth_pb2.ApiToken]:
+        request = auth_pb2.ListTokensRequest(include_inactive=include_inactive)
+        response = self._unary(
+            lambda: self._stub.ListTokens(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+        return list(response.tokens)
+
+    def revoke_token(self, token_id: str) -> auth_pb2.ApiToken:
+        request = auth_pb2.RevokeTokenRequest(token_id=token_id)
+        response = self._unary(
+            lambda: self._stub.RevokeToken(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+        return response.token
+
+    def list_audit_events(
+        self,
+        *,
+        identity: str = "",
+        action: str = "",
+        since: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> audit_pb2.ListAuditEventsResponse:
+        request = audit_pb2.ListAuditEventsRequest(
+            identity=identity, action=action, page_size=page_size, page_token=page_token
+        )
+        if since is not None:
+            stamp = Timestamp()
+            stamp.FromNanoseconds(int(since * 1e9))
+            request.since.CopyFrom(stamp)
+        return self._unary(
+            lambda: self._stub.ListAuditEvents(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
 
     def list_artifacts(
         self,
@@ -213,14 +381,34 @@ class ConveyorClient:
         self.close()
 
 
-def connect(address: str | None = None, timeout: float = 10.0) -> ConveyorClient:
+def connect(
+    address: str | None = None,
+    timeout: float = 10.0,
+    *,
+    token: str | None = None,
+    tls: TlsOptions | None = None,
+) -> ConveyorClient:
     """Open a channel to the daemon and wait until it is ready.
 
+    ``token`` defaults to :func:`default_token`; ``tls`` to
+    :meth:`TlsOptions.from_environment`, and TLS with the system's CAs for
+    TCP addresses that are not a loopback IP.
+
     Raises `DaemonUnavailable` when the daemon cannot be reached within `timeout`
-    seconds.
+    seconds, `CredentialsError` when a token or TLS file cannot be used or a
+    token would be sent in plaintext beyond loopback.
     """
     target = address or default_address()
-    channel = grpc.insecure_channel(target)
+    token = token if token is not None else default_token()
+    tls = tls if tls is not None else TlsOptions.from_environment()
+    if tls is None and needs_tls_by_default(target):
+        tls = TlsOptions()
+    if tls is not None and target.startswith("unix:"):
+        tls = None  # the socket's own permissions and the peer uid protect it
+    if tls is not None:
+        channel = grpc.secure_channel(target, tls.credentials())
+    else:
+        channel = grpc.insecure_channel(target)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:
@@ -229,4 +417,4 @@ def connect(address: str | None = None, timeout: float = 10.0) -> ConveyorClient
     except BaseException:
         channel.close()
         raise
-    return ConveyorClient(channel, target)
+    return ConveyorClient(channel, target, token)

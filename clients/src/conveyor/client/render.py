@@ -219,6 +219,7 @@ def run_detail(
         ("commit", printable(run.commit)),
         ("pipeline file", printable(run.pipeline_path)),
         ("trigger", trigger_name(run.trigger)),
+        ("submitted by", printable(run.submitted_by) or "-"),
         ("created", format_time(run.created_at)),
         ("started", format_time(run.started_at)),
         ("finished", format_time(run.finished_at)),

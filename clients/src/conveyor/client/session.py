@@ -6,7 +6,7 @@ import os
 import time
 
 from conveyor.client.address import default_address
-from conveyor.client.connection import ConveyorClient, connect
+from conveyor.client.connection import ConveyorClient, TlsOptions, connect, read_token_file
 from conveyor.client.errors import DaemonUnavailable
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -32,8 +32,15 @@ class Session:
         output: str = "text",
         timeout: float | None = None,
         color: str = "auto",
+        *,
+        token_file: str | None = None,
+        tls: TlsOptions | None = None,
     ):
         self.address = address or default_address()
+        #: ``--token-file`` (beats CONVEYOR_TOKEN / CONVEYOR_TOKEN_FILE).
+        self.token_file = token_file
+        #: ``--tls-ca``/``--tls-cert``/``--tls-key`` (beat CONVEYOR_TLS_*).
+        self.tls = tls
         self.output = output
         #: ``--color``: auto, always or never (see `terminal.use_color`).
         self.color = color
@@ -47,7 +54,8 @@ class Session:
     @property
     def client(self) -> ConveyorClient:
         if self._client is None:
-            self._client = connect(self.address, self.timeout)
+            token = read_token_file(self.token_file) if self.token_file else None
+            self._client = connect(self.address, self.timeout, token=token, tls=self.tls)
         return self._client
 
     def reconnect(self) -> ConveyorClient:

@@ -390,6 +390,7 @@ class Run(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.int
     """Per-pipeline run number (1, 2, ...)."""
@@ -415,6 +416,11 @@ class Run(_message.Message):
     tag on the commit, else the pipeline's `version:` base (default 0.0.0)
     with the run number as pre-release and the commit as build metadata
     ("1.4.0-rc.12+sha.1a2b3c4d5e6f"). Empty while queued.
+    """
+    submitted_by: _builtins.str
+    """The authenticated identity that submitted the run (never a name the
+    client sent); empty for runs submitted with authentication turned off
+    or before identities existed.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -446,10 +452,11 @@ class Run(_message.Message):
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
         version: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "concurrency_group", b"concurrency_group", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_event_seq", b"last_event_seq", "number", b"number", "pipeline", b"pipeline", "pipeline_path", b"pipeline_path", "reason", b"reason", "ref", b"ref", "repository", b"repository", "span_id", b"span_id", "stages", b"stages", "started_at", b"started_at", "status", b"status", "submitted_by", b"submitted_by", "trace_id", b"trace_id", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,18 +23,20 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import artifacts_pb2 as conveyor_dot_v1_dot_artifacts__pb2
+from conveyor.v1 import audit_pb2 as conveyor_dot_v1_dot_audit__pb2
+from conveyor.v1 import auth_pb2 as conveyor_dot_v1_dot_auth__pb2
 from conveyor.v1 import pipelines_pb2 as conveyor_dot_v1_dot_pipelines__pb2
 from conveyor.v1 import runs_pb2 as conveyor_dot_v1_dot_runs__pb2
 from conveyor.v1 import server_pb2 as conveyor_dot_v1_dot_server__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onveyor/v1/service.proto\x12\x0b\x63onveyor.v1\x1a\x1b\x63onveyor/v1/artifacts.proto\x1a\x1b\x63onveyor/v1/pipelines.proto\x1a\x16\x63onveyor/v1/runs.proto\x1a\x18\x63onveyor/v1/server.proto2\xbc\x07\n\x0f\x43onveyorService\x12J\n\tSubmitRun\x12\x1d.conveyor.v1.SubmitRunRequest\x1a\x1e.conveyor.v1.SubmitRunResponse\x12\x36\n\x06GetRun\x12\x1a.conveyor.v1.GetRunRequest\x1a\x10.conveyor.v1.Run\x12G\n\x08ListRuns\x12\x1c.conveyor.v1.ListRunsRequest\x1a\x1d.conveyor.v1.ListRunsResponse\x12\x41\n\x08WatchRun\x12\x1c.conveyor.v1.WatchRunRequest\x1a\x15.conveyor.v1.RunEvent0\x01\x12\x45\n\nStreamLogs\x12\x1e.conveyor.v1.StreamLogsRequest\x1a\x15.conveyor.v1.LogChunk0\x01\x12J\n\tCancelRun\x12\x1d.conveyor.v1.CancelRunRequest\x1a\x1e.conveyor.v1.CancelRunResponse\x12_\n\x10ValidatePipeline\x12$.conveyor.v1.ValidatePipelineRequest\x1a%.conveyor.v1.ValidatePipelineResponse\x12P\n\x0bListPlugins\x12\x1f.conveyor.v1.ListPluginsRequest\x1a .conveyor.v1.ListPluginsResponse\x12\\\n\x0fGetServerStatus\x12#.conveyor.v1.GetServerStatusRequest\x1a$.conveyor.v1.GetServerStatusResponse\x12V\n\rListArtifacts\x12!.conveyor.v1.ListArtifactsRequest\x1a\".conveyor.v1.ListArtifactsResponse\x12\x45\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a\x15.conveyor.v1.Artifact\x12V\n\rGetSigningKey\x12!.conveyor.v1.GetSigningKeyRequest\x1a\".conveyor.v1.GetSigningKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onveyor/v1/service.proto\x12\x0b\x63onveyor.v1\x1a\x1b\x63onveyor/v1/artifacts.proto\x1a\x17\x63onveyor/v1/audit.proto\x1a\x16\x63onveyor/v1/auth.proto\x1a\x1b\x63onveyor/v1/pipelines.proto\x1a\x16\x63onveyor/v1/runs.proto\x1a\x18\x63onveyor/v1/server.proto2\xcd\n\n\x0f\x43onveyorService\x12J\n\tSubmitRun\x12\x1d.conveyor.v1.SubmitRunRequest\x1a\x1e.conveyor.v1.SubmitRunResponse\x12\x36\n\x06GetRun\x12\x1a.conveyor.v1.GetRunRequest\x1a\x10.conveyor.v1.Run\x12G\n\x08ListRuns\x12\x1c.conveyor.v1.ListRunsRequest\x1a\x1d.conveyor.v1.ListRunsResponse\x12\x41\n\x08WatchRun\x12\x1c.conveyor.v1.WatchRunRequest\x1a\x15.conveyor.v1.RunEvent0\x01\x12\x45\n\nStreamLogs\x12\x1e.conveyor.v1.StreamLogsRequest\x1a\x15.conveyor.v1.LogChunk0\x01\x12J\n\tCancelRun\x12\x1d.conveyor.v1.CancelRunRequest\x1a\x1e.conveyor.v1.CancelRunResponse\x12_\n\x10ValidatePipeline\x12$.conveyor.v1.ValidatePipelineRequest\x1a%.conveyor.v1.ValidatePipelineResponse\x12P\n\x0bListPlugins\x12\x1f.conveyor.v1.ListPluginsRequest\x1a .conveyor.v1.ListPluginsResponse\x12\\\n\x0fGetServerStatus\x12#.conveyor.v1.GetServerStatusRequest\x1a$.conveyor.v1.GetServerStatusResponse\x12V\n\rListArtifacts\x12!.conveyor.v1.ListArtifactsRequest\x1a\".conveyor.v1.ListArtifactsResponse\x12\x45\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a\x15.conveyor.v1.Artifact\x12V\n\rGetSigningKey\x12!.conveyor.v1.GetSigningKeyRequest\x1a\".conveyor.v1.GetSigningKeyResponse\x12\x41\n\x06WhoAmI\x12\x1a.conveyor.v1.WhoAmIRequest\x1a\x1b.conveyor.v1.WhoAmIResponse\x12M\n\nIssueToken\x12\x1e.conveyor.v1.IssueTokenRequest\x1a\x1f.conveyor.v1.IssueTokenResponse\x12M\n\nListTokens\x12\x1e.conveyor.v1.ListTokensRequest\x1a\x1f.conveyor.v1.ListTokensResponse\x12P\n\x0bRevokeToken\x12\x1f.conveyor.v1.RevokeTokenRequest\x1a .conveyor.v1.RevokeTokenResponse\x12\\\n\x0fListAuditEvents\x12#.conveyor.v1.ListAuditEventsRequest\x1a$.conveyor.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONVEYORSERVICE']._serialized_start=151
-  _globals['_CONVEYORSERVICE']._serialized_end=1107
+  _globals['_CONVEYORSERVICE']._serialized_start=200
+  _globals['_CONVEYORSERVICE']._serialized_end=1557
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,8 @@ import grpc
 import warnings
 
 from conveyor.v1 import artifacts_pb2 as conveyor_dot_v1_dot_artifacts__pb2
+from conveyor.v1 import audit_pb2 as conveyor_dot_v1_dot_audit__pb2
+from conveyor.v1 import auth_pb2 as conveyor_dot_v1_dot_auth__pb2
 from conveyor.v1 import pipelines_pb2 as conveyor_dot_v1_dot_pipelines__pb2
 from conveyor.v1 import runs_pb2 as conveyor_dot_v1_dot_runs__pb2
 from conveyor.v1 import server_pb2 as conveyor_dot_v1_dot_server__pb2
@@ -106,6 +108,31 @@ class ConveyorServiceStub:
                 '/conveyor.v1.ConveyorService/GetSigningKey',
                 request_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/WhoAmI',
+                request_serializer=conveyor_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.IssueToken = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/IssueToken',
+                request_serializer=conveyor_dot_v1_dot_auth__pb2.IssueTokenRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_auth__pb2.IssueTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/ListTokens',
+                request_serializer=conveyor_dot_v1_dot_auth__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_auth__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/RevokeToken',
+                request_serializer=conveyor_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_auth__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/ListAuditEvents',
+                request_serializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -225,6 +252,46 @@ class ConveyorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the daemon takes the caller for: identity, how it was
+        authenticated, roles. Any authenticated caller may ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueToken(self, request, context):
+        """Issue a bearer token (admin). The secret is in this answer only.
+        INVALID_ARGUMENT: an unknown role, a relative repository folder, an
+        expiry out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Tokens, newest first, without their secrets (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revoke a token at once (admin). NOT_FOUND for an unknown id;
+        FAILED_PRECONDITION for a token already revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """The audit log, newest first, filtered by identity, action and time
+        (admin). Records cannot be changed or deleted through the API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConveyorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +354,31 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
                     servicer.GetSigningKey,
                     request_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=conveyor_dot_v1_dot_auth__pb2.WhoAmIRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_auth__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'IssueToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueToken,
+                    request_deserializer=conveyor_dot_v1_dot_auth__pb2.IssueTokenRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_auth__pb2.IssueTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=conveyor_dot_v1_dot_auth__pb2.ListTokensRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_auth__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=conveyor_dot_v1_dot_auth__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_auth__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +715,141 @@ class ConveyorService:
             '/conveyor.v1.ConveyorService/GetSigningKey',
             conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
             conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/WhoAmI',
+            conveyor_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+            conveyor_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/IssueToken',
+            conveyor_dot_v1_dot_auth__pb2.IssueTokenRequest.SerializeToString,
+            conveyor_dot_v1_dot_auth__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/ListTokens',
+            conveyor_dot_v1_dot_auth__pb2.ListTokensRequest.SerializeToString,
+            conveyor_dot_v1_dot_auth__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/RevokeToken',
+            conveyor_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
+            conveyor_dot_v1_dot_auth__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/ListAuditEvents',
+            conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.SerializeToString,
+            conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

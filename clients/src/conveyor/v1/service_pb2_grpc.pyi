@@ -5,6 +5,8 @@ isort:skip_file
 
 from collections import abc as _abc
 from conveyor.v1 import artifacts_pb2 as _artifacts_pb2
+from conveyor.v1 import audit_pb2 as _audit_pb2
+from conveyor.v1 import auth_pb2 as _auth_pb2
 from conveyor.v1 import pipelines_pb2 as _pipelines_pb2
 from conveyor.v1 import runs_pb2 as _runs_pb2
 from conveyor.v1 import server_pb2 as _server_pb2
@@ -98,6 +100,25 @@ class ConveyorServiceStub:
     """The daemon's public key, which signs every artifact's provenance: what
     `conveyor artifacts verify` checks against unless given a key.
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_auth_pb2.WhoAmIRequest, _auth_pb2.WhoAmIResponse]
+    """Who the daemon takes the caller for: identity, how it was
+    authenticated, roles. Any authenticated caller may ask.
+    """
+    IssueToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueTokenRequest, _auth_pb2.IssueTokenResponse]
+    """Issue a bearer token (admin). The secret is in this answer only.
+    INVALID_ARGUMENT: an unknown role, a relative repository folder, an
+    expiry out of range.
+    """
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListTokensRequest, _auth_pb2.ListTokensResponse]
+    """Tokens, newest first, without their secrets (admin)."""
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeTokenRequest, _auth_pb2.RevokeTokenResponse]
+    """Revoke a token at once (admin). NOT_FOUND for an unknown id;
+    FAILED_PRECONDITION for a token already revoked.
+    """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]
+    """The audit log, newest first, filtered by identity, action and time
+    (admin). Records cannot be changed or deleted through the API.
+    """
 
 @_typing.type_check_only
 class ConveyorServiceAsyncStub(ConveyorServiceStub):
@@ -165,6 +186,25 @@ class ConveyorServiceAsyncStub(ConveyorServiceStub):
     GetSigningKey: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.GetSigningKeyRequest, _artifacts_pb2.GetSigningKeyResponse]  # type: ignore[assignment]
     """The daemon's public key, which signs every artifact's provenance: what
     `conveyor artifacts verify` checks against unless given a key.
+    """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_auth_pb2.WhoAmIRequest, _auth_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Who the daemon takes the caller for: identity, how it was
+    authenticated, roles. Any authenticated caller may ask.
+    """
+    IssueToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueTokenRequest, _auth_pb2.IssueTokenResponse]  # type: ignore[assignment]
+    """Issue a bearer token (admin). The secret is in this answer only.
+    INVALID_ARGUMENT: an unknown role, a relative repository folder, an
+    expiry out of range.
+    """
+    ListTokens: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListTokensRequest, _auth_pb2.ListTokensResponse]  # type: ignore[assignment]
+    """Tokens, newest first, without their secrets (admin)."""
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeTokenRequest, _auth_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Revoke a token at once (admin). NOT_FOUND for an unknown id;
+    FAILED_PRECONDITION for a token already revoked.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """The audit log, newest first, filtered by identity, action and time
+    (admin). Records cannot be changed or deleted through the API.
     """
 
 class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -302,6 +342,55 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_artifacts_pb2.GetSigningKeyResponse, _abc.Awaitable[_artifacts_pb2.GetSigningKeyResponse]]:
         """The daemon's public key, which signs every artifact's provenance: what
         `conveyor artifacts verify` checks against unless given a key.
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _auth_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.WhoAmIResponse, _abc.Awaitable[_auth_pb2.WhoAmIResponse]]:
+        """Who the daemon takes the caller for: identity, how it was
+        authenticated, roles. Any authenticated caller may ask.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueToken(
+        self,
+        request: _auth_pb2.IssueTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.IssueTokenResponse, _abc.Awaitable[_auth_pb2.IssueTokenResponse]]:
+        """Issue a bearer token (admin). The secret is in this answer only.
+        INVALID_ARGUMENT: an unknown role, a relative repository folder, an
+        expiry out of range.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _auth_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListTokensResponse, _abc.Awaitable[_auth_pb2.ListTokensResponse]]:
+        """Tokens, newest first, without their secrets (admin)."""
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _auth_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RevokeTokenResponse, _abc.Awaitable[_auth_pb2.RevokeTokenResponse]]:
+        """Revoke a token at once (admin). NOT_FOUND for an unknown id;
+        FAILED_PRECONDITION for a token already revoked.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _audit_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListAuditEventsResponse, _abc.Awaitable[_audit_pb2.ListAuditEventsResponse]]:
+        """The audit log, newest first, filtered by identity, action and time
+        (admin). Records cannot be changed or deleted through the API.
         """
 
 def add_ConveyorServiceServicer_to_server(servicer: ConveyorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,9 @@ A full disk does not stop the start-up: the store opens without free space
 recorded, gRPC serves reads at once, new runs are refused, and recovery
 finishes (requeueing included) as soon as space is freed.
 
+SIGHUP reads the access file again (identities, roles, repository folders);
+a file with a mistake is logged and the previous policy stays in force.
+
 Shutdown (SIGTERM/SIGINT, or :attr:`Daemon.shutdown_requested`): health
 turns NOT_SERVING and no run starts any more (runs submitted meanwhile are
 stored as queued, for the next start-up); running runs are cancelled or
@@ -41,6 +44,7 @@ from conveyor.daemon.api.server import ApiServer
 from conveyor.daemon.artifacts import signing
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, builder_id, builder_version
+from conveyor.daemon.auth.access import AccessControl
 from conveyor.daemon.config import Config
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.executors import stage_user
@@ -73,6 +77,7 @@ class Daemon:
         self.config = config
         self.shutdown_requested = trio.Event()
         self.service: RunService | None = None
+        self.access: AccessControl | None = None
 
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -147,6 +152,12 @@ class Daemon:
                 stage_user=user,
             )
             scheduler = Scheduler(deps)
+            access = self.access = await AccessControl.open(
+                db,
+                enabled=config.auth,
+                locate_policy=lambda: config.access_path,
+                client_certificates=bool(config.tls_client_ca_file),
+            )
             service = self.service = RunService(
                 config=config,
                 store=store,
@@ -174,11 +185,14 @@ class Daemon:
                     nursery.start_soon(_recover_when_space, service, bus)
                 async with trio.open_nursery() as streams:
                     bridge = TrioBridge(trio.lowlevel.current_trio_token(), streams)
-                    server = ApiServer(config, service, bridge)
+                    server = ApiServer(config, service, bridge, access)
                     bound = await trio.to_thread.run_sync(server.start)
+                    await server.serve_relays(streams)
                     log.info("conveyord listening on %s", ", ".join(bound))
+                    if not config.auth:
+                        log.warning("authentication is off (auth = false): every caller is admin")
                     task_status.started(bound)
-                    await self._wait_for_shutdown()
+                    await self._wait_for_shutdown(server)
                     # One grace period for the whole shutdown: runs drain
                     # (shutdown_mode), then notifications get what is left.
                     deadline = trio.current_time() + config.shutdown_timeout
@@ -200,13 +214,19 @@ class Daemon:
             db.close()
         log.info("conveyord stopped")
 
-    async def _wait_for_shutdown(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async def _wait_for_shutdown(self, server: ApiServer) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
 
                 async def on_signal() -> None:
                     async for signum in signals:
                         log.info("received %s", signal.Signals(signum).name)
+                        if signum == signal.SIGHUP:
+                            # the access file; TLS files are re-read when they change
+                            await server.access.reload_policy()
+                            if server.certificates is not None:
+                                server.certificates.force_reload()
+                            continue
                         self.shutdown_requested.set()
                         return
 

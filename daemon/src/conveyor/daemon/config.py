@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
-from conveyor.client.address import SOCKET_NAME, conveyor_home
+from conveyor.client.address import SOCKET_NAME, conveyor_home, is_loopback_address
 from conveyor.daemon.artifacts.model import RegistryCredential
 from conveyor.daemon.pipeline import Limits
 from conveyor.daemon.secrets.store import SecretsError, check_name
@@ -54,13 +54,10 @@ class ConfigError(Exception):
     (one problem per line)."""
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-
-
 def check_listen_address(address: str) -> str:
-    """Unix sockets and loopback TCP only: the API has no authentication yet,
-    and anyone who can reach it can run commands as the daemon's user.
-    Raises ValueError otherwise."""
+    """``unix:///absolute/path`` or ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+    Whether a TCP address may be used without TLS is decided with the other
+    settings (see :func:`listener_problems`). Raises ValueError otherwise."""
     if address.startswith("unix://"):
         if not address.removeprefix("unix://").startswith("/"):
             raise ValueError("a unix socket path must be absolute")
@@ -68,12 +65,18 @@ def check_listen_address(address: str) -> str:
     host, _, port = address.rpartition(":")
     if not port.isdigit() or not host:
         raise ValueError("expected unix:///path or HOST:PORT")
-    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
-        raise ValueError(
-            "only loopback addresses are allowed, because the API has no authentication"
-            " yet (use unix:///path, 127.0.0.1:PORT or [::1]:PORT)"
-        )
     return address
+
+
+def _file_path(text: str) -> str:
+    """A file setting: "" (not set), or the path made absolute."""
+    return str(Path(text).expanduser().absolute()) if text else ""
+
+
+def _socket_mode(text: str) -> str:
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueError("expected an octal file mode such as 0600 or 0660")
+    return text
 
 
 def _absolute(path: Path) -> Path:
@@ -99,13 +102,15 @@ DEFAULT_PASSTHROUGH = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER",
 _LIMITS = Limits()
 
 Folder = Annotated[Path, AfterValidator(_absolute)]
-#: A path that a TOML file gives as a string.
-FilePath = Annotated[
+#: An absolute path that a TOML file gives as a string.
+AbsolutePath = Annotated[
     Path,
     BeforeValidator(lambda value: Path(value) if isinstance(value, str) and value else value),
     AfterValidator(_absolute),
 ]
 ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
+FilePath = Annotated[str, AfterValidator(_file_path)]
+SocketMode = Annotated[str, AfterValidator(_socket_mode)]
 Count = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -181,8 +186,52 @@ class Config:
     )
     listen: list[ListenAddress] = setting(
         [],
-        help="gRPC listen address: unix:///path or a loopback 127.0.0.1:PORT /"
-        " [::1]:PORT (repeatable; default: the socket $CONVEYOR_HOME/conveyord.sock)",
+        help="gRPC listen address: unix:///path, or HOST:PORT (a loopback IP such as"
+        " 127.0.0.1:PORT / [::1]:PORT, or any address with TLS and auth) (repeatable;"
+        " default: the socket $CONVEYOR_HOME/conveyord.sock)",
+    )
+    auth: bool = setting(
+        True,
+        help="authenticate every call (peer uid, bearer token or client certificate) and check"
+        " its permission; false turns both off: every caller is then an anonymous admin",
+    )
+    access_file: FilePath = setting(
+        "",
+        help="TOML file of identities, their roles and repository folders (default:"
+        " $CONVEYOR_HOME/access.toml when it exists); reloaded on SIGHUP",
+    )
+    reflection: Literal["authenticated", "open", "off"] = setting(
+        "authenticated",
+        help="server reflection: for any 'authenticated' caller, 'open' to anyone who can"
+        " connect, or 'off'",
+    )
+    tls_cert_file: FilePath = setting(
+        "",
+        help="PEM certificate chain served on TCP listeners (TLS); re-read when it changes",
+    )
+    tls_key_file: FilePath = setting("", help="PEM private key of tls_cert_file")
+    tls_client_ca_file: FilePath = setting(
+        "",
+        help="PEM CA certificates: TCP clients must then present a certificate signed by"
+        " one (mutual TLS); its subject's common name is the caller's identity",
+    )
+    allow_insecure_non_loopback: bool = setting(
+        False,
+        help="listen on a TCP address that is not a loopback IP without TLS or without"
+        " auth: anyone who can reach it could read the traffic (tokens included)",
+    )
+    socket_mode: SocketMode = setting(
+        "0600", help="permissions of the unix sockets the daemon listens on (octal)"
+    )
+    socket_group: str = setting(
+        "",
+        help="group (name or gid) of the unix sockets; with socket_mode 0660 its members"
+        " can connect (each is still authenticated by its uid)",
+    )
+    max_connections: Count = setting(
+        1024,
+        help="unix socket connections open at once when auth is on (each is relayed to read"
+        " its peer's uid); more are closed at once",
     )
     max_concurrent_runs: Count = setting(16, help="runs executing at once; more wait in the queue")
     kill_grace: Seconds = setting(
@@ -226,7 +275,7 @@ class Config:
         help="when conveyord runs as root: the unprivileged user (name or uid) local-executor"
         " stages run as, with no capabilities (empty: the daemon's own user)",
     )
-    secrets_key_file: FilePath = setting(
+    secrets_key_file: AbsolutePath = setting(
         Path("/etc/conveyor/secrets.key"),
         help="key of the encrypted secrets file $CONVEYOR_HOME/secrets.enc; keep it out of"
         " the home (CONVEYOR_SECRETS_KEY, the key itself in base64, takes precedence)",
@@ -293,6 +342,62 @@ class Config:
     @property
     def listen_addresses(self) -> list[str]:
         return self.listen or [f"unix://{self.home / SOCKET_NAME}"]
+
+    @property
+    def access_path(self) -> Path | None:
+        """The access file: the setting, or ``access.toml`` in the home when
+        it exists (None otherwise)."""
+        if self.access_file:
+            return Path(self.access_file)
+        default = self.home / "access.toml"
+        return default if default.is_file() else None
+
+    @property
+    def tls(self) -> bool:
+        """Whether TCP listeners serve TLS."""
+        return bool(self.tls_cert_file)
+
+
+def listener_problems(config: Config, listen_source: str) -> list[str]:
+    """What is wrong with the listeners and TLS settings taken together:
+    a TCP address that is not a loopback IP literal (127.0.0.0/8, ::1) needs
+    TLS and authentication unless ``allow_insecure_non_loopback`` is set;
+    a TLS certificate needs its key. ``listen_source`` says where ``listen``
+    came from ("from flag --listen")."""
+    problems = []
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        given, absent = (
+            ("tls_cert_file", "tls_key_file")
+            if config.tls_cert_file
+            else ("tls_key_file", "tls_cert_file")
+        )
+        problems.append(f"{absent}: required with {given} (TLS needs a certificate and its key)")
+    if config.tls_client_ca_file and not config.tls_cert_file:
+        problems.append(
+            "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates"
+            " are checked only over TLS)"
+        )
+    if config.allow_insecure_non_loopback:
+        return problems
+    for address in config.listen:
+        if address.startswith("unix://"):
+            continue
+        host = address.rpartition(":")[0]
+        if is_loopback_address(host):
+            continue
+        missing = [what for what, ok in (("TLS", config.tls), ("auth", config.auth)) if not ok]
+        if missing:
+            problems.append(
+                f"listen: invalid value {address!r} {listen_source}: only loopback addresses are"
+                " allowed without TLS and authentication (a loopback address is an IP literal"
+                " in 127.0.0.0/8 or ::1; a host name is not one): anyone who can reach"
+                f" {host} could read the calls, tokens included"
+                + ("" if config.auth else ", and run commands as the daemon's user")
+                + f"; {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} off."
+                " Set tls_cert_file and tls_key_file (and keep auth on), use a unix socket or"
+                " a loopback address, or force it with allow_insecure_non_loopback = true"
+            )
+    return problems
 
 
 # -- checking one value -----------------------------------------------------------------
@@ -464,7 +569,17 @@ def load_config(
         _read_file(file_path, _Layer(from_file, problems))
     if problems:
         raise ConfigError("\n".join(problems))
-    return Config(**{**from_file, **from_env, **from_flags})
+    config = Config(**{**from_file, **from_env, **from_flags})
+    if "listen" in from_flags:
+        listen_source = "from flag --listen"
+    elif "listen" in from_env:
+        listen_source = "from environment variable CONVEYOR_LISTEN"
+    else:
+        listen_source = f"in {file_path}"
+    problems = listener_problems(config, listen_source)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

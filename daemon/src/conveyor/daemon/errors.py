@@ -49,3 +49,22 @@ class ResourceExhausted(ConveyorError):
 
 class Unavailable(ConveyorError):
     """The daemon is shutting down (gRPC UNAVAILABLE)."""
+
+
+class Unauthenticated(ConveyorError):
+    """The caller could not be authenticated: no credentials, or a token that
+    is unknown, malformed, expired or revoked (gRPC UNAUTHENTICATED).
+
+    ``token_id`` names the token presented, when it is a known one (for the
+    audit record).
+    """
+
+    def __init__(self, message: str, *, token_id: str = "") -> None:
+        super().__init__(message)
+        self.token_id = token_id
+
+
+class PermissionDenied(ConveyorError):
+    """The caller is known but its roles do not allow the call, or not on
+    this target (another's run, a repository outside its folders)
+    (gRPC PERMISSION_DENIED)."""

@@ -14,6 +14,7 @@ import trio
 from conveyor.daemon.api.server import ListenError
 from conveyor.daemon.app import Daemon, HomeInUse
 from conveyor.daemon.artifacts.signing import SigningKeyError
+from conveyor.daemon.auth.policy import AccessFileError
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
 from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
@@ -31,6 +32,7 @@ log = logging.getLogger("conveyord")
 #: Start-up failures a user can act on from their message alone: said in
 #: one line, without a traceback.
 EXPECTED_FAILURES = (
+    AccessFileError,
     HomeInUse,
     ListenError,
     SigningKeyError,

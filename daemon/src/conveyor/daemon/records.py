@@ -94,6 +94,8 @@ class RunRecord:
     #: ``vX.Y.Z`` tag on the commit, else the pipeline's ``version:`` base
     #: with the run number as pre-release ("" until the run starts).
     version: str = ""
+    #: The authenticated identity that submitted the run ("" with authentication off).
+    submitted_by: str = ""
 
     def stage(self, name: str) -> StageRecord:
         for stage in self.stages:

@@ -22,12 +22,16 @@ import trio
 
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
+from conveyor.daemon.auth.identity import ANONYMOUS, Principal
+from conveyor.daemon.auth.permissions import Permission
+from conveyor.daemon.auth.repositories import allowed_repository, check_unchanged
 from conveyor.daemon.config import Config
 from conveyor.daemon.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -104,6 +108,9 @@ class SubmitRequest:
     commit: str = ""
     #: W3C trace context (``traceparent``, ``tracestate``) sent with the call.
     trace_carrier: Mapping[str, str] = field(default_factory=dict)
+    #: Who submits: recorded as the run's ``submitted_by``; which
+    #: repositories it may build is checked.
+    caller: Principal = ANONYMOUS
 
 
 @dataclass(frozen=True)
@@ -232,7 +239,8 @@ class RunService:
         until the next start-up. Raises InvalidArgument / NotFound /
         FailedPrecondition for a bad request, repository or pipeline, and
         ResourceExhausted when the disk has too little space (see
-        :meth:`_check_room`) or the run could not be stored for lack of it.
+        :meth:`_check_room`) or the run could not be stored for lack of it;
+        PermissionDenied when the caller may not build the repository.
         """
         if not request.repository:
             raise InvalidArgument("repository is required", field="repository")
@@ -248,15 +256,22 @@ class RunService:
                 f"pipeline_path {pipeline_path!r} must be relative to the repository root",
                 field="pipeline_path",
             )
+        caller = request.caller
         repo = vcs.repository_path(request.repository)
+        if not caller.any_repository:
+            repo = await trio.to_thread.run_sync(allowed_repository, caller, repo)
         if request.idempotency_key:
-            # keys are scoped by repository: a fork pushing the same commit
-            # with the same hook key gets its own run
-            existing = await self.store.run_for_idempotency_key(str(repo), request.idempotency_key)
+            # keys are scoped by caller and repository: a fork pushing the
+            # same commit with the same hook key gets its own run
+            existing = await self.store.run_for_idempotency_key(
+                str(repo), request.idempotency_key, caller.identity
+            )
             if existing is not None:
                 return existing, False
         await self._check_room()
         revision = await vcs.resolve(repo, request.ref, pipeline_path, commit=request.commit)
+        if not caller.any_repository:
+            await trio.to_thread.run_sync(check_unchanged, caller, repo)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
         ref = request.ref or revision.commit
@@ -276,6 +291,7 @@ class RunService:
             created_at=time.time(),
             spec_json=loaded.spec_json,
             concurrency_group=group,
+            submitted_by=caller.identity,
             stages=[
                 StageRecord(
                     run_id=run_id,
@@ -422,14 +438,24 @@ class RunService:
             self._fill_live(run)
         return runs, next_token
 
-    async def cancel_run(self, run_id: str, reason: str) -> RunRecord:
+    async def cancel_run(
+        self, run_id: str, reason: str, caller: Principal = ANONYMOUS
+    ) -> RunRecord:
         """Cancel a queued or running run and return it.
 
         An OK answer means the run ends ``cancelled``; a run whose final
         status was decided before the cancel got in raises
         FailedPrecondition naming that status (see :meth:`Scheduler.cancel`).
+        A caller without the ``runs.cancel_any`` permission may cancel only
+        the runs it submitted (PermissionDenied otherwise).
         """
         run = await self.get_run(run_id)
+        if not caller.may(Permission.CANCEL_ANY) and run.submitted_by != caller.identity:
+            raise PermissionDenied(
+                f"{caller.describe()} may cancel only the runs it submitted; run {run_id} was"
+                f" submitted by {run.submitted_by or 'an unknown caller'}",
+                field="run_id",
+            )
         if run.status.finished:
             raise already_finished(run_id, run.status)
         try:

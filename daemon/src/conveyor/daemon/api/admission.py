@@ -1,6 +1,15 @@
 """What gets into the daemon: one gRPC server interceptor.
 
-For every ``ConveyorService`` call it turns an undecodable request (garbage,
+For every ``ConveyorService`` call it first authenticates the caller and,
+once the request passed the checks below, authorizes it against the
+permission table (see :mod:`conveyor.daemon.auth.gate`): no or bad
+credentials are UNAUTHENTICATED, a role without the right
+PERMISSION_DENIED, both audited. The servicer then runs with the caller as
+the current principal (:func:`conveyor.daemon.auth.current_principal`).
+Health checking is open; reflection is authenticated when the setting
+``reflection`` says so.
+
+For every ``ConveyorService`` call it also turns an undecodable request (garbage,
 a truncated message, invalid UTF-8 in a string) into INVALID_ARGUMENT instead
 of grpcio's INTERNAL, and checks the request against the limits table
 (:func:`conveyor.daemon.api.limits.check_request`). For every streaming call
@@ -22,10 +31,14 @@ from google.protobuf.message import Message
 
 from conveyor.daemon.api.bridge import abort
 from conveyor.daemon.api.limits import check_request
-from conveyor.daemon.errors import InvalidArgument, ResourceExhausted
+from conveyor.daemon.auth.gate import Gate, rule_of
+from conveyor.daemon.auth.identity import ANONYMOUS, Principal, acting_as
+from conveyor.daemon.errors import ConveyorError, InvalidArgument, ResourceExhausted
 
 #: Seconds a client refused a stream slot is told to wait.
 STREAM_RETRY_AFTER = 1.0
+#: Method prefix of the reflection services.
+REFLECTION_PREFIX = "/grpc.reflection."
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 if TYPE_CHECKING:
@@ -57,21 +70,38 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return deserialize
 
 
-def _admit(request: Any, context: grpc.ServicerContext) -> None:
+def _check(request: Any) -> None:
+    """Raise InvalidArgument for a request that did not decode or breaks a limit."""
     if isinstance(request, _Undecodable):
-        abort(context, InvalidArgument(f"the request could not be decoded: {request.error}"))
+        raise InvalidArgument(f"the request could not be decoded: {request.error}")
     if isinstance(request, Message):
-        try:
-            check_request(request)
-        except InvalidArgument as exc:
-            abort(context, exc)
+        check_request(request)
+
+
+def _admit(request: Any, context: grpc.ServicerContext) -> None:
+    try:
+        _check(request)
+    except InvalidArgument as exc:
+        abort(context, exc)
 
 
 class Admission(_Interceptor):
-    """Checks ``service``'s requests; bounds open streams to ``stream_slots``."""
+    """Authenticates and authorizes calls (with ``gate``; without one every
+    caller is an anonymous admin), checks ``service``'s requests; bounds
+    open streams to ``stream_slots``. ``authenticated_reflection``: callers
+    of the reflection services must be authenticated too."""
 
-    def __init__(self, service: str, stream_slots: int) -> None:
+    def __init__(
+        self,
+        service: str,
+        stream_slots: int,
+        gate: Gate | None = None,
+        *,
+        authenticated_reflection: bool = False,
+    ) -> None:
         self._prefix = f"/{service}/"
+        self._gate = gate
+        self._authenticated_reflection = authenticated_reflection
         self.stream_slots = stream_slots
         self._open = 0
         self._lock = threading.Lock()
@@ -93,11 +123,15 @@ class Admission(_Interceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        wrapped = self._wrap(handler, checked=method.startswith(self._prefix))
+        checked = method.startswith(self._prefix)
+        guarded = checked or (
+            self._authenticated_reflection and method.startswith(REFLECTION_PREFIX)
+        )
+        wrapped = self._wrap(handler, method, checked=checked, guarded=guarded)
         self._handlers[method] = wrapped
         return wrapped
 
-    def _wrap(self, handler: Handler, *, checked: bool) -> Handler:
+    def _wrap(self, handler: Handler, method: str, *, checked: bool, guarded: bool) -> Handler:
         deserializer = _lenient(handler.request_deserializer) if checked else None
         deserializer = deserializer or handler.request_deserializer
         serializer = handler.response_serializer
@@ -105,32 +139,85 @@ class Admission(_Interceptor):
             if not checked:
                 return handler
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary), deserializer, serializer
+                self._unary(handler.unary_unary, method), deserializer, serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, checked=checked), deserializer, serializer
+                self._stream(handler.unary_stream, method, checked=checked, guarded=guarded),
+                deserializer,
+                serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream, checked=False), deserializer, serializer
+                self._stream(handler.stream_stream, method, checked=False, guarded=guarded),
+                deserializer,
+                serializer,
             )
         return handler
 
-    def _unary(self, behaviour: Behaviour) -> Behaviour:
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+    def _caller(self, request: Any, context: grpc.ServicerContext, method: str) -> Principal:
+        """Authenticate, check the request, authorize: the principal, or the
+        call ends (UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED)."""
+        gate = self._gate
+        if gate is None:
             _admit(request, context)
-            return behaviour(request, context)
+            return ANONYMOUS
+        try:
+            principal = gate.authenticate(context, method, request)
+        except ConveyorError as exc:
+            abort(context, exc)
+        rule = rule_of(method)
+        try:
+            _check(request)
+        except InvalidArgument as exc:
+            if rule is not None and rule.audit:  # a refused attempt at a change
+                gate.refused(principal, method, rule, request, exc)
+            abort(context, exc)
+        try:
+            gate.authorize(principal, method, rule, request)
+        except ConveyorError as exc:
+            abort(context, exc)
+        return principal
+
+    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+        rule = rule_of(method)
+        gate = self._gate
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            principal = self._caller(request, context, method)
+            with acting_as(principal):
+                if gate is not None and rule is not None and rule.audit:
+                    return gate.audited(principal, method, rule, request, context, behaviour)
+                return behaviour(request, context)
 
         return unary
 
-    def _stream(self, behaviour: Behaviour, *, checked: bool) -> Behaviour:
+    def _stream(
+        self, behaviour: Behaviour, method: str, *, checked: bool, guarded: bool
+    ) -> Behaviour:
+        rule = rule_of(method)
+        gate = self._gate
+
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # who is calling is settled before the call may hold a stream slot
+            if checked:
+                principal = self._caller(request, context, method)
+            elif guarded and gate is not None:
+                try:
+                    principal = gate.authenticate(context, method)
+                except ConveyorError as exc:
+                    abort(context, exc)
+            else:
+                principal = ANONYMOUS
             self._take_slot(context)
             try:
-                if checked:
-                    _admit(request, context)
-                yield from behaviour(request, context)
+                with acting_as(principal):
+                    responses = behaviour(request, context)
+                    if checked and gate is not None and rule is not None and rule.audit:
+                        responses = gate.audited_stream(
+                            principal, method, rule, request, context, responses
+                        )
+                    yield from responses
             finally:
                 with self._lock:
                     self._open -= 1

@@ -32,7 +32,9 @@ from conveyor.daemon.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from conveyor.daemon.secrets.redaction import redact
@@ -48,6 +50,8 @@ _CODES: list[tuple[type[ConveyorError], grpc.StatusCode]] = [
     (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 #: Longest field-violation description (the message says it in full).
 _MAX_VIOLATION_BYTES = 512

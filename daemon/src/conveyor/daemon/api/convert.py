@@ -14,6 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.auth.identity import Principal
+from conveyor.daemon.auth.tokens import TokenRecord
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -28,7 +30,8 @@ from conveyor.daemon.records import (
 from conveyor.daemon.reports import StageReport
 from conveyor.daemon.secrets.redaction import redact
 from conveyor.daemon.store.artifacts import CacheHit
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2
+from conveyor.daemon.store.audit import AuditRecord
+from conveyor.v1 import artifacts_pb2, audit_pb2, auth_pb2, pipelines_pb2, runs_pb2, server_pb2
 
 
 def clip(text: str, limit: int = MAX_RESPONSE_TEXT) -> str:
@@ -153,6 +156,7 @@ def run_message(run: RunRecord, *, summary: bool = False) -> runs_pb2.Run:
         trace_id=run.trace_id,
         span_id=run.span_id,
         version=clip(run.version),
+        submitted_by=clip(run.submitted_by),
     )
 
 
@@ -306,4 +310,48 @@ def artifact_message(
             )
             for hit in cache_hits
         ],
+    )
+
+
+def token_message(record: TokenRecord) -> auth_pb2.ApiToken:
+    """A token without its secret (the digest is never sent either)."""
+    return auth_pb2.ApiToken(
+        id=record.id,
+        name=clip(record.name),
+        identity=clip(record.identity),
+        roles=list(record.roles),
+        repositories=[clip(folder) for folder in record.repositories],
+        created_at=timestamp(record.created_at),
+        created_by=clip(record.created_by),
+        expires_at=timestamp(record.expires_at),
+        revoked_at=timestamp(record.revoked_at),
+        revoked_by=clip(record.revoked_by),
+    )
+
+
+def audit_message(record: AuditRecord) -> audit_pb2.AuditEvent:
+    return audit_pb2.AuditEvent(
+        seq=record.seq,
+        time=timestamp(record.time),
+        identity=clip(record.identity),
+        auth_method=record.auth_method,
+        action=clip(record.action),
+        target=clip(record.target),
+        outcome=record.outcome,
+        code=record.code,
+        detail=clip(record.detail),
+        peer=clip(record.peer),
+        environment=clip(record.environment),
+        token_id=record.token_id,
+    )
+
+
+def whoami_message(principal: Principal) -> auth_pb2.WhoAmIResponse:
+    return auth_pb2.WhoAmIResponse(
+        identity=principal.identity,
+        auth_method=str(principal.method),
+        roles=sorted(str(role) for role in principal.roles),
+        repositories=list(principal.repositories),
+        any_repository=principal.any_repository,
+        token_id=principal.token_id,
     )

@@ -67,9 +67,16 @@ REQUEST_FIELDS: Final[dict[str, FieldLimit]] = {
     "artifact": FieldLimit(512),
     "version": FieldLimit(128),
     "tag": FieldLimit(128),
+    # an artifact's name (ListArtifacts) and a token's (IssueToken)
     "name": FieldLimit(256),
     # the pipeline file's own limit; the loader reports what is wrong inside
     "content": FieldLimit(1 << 20, "any"),
+    # identity and access
+    "identity": FieldLimit(256),
+    "roles": FieldLimit(120),
+    "repositories": FieldLimit(4096, path=True),
+    "token_id": FieldLimit(40),
+    "action": FieldLimit(100),
 }
 
 #: Longest file or folder name in a path (what Linux file systems allow).

@@ -2,9 +2,12 @@
 
 Every method runs in a grpcio worker thread and does only two things:
 translate messages, and hand the work to the trio loop through the bridge.
-Requests were checked against the limits table before they get here (see
-:mod:`conveyor.daemon.api.admission`); records read fresh from the store are
-turned into messages in the worker thread, not in the loop.
+Requests were checked against the limits table, and the caller
+authenticated and authorized, before they get here (see
+:mod:`conveyor.daemon.api.admission`); :func:`current_principal` is the
+caller, passed on to the trio side where it matters (who submitted a run,
+whose run may be cancelled). Records read fresh from the store are turned
+into messages in the worker thread, not in the loop.
 """
 
 from __future__ import annotations
@@ -18,9 +21,20 @@ from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.limits import LIST_BUDGET
 from conveyor.daemon.artifacts.catalog import ArtifactDetail
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.auth.admin import AccessAdmin, TokenRequest
+from conveyor.daemon.auth.identity import current_principal
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.daemon.store.audit import AuditFilter
+from conveyor.v1 import (
+    artifacts_pb2,
+    audit_pb2,
+    auth_pb2,
+    pipelines_pb2,
+    runs_pb2,
+    server_pb2,
+    service_pb2_grpc,
+)
 
 VERSION = "0.1.0"
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -36,14 +50,16 @@ def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
 
 
 class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
-    def __init__(self, service: RunService, bridge: TrioBridge) -> None:
+    def __init__(self, service: RunService, bridge: TrioBridge, admin: AccessAdmin) -> None:
         self._service = service
         self._bridge = bridge
+        self._admin = admin
 
     def SubmitRun(
         self, request: runs_pb2.SubmitRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.SubmitRunResponse:
         carrier = trace_carrier(context)
+        caller = current_principal()
 
         async def submit() -> runs_pb2.SubmitRunResponse:
             submit_request = SubmitRequest(
@@ -54,6 +70,7 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 idempotency_key=request.idempotency_key,
                 commit=request.commit,
                 trace_carrier=carrier,
+                caller=caller,
             )
             run, created = await self._service.submit(submit_request)
             # the record is shared with the scheduler: convert it in the loop
@@ -115,7 +132,9 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     def CancelRun(
         self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.CancelRunResponse:
-        run = self._bridge.unary(context, self._service.cancel_run, request.run_id, request.reason)
+        run = self._bridge.unary(
+            context, self._service.cancel_run, request.run_id, request.reason, current_principal()
+        )
         return runs_pb2.CancelRunResponse(run=convert.fit_run(convert.run_message(run)))
 
     def ValidatePipeline(
@@ -214,4 +233,55 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         key_id, pem = self._bridge.unary(context, key)
         return artifacts_pb2.GetSigningKeyResponse(
             key_id=key_id, public_key_pem=pem, algorithm="ed25519"
+        )
+
+    # -- identity and access -------------------------------------------------------
+
+    def WhoAmI(
+        self, request: auth_pb2.WhoAmIRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.WhoAmIResponse:
+        return convert.whoami_message(current_principal())
+
+    def IssueToken(
+        self, request: auth_pb2.IssueTokenRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.IssueTokenResponse:
+        token_request = TokenRequest(
+            name=request.name,
+            identity=request.identity,
+            roles=list(request.roles),
+            repositories=list(request.repositories),
+            expires_in_seconds=request.expires_in_seconds,
+        )
+        record, secret = self._bridge.unary(
+            context, self._admin.issue_token, current_principal(), token_request
+        )
+        return auth_pb2.IssueTokenResponse(token=convert.token_message(record), secret=secret)
+
+    def ListTokens(
+        self, request: auth_pb2.ListTokensRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.ListTokensResponse:
+        async def list_tokens() -> list[auth_pb2.ApiToken]:
+            records = self._admin.list_tokens(request.include_inactive)
+            return [convert.token_message(record) for record in records]
+
+        return auth_pb2.ListTokensResponse(tokens=self._bridge.unary(context, list_tokens))
+
+    def RevokeToken(
+        self, request: auth_pb2.RevokeTokenRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.RevokeTokenResponse:
+        record = self._bridge.unary(
+            context, self._admin.revoke_token, current_principal(), request.token_id
+        )
+        return auth_pb2.RevokeTokenResponse(token=convert.token_message(record))
+
+    def ListAuditEvents(
+        self, request: audit_pb2.ListAuditEventsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListAuditEventsResponse:
+        since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else 0.0
+        filt = AuditFilter(identity=request.identity, action=request.action, since=since)
+        records, token = self._bridge.unary(
+            context, self._admin.list_audit, filt, request.page_size, request.page_token
+        )
+        return audit_pb2.ListAuditEventsResponse(
+            events=[convert.audit_message(record) for record in records], next_page_token=token
         )

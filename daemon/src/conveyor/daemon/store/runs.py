@@ -90,6 +90,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         trace_id=row["trace_id"],
         span_id=row["span_id"],
         version=row["version"],
+        submitted_by=row["submitted_by"],
     )
 
 
@@ -207,12 +208,13 @@ class RunStore:
 
         Returns the run and True, or the earlier run and False when
         ``idempotency_key`` was used before for the same repository
-        (``run.repository``). ``run.number`` is assigned here.
+        (``run.repository``) by the same caller (``run.submitted_by``).
+        ``run.number`` is assigned here.
         """
 
         def txn(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
             if idempotency_key:
-                row = _idempotent_run_id(conn, run.repository, idempotency_key)
+                row = _idempotent_run_id(conn, run.repository, idempotency_key, run.submitted_by)
                 if row is not None:
                     existing = _get_run(conn, row["run_id"])
                     assert existing is not None
@@ -225,8 +227,8 @@ class RunStore:
             conn.execute(
                 "INSERT INTO runs (id, number, pipeline, repository, ref, commit_sha,"
                 " pipeline_path, trigger, status, reason, created_at, spec_json,"
-                " concurrency_group, trace_id, span_id, ref_type)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " concurrency_group, trace_id, span_id, ref_type, submitted_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.number,
@@ -244,6 +246,7 @@ class RunStore:
                     run.trace_id,
                     run.span_id,
                     run.ref_type,
+                    run.submitted_by,
                 ),
             )
             conn.executemany(
@@ -262,7 +265,7 @@ class RunStore:
                 conn.execute(
                     "INSERT INTO idempotency_keys (caller, repository, key, run_id, created_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (_NO_CALLER, run.repository, idempotency_key, run.id, run.created_at),
+                    (run.submitted_by, run.repository, idempotency_key, run.id, run.created_at),
                 )
             return run, True
 
@@ -308,11 +311,14 @@ class RunStore:
 
         await self.db.write(txn)
 
-    async def run_for_idempotency_key(self, repository: str, key: str) -> RunRecord | None:
-        """The run submitted for ``repository`` with idempotency ``key``, if any."""
+    async def run_for_idempotency_key(
+        self, repository: str, key: str, caller: str = ""
+    ) -> RunRecord | None:
+        """The run ``caller`` (an identity; "" with authentication off)
+        submitted for ``repository`` with idempotency ``key``, if any."""
 
         def query(conn: sqlite3.Connection) -> RunRecord | None:
-            row = _idempotent_run_id(conn, repository, key)
+            row = _idempotent_run_id(conn, repository, key, caller)
             return _get_run(conn, row["run_id"]) if row else None
 
         return await self.db.read(query)
@@ -446,14 +452,19 @@ class RunStore:
         return txn
 
 
-#: The caller scope of idempotency keys until callers have identities.
+#: The caller scope of idempotency keys stored before callers had identities.
 _NO_CALLER = ""
 
 
-def _idempotent_run_id(conn: sqlite3.Connection, repository: str, key: str) -> sqlite3.Row | None:
+def _idempotent_run_id(
+    conn: sqlite3.Connection, repository: str, key: str, caller: str
+) -> sqlite3.Row | None:
+    """Keys are scoped by caller (the submitting identity) and repository;
+    a key stored before callers had identities (no caller) still matches."""
     row: sqlite3.Row | None = conn.execute(
-        "SELECT run_id FROM idempotency_keys WHERE caller = ? AND repository = ? AND key = ?",
-        (_NO_CALLER, repository, key),
+        "SELECT run_id FROM idempotency_keys WHERE caller IN (?, ?) AND repository = ? AND key = ?"
+        " ORDER BY caller DESC LIMIT 1",
+        (caller, _NO_CALLER, repository, key),
     ).fetchone()
     return row
 

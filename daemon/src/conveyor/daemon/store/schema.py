@@ -159,6 +159,46 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cache_hits_digest ON cache_hits (digest);
     """,
+    # Identity (docs/security.md): who submitted each run (the authenticated
+    # identity; '' before there were identities), bearer tokens (only the
+    # digest of their secret), and the audit log, which the database itself
+    # keeps append-only.
+    """
+    ALTER TABLE runs ADD COLUMN submitted_by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        roles_json TEXT NOT NULL,
+        repositories_json TEXT NOT NULL,
+        digest TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at REAL,
+        revoked_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        identity TEXT NOT NULL,
+        auth_method TEXT NOT NULL,
+        token_id TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        environment TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        code TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        peer TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_identity ON audit_events (identity, seq);
+    CREATE INDEX audit_events_action ON audit_events (action, seq);
+    CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    """,
 ]
 
 

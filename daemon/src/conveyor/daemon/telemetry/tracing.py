@@ -30,6 +30,8 @@ from conveyor.daemon.telemetry.urls import RunUrls
 from conveyor.daemon.vcs import ref_type_of
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+#: OpenTelemetry's attribute for the authenticated user of a request.
+ENDUSER_ID = "enduser.id"
 _ACTION = "RUN"
 
 
@@ -104,6 +106,9 @@ class RunTracing:
         }
         if ref_type:
             attributes[a.REF_HEAD_TYPE] = ref_type
+        if run.submitted_by:
+            # the authenticated identity, never a name the client sent
+            attributes[ENDUSER_ID] = run.submitted_by
         span = self._tracer.start_span(
             f"{_ACTION} {run.pipeline}",
             context=parent,
