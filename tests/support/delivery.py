@@ -11,7 +11,10 @@ answering either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -20,6 +23,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from conveyor.v1 import artifacts_pb2, delivery_pb2, runs_pb2
+from tests.support.daemon import DaemonProcess
+from tests.support.repos import GitRepo
 
 SERVICE = """\
 import json, os, sys, time
@@ -200,3 +208,71 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         time.sleep(0.05)
+
+
+def stop_processes_of(home: Path) -> int:
+    """SIGKILL the processes a test's daemon left running on purpose
+    (replicas and front proxies outlive the daemon): those whose command
+    line names that test's own home. Returns how many."""
+    killed = 0
+    marker = str(home)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline.replace("\0", " "):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+FINAL = {
+    delivery_pb2.DEPLOYMENT_STATUS_HEALTHY,
+    delivery_pb2.DEPLOYMENT_STATUS_FAILED,
+    delivery_pb2.DEPLOYMENT_STATUS_ROLLED_BACK,
+    delivery_pb2.DEPLOYMENT_STATUS_REJECTED,
+    delivery_pb2.DEPLOYMENT_STATUS_EXPIRED,
+    delivery_pb2.DEPLOYMENT_STATUS_INTERRUPTED,
+}
+
+
+def finished(
+    daemon: DaemonProcess, deployment_id: str, timeout: float = 60.0
+) -> delivery_pb2.Deployment:
+    """The deployment once it reached a final status (polled with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = daemon.stub.GetDeployment(
+            delivery_pb2.GetDeploymentRequest(deployment_id=deployment_id), timeout=10
+        )
+        if deployment.status in FINAL:
+            return deployment
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deployment {deployment_id} still {deployment.status}")
+        time.sleep(0.05)
+
+
+def build(daemon: DaemonProcess, repo: GitRepo) -> str:
+    """Run the repository's pipeline; the digest of the file artifact it built."""
+    run = daemon.wait(daemon.submit(repo.path).id, timeout=120)
+    assert run.status == runs_pb2.RUN_STATUS_SUCCEEDED, run.reason
+    listed = daemon.stub.ListArtifacts(
+        artifacts_pb2.ListArtifactsRequest(commit=run.commit), timeout=10
+    )
+    return str(listed.artifacts[0].digest)
+
+
+def deploy(daemon: DaemonProcess, environment: str, artifact: str) -> delivery_pb2.Deployment:
+    return daemon.stub.Deploy(
+        delivery_pb2.DeployRequest(environment=environment, artifact=artifact), timeout=30
+    )
+
+
+def environment(daemon: DaemonProcess, name: str) -> delivery_pb2.Environment:
+    return daemon.stub.GetEnvironment(
+        delivery_pb2.GetEnvironmentRequest(environment=name), timeout=30
+    )

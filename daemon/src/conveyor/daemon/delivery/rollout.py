@@ -89,8 +89,9 @@ class Ledger:
             deployment_id, status, reason, expect=sources_of(status), **columns
         )
         log.info("deployment %s %s: %s", deployment_id, status.value, reason)
-        self._wake(deployment_id)
+        # sinks first: a follower that wakes up to the end has every line
         await self._tell(deployment_id, f"{status.value}: {reason}")
+        self._wake(deployment_id)
         if status.finished:
             try:
                 self._finished(record)
@@ -101,8 +102,8 @@ class Ledger:
     async def note(self, deployment_id: str, message: str) -> None:
         """A line of the deployment's log (stored, and sent to its sinks)."""
         await self.store.log(deployment_id, message)
-        self._wake(deployment_id)
         await self._tell(deployment_id, message)
+        self._wake(deployment_id)
 
     async def _tell(self, deployment_id: str, message: str) -> None:
         for sink in list(self._sinks.get(deployment_id, ())):

@@ -435,7 +435,28 @@ class Rollouts:
             healthy = await target.alive(ctx, replica) and (await ctx.probe(replica.port)).healthy
             (keep if healthy else stop).append(replica)
         grace = env.stop_grace if env is not None else ctx.stop_grace
+        proxy = self.proxy(env.port) if env is not None else None
+        if env is not None and proxy is not None:
+            # the healthy version first (missing replicas started, then one
+            # proxy update), the rest stopped after their connections drain
+            await proxy.ensure(upstreams=[r.port for r in keep])
+            if len(keep) < env.replicas:
+
+                async def started(message: str) -> None:
+                    notes.append(message)
+
+                roller = ReplicaRoller(target, lambda e: ctx, proxy, started, self.owner)
+                while len(keep) < env.replicas:
+                    try:
+                        replica = await roller.start_ready(env, current_id)
+                    except RolloutFailed as exc:
+                        notes.append(f"a missing replica could not be started again: {exc}")
+                        break
+                    keep.append(replica)
+            await proxy.set_upstreams([r.port for r in keep])
         for replica in stop:
+            if proxy is not None:
+                await proxy.drain(replica.port, grace)
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + grace + 5
                 try:
@@ -450,23 +471,6 @@ class Rollouts:
         if env is None:
             self.fleets[environment] = []
             return
-        proxy = self.proxy(env.port)
-        await proxy.ensure(upstreams=[r.port for r in keep])
-        await proxy.set_upstreams([r.port for r in keep])
-        if len(keep) < env.replicas:
-
-            async def started(message: str) -> None:
-                notes.append(message)
-
-            roller = ReplicaRoller(target, lambda e: ctx, proxy, started, self.owner)
-            while len(keep) < env.replicas:
-                try:
-                    replica = await roller.start_ready(env, current_id)
-                except RolloutFailed as exc:
-                    notes.append(f"a missing replica could not be started again: {exc}")
-                    break
-                keep.append(replica)
-                await proxy.set_upstreams([r.port for r in keep])
         self.fleets[environment] = keep
         notes.append(
             f"{len(keep)} healthy replica(s) of {env.artifact.version} serve 127.0.0.1:{env.port}"
