@@ -221,7 +221,8 @@ class _Meaning:
                 continue
             for field, message in findings:
                 relative = parse_relative_path(field) if field else ()
-                self.report.report((*path, *relative), message, at_key=not relative)
+                at_key = not relative or message.startswith(("unknown option", "unknown key"))
+                self.report.report((*path, *relative), message, at_key=at_key)
 
     def _check_kinds(self, stage_kinds: Mapping[str, StageValidator]) -> None:
         kinds = sorted(stage_kinds)
