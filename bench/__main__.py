@@ -17,6 +17,7 @@ from collections.abc import Callable
 from bench import (
     artifacts,
     concurrent,
+    delivery,
     docker_build,
     latency,
     logstream,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     validation.NAME: validation.run,
     artifacts.NAME: artifacts.run,
     docker_build.NAME: docker_build.run,
+    delivery.NAME: delivery.run,
 }
 
 

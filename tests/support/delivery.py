@@ -98,6 +98,8 @@ def pipeline(
     production_approval: bool = False,
     deploy_stage: bool = False,
     extra: str = "",
+    python: str = "python3",
+    interval: float = 0.05,
 ) -> str:
     """A pipeline that builds the service as a file artifact, with staging
     and production environments on the process target (different
@@ -124,21 +126,21 @@ stages:
 {deploy}
 environments:
   staging:
-    run: [python3, "{{artifact}}"]
+    run: [{python}, "{{artifact}}"]
     port: {staging_port}
     replicas: {replicas}
     config: {{GREETING: hello from staging}}
-    health: {{path: /health, interval: 0.05, timeout: 1, failure_threshold: 2}}
+    health: {{path: /health, interval: {interval}, timeout: 1, failure_threshold: 2}}
     readiness_timeout: 10
     watch: {watch}
     stop_grace: 2
   production:
-    run: [python3, "{{artifact}}"]
+    run: [{python}, "{{artifact}}"]
     port: {production_port}
     replicas: {replicas}
     config: {{GREETING: hello from production}}
     env_file: deploy/production.env
-    health: {{path: /health, interval: 0.05, timeout: 1, failure_threshold: 2}}
+    health: {{path: /health, interval: {interval}, timeout: 1, failure_threshold: 2}}
     readiness_timeout: 10
     watch: {watch}
     stop_grace: 2

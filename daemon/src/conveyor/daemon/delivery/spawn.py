@@ -107,7 +107,7 @@ async def spawn_detached(
     if not argv:
         raise SpawnError("no command to start")
     result = await trio.run_process(
-        [sys.executable, "-I", "-c", _LAUNCHER, str(log), str(cwd), *argv],
+        [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(log), str(cwd), *argv],
         env=dict(env),
         capture_stdout=True,
         capture_stderr=True,
