@@ -8,6 +8,7 @@ own daemon's home started when it ends.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -262,7 +263,10 @@ def test_bad_requests_get_clear_errors_and_change_nothing(shop: Shop) -> None:
     nothing = refused(
         stub.Promote, S.PromoteRequest(from_environment="staging", environment="production")
     )
-    assert nothing.code() == grpc.StatusCode.NOT_FOUND  # staging was never deployed to
+    assert nothing.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "nothing healthy runs in staging (nothing was ever deployed there)" in str(
+        nothing.details()
+    )
     direct = refused(stub.Deploy, S.DeployRequest(environment="production", artifact=digest))
     assert direct.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "conveyor promote staging production" in str(direct.details())
@@ -333,3 +337,40 @@ def test_sigkill_mid_rollout_marks_it_interrupted_and_leaves_the_environment_hea
     )
     notes = [e.message for e in done.events]
     assert any(n.startswith("after the restart: stopped 2 replica(s)") for n in notes), notes
+
+
+def test_the_daemons_configuration_of_an_environment_wins_over_the_pipelines(
+    tmp_path: Path,
+) -> None:
+    home = Path(tempfile.mkdtemp(prefix="cv-", dir="/tmp"))
+    staging, production, configured = d.free_port(), d.free_port(), d.free_port()
+    repo = make_repo(
+        tmp_path / "shop",
+        {
+            "conveyor.yaml": d.pipeline(staging_port=staging, production_port=production),
+            "service.py": d.service_source("1.0.0"),
+        },
+    )
+    override = {
+        "staging": {
+            "run": ["python3", "{artifact}"],
+            "port": configured,
+            "config": {"GREETING": "from the daemon"},
+            "health": {"path": "/health", "interval": 0.05},
+            "watch": 0,
+        }
+    }
+    daemon = DaemonProcess(
+        home, args=["--kill-grace", "1"], env={"CONVEYOR_ENVIRONMENTS": json.dumps(override)}
+    ).start()
+    try:
+        digest = d.build(daemon, repo)
+        healthy(daemon, d.deploy(daemon, "staging", digest))
+        assert d.version_at(configured)["greeting"] == "from the daemon"
+        with pytest.raises(OSError):
+            d.get(staging)  # the pipeline's port is not used
+        env = d.environment(daemon, "staging")
+        assert env.source == "the daemon's configuration" and env.port == configured
+    finally:
+        daemon.stop()
+        d.stop_processes_of(home)

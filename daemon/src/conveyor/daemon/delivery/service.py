@@ -381,15 +381,11 @@ class DeliveryService:
             )
         current = await self.store.current(source)
         if current is None:
-            if (
-                source not in self.config.environments
-                and source not in await self.store.environments()
-            ):
-                raise NotFound(
-                    f"no environment {source!r} has ever been deployed", field="from_environment"
-                )
+            never = source not in await self.store.environments()
             raise FailedPrecondition(
-                f"nothing healthy runs in {source}: there is nothing to promote",
+                f"nothing healthy runs in {source}"
+                + (" (nothing was ever deployed there)" if never else "")
+                + ": there is nothing to promote",
                 field="from_environment",
             )
         source_env = await self.environment_of(current)
