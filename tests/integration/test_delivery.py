@@ -9,6 +9,8 @@ own daemon's home started when it ends.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -374,3 +376,30 @@ def test_the_daemons_configuration_of_an_environment_wins_over_the_pipelines(
     finally:
         daemon.stop()
         d.stop_processes_of(home)
+
+
+def test_a_replica_that_crashes_is_replaced_while_the_others_serve(shop: Shop) -> None:
+    digest = d.build(shop.daemon, shop.repo)
+    deployed = healthy(shop.daemon, d.deploy(shop.daemon, "staging", digest))
+    before = {r.id for r in d.environment(shop.daemon, "staging").replicas}
+    victim = sorted(before)[0]
+    with d.polling(shop.staging) as poller:
+        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+
+        def replaced() -> bool:
+            env = d.environment(shop.daemon, "staging")
+            ids = {r.id for r in env.replicas if r.healthy}
+            return env.healthy and len(ids) == 2 and victim not in ids
+
+        d.wait_for(replaced, what="a replacement replica")
+        count = poller.ok
+        d.wait_for(lambda: poller.ok > count + 20, what="requests after the replacement")
+    assert poller.failed == 0, poller.errors[:5]
+    log = shop.daemon.stub.GetDeployment(
+        S.GetDeploymentRequest(deployment_id=deployed.id), timeout=10
+    )
+    messages = [e.message for e in log.events]
+    assert any("stopped running" in m and m.endswith("starting a replacement") for m in messages), (
+        messages
+    )
+    assert any(m.startswith("replacement on port") for m in messages)

@@ -187,7 +187,7 @@ class ReplicaRoller:
             raise
         if problem is not None:
             reason = problem.reason
-            tail = await self._tail(ctx, replica)
+            tail = await self.tail(ctx, replica)
             if tail:
                 reason += f"; its last output: {tail}"
             await self.stop(env, [replica])
@@ -197,7 +197,8 @@ class ReplicaRoller:
         )
         return replica
 
-    async def _tail(self, ctx: TargetContext, replica: Replica) -> str:
+    async def tail(self, ctx: TargetContext, replica: Replica) -> str:
+        """The replica's last output, when the target can tell ("" otherwise)."""
         tail = getattr(self.target, "output_tail", None)
         if tail is None:
             return ""

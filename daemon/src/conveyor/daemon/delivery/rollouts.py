@@ -504,6 +504,67 @@ class Rollouts:
             await proxy.set_upstreams([r.port for r in running])
         notes.append(f"{len(running)} replica(s) of {current.version} serve 127.0.0.1:{env.port}")
 
+    # -- supervision ------------------------------------------------------------------
+
+    async def stopped(self, env: Environment) -> list[Replica]:
+        """The replicas in ``env``'s traffic (a replica target's) that no
+        longer run."""
+        target = self.targets.get(env.target)
+        fleet = list(self.fleets.get(env.name, []))
+        if target is None or target.rollout != REPLICA_ROLLOUT or not fleet:
+            return []
+
+        async def quiet(message: str) -> None:
+            return None
+
+        ctx = self.context(env, quiet)
+        dead = []
+        for replica in fleet:
+            try:
+                running = await cast(ReplicaTarget, target).alive(ctx, replica)
+            except Exception:
+                log.exception("deploy target %s failed to tell whether a replica runs", target.name)
+                running = True  # do not replace what may run
+            if not running:
+                dead.append(replica)
+        return dead
+
+    async def heal(self, env: Environment, deployment_id: str, dead: list[Replica]) -> None:
+        """Replace ``dead`` replicas of ``env`` (see :meth:`stopped`): out of
+        traffic at once, then a new one each, health-gated, into traffic.
+        Noted on the deployment that runs (``deployment_id``). The caller
+        holds ``busy[env.name]``."""
+        replica_target = cast(ReplicaTarget, self.targets[env.target])
+        note = self._note(deployment_id)
+        ctx = self.context(env, note)
+        fleet = self.fleets.get(env.name, [])
+        dead = [r for r in dead if r in fleet]  # a deployment may have come in between
+        if not dead:
+            return
+        proxy = self.proxy(env.port)
+        roller = ReplicaRoller(replica_target, lambda e: ctx, proxy, note, self.owner)
+        serving = [r for r in fleet if r not in dead]
+        await roller.route(serving)
+        self.fleets[env.name] = serving
+        for replica in dead:
+            tail = await roller.tail(ctx, replica)
+            await note(
+                f"replica on port {replica.port} stopped running"
+                + (f" (its last output: {tail})" if tail else "")
+                + "; starting a replacement"
+            )
+        await roller.stop(env, dead)
+        for _ in dead:
+            try:
+                replacement = await roller.start_ready(env, deployment_id)
+            except RolloutFailed as exc:
+                await note(f"the replacement did not become healthy: {exc}")
+                return
+            serving.append(replacement)
+            await roller.route(serving)
+            self.fleets[env.name] = list(serving)
+            await note(f"replacement on port {replacement.port} takes traffic")
+
     # -- live state -------------------------------------------------------------------
 
     async def live_replicas(self, env: Environment) -> list[ReplicaHealth]:
@@ -532,7 +593,7 @@ class Rollouts:
                     nursery.start_soon(probe, replica)
         return [
             ReplicaHealth(
-                replica,
+                r,
                 results[r.id].healthy if r.id in results else False,
                 results[r.id].detail if r.id in results else (r.message or r.state),
             )

@@ -63,6 +63,8 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
+#: Seconds between two looks at whether the replicas of each environment run.
+SUPERVISE_INTERVAL = 1.0
 #: What ``to`` of a rollback says for "the deployment before the current one".
 PREVIOUS = "previous"
 S = DeploymentStatus
@@ -152,7 +154,32 @@ class DeliveryService:
                 nursery.start_soon(
                     self._reconcile, name, [r for r in interrupted if r.environment == name]
                 )
-            await trio.sleep_forever()
+            await self._supervise()
+
+    async def _supervise(self) -> None:
+        """Every :data:`SUPERVISE_INTERVAL` seconds, replace the replicas of
+        idle environments that stopped running (the ``process`` target's
+        replicas are supervised: one that crashes is started again)."""
+        while True:
+            await trio.sleep(SUPERVISE_INTERVAL)
+            for name in list(self.rollouts.fleets):
+                if name in self.rollouts.busy:
+                    continue
+                current = await self.store.current(name)
+                env = await self.environment_of(current) if current is not None else None
+                if current is None or env is None:
+                    continue
+                dead = await self.rollouts.stopped(env)
+                if not dead or name in self.rollouts.busy:
+                    continue
+                self.rollouts.busy[name] = "supervision"
+                try:
+                    await self.rollouts.heal(env, current.id, dead)
+                except Exception:
+                    log.exception("environment %s: replacing stopped replicas failed", name)
+                finally:
+                    if self.rollouts.busy.get(name) == "supervision":
+                        del self.rollouts.busy[name]
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         if self._nursery is None:
