@@ -18,6 +18,7 @@ from bench import (
     artifacts,
     auth,
     concurrent,
+    delivery,
     docker_build,
     latency,
     logstream,
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     docker_build.NAME: docker_build.run,
     secrets.NAME: secrets.run,
     auth.NAME: auth.run,
+    delivery.NAME: delivery.run,
 }
 
 

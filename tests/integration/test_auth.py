@@ -28,6 +28,7 @@ from conveyor.v1 import (
     artifacts_pb2,
     audit_pb2,
     auth_pb2,
+    delivery_pb2,
     pipelines_pb2,
     runs_pb2,
     server_pb2,
@@ -46,6 +47,11 @@ LIMITED = {
     "deployer": ("deployer:staging",),
     "approver": ("approver:staging",),
 }
+#: A deployment id no deployment has (Approve and Reject name one).
+UNKNOWN_DEPLOYMENT = "0" * 20
+#: Approve and Reject need `approver:ENV` for the deployment's environment,
+#: checked once the deployment is found (the interceptor checks read).
+SCOPED_BY_DEPLOYMENT = {"Approve", "Reject"}
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["ConveyorService"]
 RPCS = [m.name for m in SERVICE.methods]
 
@@ -143,11 +149,24 @@ def _requests(s: Setup) -> dict[str, Message]:
         "ListArtifacts": artifacts_pb2.ListArtifactsRequest(),
         "GetArtifact": artifacts_pb2.GetArtifactRequest(artifact="sha256:" + "0" * 64),
         "GetSigningKey": artifacts_pb2.GetSigningKeyRequest(),
+        "Deploy": delivery_pb2.DeployRequest(
+            environment="production", artifact="sha256:" + "0" * 64
+        ),
+        "Promote": delivery_pb2.PromoteRequest(
+            from_environment="staging", environment="production"
+        ),
+        "Rollback": delivery_pb2.RollbackRequest(environment="production", to="previous"),
+        "GetDeployment": delivery_pb2.GetDeploymentRequest(deployment_id=UNKNOWN_DEPLOYMENT),
+        "ListDeployments": delivery_pb2.ListDeploymentsRequest(),
+        "GetEnvironment": delivery_pb2.GetEnvironmentRequest(environment="production"),
+        "ListEnvironments": delivery_pb2.ListEnvironmentsRequest(),
         "WhoAmI": auth_pb2.WhoAmIRequest(),
         "IssueToken": auth_pb2.IssueTokenRequest(name="x", identity="x", roles=["viewer"]),
         "ListTokens": auth_pb2.ListTokensRequest(),
         "RevokeToken": auth_pb2.RevokeTokenRequest(token_id="t_000000000000"),
         "ListAuditEvents": audit_pb2.ListAuditEventsRequest(),
+        "Approve": delivery_pb2.ApproveRequest(deployment_id=UNKNOWN_DEPLOYMENT),
+        "Reject": delivery_pb2.RejectRequest(deployment_id=UNKNOWN_DEPLOYMENT),
     }
 
 
@@ -218,6 +237,8 @@ def _lacking(name: str, request: Message | None = None) -> list[str]:
     requests an environment the deployer:staging / approver:staging tokens
     do not have, such as production)."""
     rule = RULES[method(name)]
+    if name in SCOPED_BY_DEPLOYMENT:
+        return ["no-role"]  # the rest is checked against the deployment's environment
     environment = getattr(request, rule.environment_field, "") if rule.environment_field else ""
     return [
         token
@@ -247,6 +268,55 @@ def test_the_expected_roles_are_refused(setup: Setup) -> None:
     assert _lacking("IssueToken") == list(LIMITED)
     assert _lacking("ListAuditEvents") == list(LIMITED)
     assert _lacking("StreamLogs") == ["no-role"]
+    assert _lacking("Deploy", _requests(setup)["Deploy"]) == [
+        "no-role",
+        "viewer",
+        "developer",
+        "deployer",
+        "approver",
+    ]
+
+
+def test_a_developer_cannot_deploy_to_production_even_through_a_pipeline(
+    setup: Setup,
+) -> None:
+    developer = bearer(setup.tokens["developer"])
+    error = _refused_with(
+        setup,
+        "Deploy",
+        developer,
+        delivery_pb2.DeployRequest(environment="production", artifact="sha256:" + "0" * 64),
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    # a pipeline whose deploy stage goes to production is refused at submit
+    repo = setup.allowed / "deploys"
+    make_repo(
+        repo,
+        {
+            "conveyor.yaml": "name: sneaky\nstages:\n  ship:\n    uses: deploy\n"
+            "    with: {environment: production}\n"
+            "environments:\n  production:\n    run: [sleep, '60']\n    port: 18911\n"
+            "    health: {command: ['true']}\n"
+        },
+    )
+    error = _refused_with(
+        setup,
+        "SubmitRun",
+        developer,
+        runs_pb2.SubmitRunRequest(repository=str(repo), ref="main"),
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "stage 'ship' deploys to production" in str(error.details())
+    assert "deployer:production" in str(error.details())
+    _audited(setup, "SubmitRun", "denied", setup.ids["developer"], "developer-bot")
+
+
+def _refused_with(
+    s: Setup, name: str, metadata: tuple[tuple[str, str], ...], request: Message
+) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        _call(s, name, metadata, request)
+    return err.value
 
 
 def test_a_viewer_reads_runs_and_logs(setup: Setup) -> None:

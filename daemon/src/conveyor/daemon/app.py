@@ -34,6 +34,7 @@ import os
 import signal
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +47,9 @@ from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, builder_id, builder_version
 from conveyor.daemon.auth.access import AccessControl
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.environments import secrets_resolver
+from conveyor.daemon.delivery.records import DeploymentRecord
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.executors import stage_user
 from conveyor.daemon.executors.base import StageUser
@@ -60,7 +64,9 @@ from conveyor.daemon.secrets.store import KEY_VARIABLE, SECRETS_FILE
 from conveyor.daemon.service import RunService
 from conveyor.daemon.store import ArtifactStore, Database, RunStore
 from conveyor.daemon.store.database import out_of_space
+from conveyor.daemon.store.deployments import DeploymentStore
 from conveyor.daemon.store.runs import Recovery
+from conveyor.daemon.telemetry import Telemetry
 from conveyor.daemon.telemetry import configure as configure_telemetry
 
 log = logging.getLogger(__name__)
@@ -140,6 +146,19 @@ class Daemon:
                     name,
                     name,
                 )
+            catalog = ArtifactCatalog(artifacts.store, key)
+            delivery = DeliveryService(
+                config=config,
+                store=DeploymentStore(db),
+                runs=store,
+                catalog=catalog,
+                targets=plugins.deploy_targets,
+                finished=_deployment_finished(telemetry, plugins),
+                owner=artifacts.builder_id,
+                host_env=base_env,
+                tracing=telemetry.deployments,
+                secrets=secrets_resolver(secrets.values),
+            )
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -150,6 +169,7 @@ class Daemon:
                 artifacts=artifacts,
                 secrets=secrets,
                 stage_user=user,
+                delivery=delivery,
             )
             scheduler = Scheduler(deps)
             access = self.access = await AccessControl.open(
@@ -166,12 +186,14 @@ class Daemon:
                 plugins=plugins,
                 scheduler=scheduler,
                 telemetry=telemetry,
-                artifacts=ArtifactCatalog(artifacts.store, key),
+                artifacts=catalog,
                 secrets=secrets,
+                delivery=delivery,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(secrets.watch)
                 await nursery.start(plugins.notifier.serve)
+                await nursery.start(delivery.serve)
                 await nursery.start(scheduler.serve)
                 if recovery is not None:
                     await _finish_recovery(service, recovery)
@@ -233,6 +255,19 @@ class Daemon:
                 nursery.start_soon(on_signal)
                 await self.shutdown_requested.wait()
                 nursery.cancel_scope.cancel()
+
+
+def _deployment_finished(
+    telemetry: Telemetry, plugins: Plugins
+) -> Callable[[DeploymentRecord], None]:
+    """What happens when a deployment ends: its span ends, it is counted,
+    ``conveyor_deployment_finished`` is notified."""
+
+    def finished(record: DeploymentRecord) -> None:
+        telemetry.deployments.end(record)
+        plugins.deployment_finished(record)
+
+    return finished
 
 
 async def _recover(store: RunStore) -> Recovery | None:

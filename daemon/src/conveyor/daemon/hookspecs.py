@@ -10,11 +10,11 @@ a hook that is silently never called).
 Two families:
 
 * **Registration hooks** say what a plugin contributes (stage kinds,
-  executors). Each is called once per plugin when the daemon loads plugins;
+  executors, deploy targets). Each is called once per plugin when the daemon loads plugins;
   a plugin that raises there is reported by ``ListPlugins`` and that
   contribution is left out — the rest of the plugin, and the other plugins,
   load.
-* **Lifecycle hooks** observe runs. They are called off the runs' path: the
+* **Lifecycle hooks** observe runs and deployments. They are called off the runs' path: the
   daemon queues a notification (with frozen :class:`~conveyor.plugin.Run`
   and :class:`~conveyor.plugin.Stage` snapshots) and goes on; one task
   delivers notifications in order. Implementations may be plain functions or
@@ -35,9 +35,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from conveyor.daemon.artifacts.model import Artifact
+    from conveyor.daemon.delivery.target import DeployTarget
     from conveyor.daemon.executors.base import Executor
     from conveyor.daemon.stages import StageKind
-    from conveyor.daemon.views import Run, Stage
+    from conveyor.daemon.views import Deployment, Run, Stage
 
 PROJECT = "conveyor"
 
@@ -73,6 +74,24 @@ def conveyor_executors() -> list[Executor]:
     follows :class:`conveyor.plugin.Executor`: a ``name`` (what
     ``executor:`` names in a pipeline file) and ``async run(request,
     output)``, which runs one process and returns its exit code.
+    """
+
+
+@hookspec
+def conveyor_deploy_targets() -> list[DeployTarget]:
+    """Return the deploy targets this plugin provides.
+
+    Called once per plugin when plugins load, in a worker thread. Each item
+    follows :class:`conveyor.plugin.DeployTarget`: a ``name`` (what an
+    environment's ``target:`` names), a ``description``, a ``rollout``
+    (``"replica"``: it follows :class:`conveyor.plugin.ReplicaTarget`, whose
+    replicas the daemon rolls one at a time behind the environment's front
+    proxy; ``"service"``: it follows :class:`conveyor.plugin.ServiceTarget`
+    and updates a whole service itself), the ``artifact_kinds`` it runs and
+    ``validate(options)`` to check an environment's ``with:`` options.
+
+    If two plugins provide the same name, the one registered last wins and
+    the clash is reported in the daemon log.
     """
 
 
@@ -122,5 +141,19 @@ def conveyor_artifact_produced(run: Run, artifact: Artifact) -> Awaitable[None] 
     :param run: the producing run as it is at that moment.
     :param artifact: the artifact with its digest, version, tags, commit,
         stage timings and signed provenance.
+    May return an awaitable; its result is ignored.
+    """
+
+
+@hookspec
+def conveyor_deployment_finished(deployment: Deployment) -> Awaitable[None] | None:
+    """Called after a deployment reaches a final status and it is stored:
+    ``healthy``, ``failed``, ``rolled_back`` (the previous version was
+    restored, by a ``restore`` deployment reported on its own),
+    ``rejected``, ``expired`` or ``interrupted``.
+
+    :param deployment: the finished deployment (frozen): environment,
+        status and reason, the artifact, the deployer, the previous
+        deployment, the commits since it, the configuration hash.
     May return an awaitable; its result is ignored.
     """

@@ -26,6 +26,7 @@ from conveyor.daemon.auth.identity import ANONYMOUS, Principal
 from conveyor.daemon.auth.permissions import Permission
 from conveyor.daemon.auth.repositories import allowed_repository, check_unchanged
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -43,6 +44,7 @@ from conveyor.daemon.pipeline import (
     PipelineError,
     PipelineSpec,
     PipelineTooLarge,
+    TargetCheck,
     check_pipeline,
     load_pipeline,
 )
@@ -144,6 +146,7 @@ class RunService:
         telemetry: Telemetry,
         artifacts: ArtifactCatalog | None = None,
         secrets: Secrets | None = None,
+        delivery: DeliveryService | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -154,6 +157,7 @@ class RunService:
         self.telemetry = telemetry
         self._artifacts = artifacts
         self.secrets = secrets if secrets is not None else Secrets()
+        self._delivery = delivery
         self.started_at = time.time()
         self._specs: OrderedDict[tuple[str, str, int], LoadedPipeline] = OrderedDict()
         self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
@@ -170,6 +174,11 @@ class RunService:
         return {
             "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
             "executors": self.plugins.executors.keys(),
+            "deploy_targets": {
+                name: TargetCheck(target.validate, bool(getattr(target, "requires_command", False)))
+                for name, target in self.plugins.deploy_targets.items()
+            },
+            "environments": self.config.environments.keys(),
             "limits": Limits(
                 max_stages=self.config.max_stages,
                 max_needs=self.config.max_needs,
@@ -274,6 +283,7 @@ class RunService:
             await trio.to_thread.run_sync(check_unchanged, caller, repo)
         loaded = await self._load_cached(revision, pipeline_path)
         spec = loaded.spec
+        check_deploy_rights(caller, spec)
         ref = request.ref or revision.commit
         group, _ = concurrency_group(spec, ref)
         run_id = new_run_id()
@@ -527,5 +537,38 @@ class RunService:
             raise Unavailable("this daemon keeps no artifacts")
         return self._artifacts
 
+    @property
+    def delivery(self) -> DeliveryService:
+        """Deployments; Unavailable when the daemon was made without them."""
+        if self._delivery is None:
+            raise Unavailable("this daemon does not deploy")
+        return self._delivery
+
     def list_plugins(self) -> list[PluginInfo]:
         return self.plugins.describe()
+
+
+#: The built-in stage kind that deploys, and the permissions its parameters need.
+DEPLOY_KIND = "deploy"
+
+
+def check_deploy_rights(caller: Principal, spec: PipelineSpec) -> None:
+    """A run deploys on behalf of whoever submitted it: refuse a pipeline
+    whose ``deploy`` stages go where the caller may not deploy (or promote),
+    so a developer cannot reach production by writing a pipeline.
+
+    Raises PermissionDenied naming the stage and the role it needs.
+    """
+    for name, stage in spec.stages.items():
+        if stage.uses != DEPLOY_KIND:
+            continue
+        environment = stage.with_.get("environment")
+        if not isinstance(environment, str):
+            continue  # the kind's own validation reported it
+        promote = bool(stage.with_.get("promote_from"))
+        permission = Permission.PROMOTE if promote else Permission.DEPLOY
+        if not caller.may(permission, environment):
+            raise PermissionDenied(
+                f"stage {name!r} {'promotes' if promote else 'deploys'} to {environment},"
+                f" which {caller.describe()} may not (needs the deployer:{environment} role)"
+            )

@@ -183,9 +183,10 @@ def method(name: str) -> str:
     return f"/{SERVICE}/{name}"
 
 
-#: Each ConveyorService RPC's rule, by full method name. Delivery RPCs add
-#: theirs here, e.g. ``method("Deploy"): Rule(Permission.DEPLOY, audit=True,
-#: environment_field="environment", target=("digest",))``.
+#: Each ConveyorService RPC's rule, by full method name. Approve and Reject
+#: name a deployment, not an environment: the interceptor lets any reader
+#: through (and audits the attempt), and the servicer checks APPROVE for the
+#: deployment's environment before acting.
 RULES: Final[Mapping[str, Rule]] = {
     method("SubmitRun"): Rule(
         Permission.SUBMIT, audit=True, target=("repository", "ref", "commit")
@@ -201,6 +202,24 @@ RULES: Final[Mapping[str, Rule]] = {
     method("ListArtifacts"): Rule(Permission.READ),
     method("GetArtifact"): Rule(Permission.READ),
     method("GetSigningKey"): Rule(Permission.READ),
+    method("Deploy"): Rule(
+        Permission.DEPLOY, audit=True, environment_field="environment", target=("artifact",)
+    ),
+    method("Promote"): Rule(
+        Permission.PROMOTE,
+        audit=True,
+        environment_field="environment",
+        target=("from_environment",),
+    ),
+    method("Rollback"): Rule(
+        Permission.ROLLBACK, audit=True, environment_field="environment", target=("to",)
+    ),
+    method("Approve"): Rule(Permission.READ, audit=True, target=("deployment_id",)),
+    method("Reject"): Rule(Permission.READ, audit=True, target=("deployment_id",)),
+    method("GetDeployment"): Rule(Permission.READ),
+    method("ListDeployments"): Rule(Permission.READ),
+    method("GetEnvironment"): Rule(Permission.READ),
+    method("ListEnvironments"): Rule(Permission.READ),
     method("WhoAmI"): Rule(Permission.AUTHENTICATED),
     method("IssueToken"): Rule(Permission.TOKENS, audit=True, target=("name", "identity")),
     method("ListTokens"): Rule(Permission.TOKENS),

@@ -15,6 +15,7 @@ from conveyor.daemon.pipeline.checks import (
     Limits,
     SecretsKnown,
     StageValidator,
+    TargetCheck,
     check_meaning,
     check_size,
 )
@@ -36,6 +37,8 @@ def check_pipeline(
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     secrets: SecretsKnown | None = None,
+    deploy_targets: Mapping[str, TargetCheck] | None = None,
+    environments: Collection[str] = (),
 ) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     """Parse and validate a pipeline file.
 
@@ -43,9 +46,12 @@ def check_pipeline(
     diagnostic. Diagnostics are sorted by line, at most
     ``limits.max_diagnostics`` of them plus one that counts the rest.
     ``stage_kinds`` maps installed stage kinds to their validators and
-    ``executors`` names the available executors; when omitted, those checks
-    are skipped. ``secrets`` are the secrets the pipeline may ask for;
-    without it, ``secrets:`` is not checked.
+    ``executors`` names the available executors, ``deploy_targets`` the
+    installed deploy targets; when omitted, those checks are skipped.
+    ``secrets`` are the secrets the pipeline may ask for; without it,
+    ``secrets:`` is not checked. ``environments`` names environments defined
+    outside the file (the daemon's configuration), which ``promote_from``
+    may name.
 
     Raises :class:`PipelineTooLarge` when the file has more stages, or a
     stage more needs, than ``limits`` allow.
@@ -64,6 +70,8 @@ def check_pipeline(
             executors=executors,
             budget=limits.max_diagnostics,
             secrets=secrets,
+            deploy_targets=deploy_targets,
+            environments=environments,
         )
     diagnostics = report.sorted(limits.max_diagnostics)
     return (spec if not diagnostics else None), diagnostics
@@ -77,10 +85,19 @@ def load_pipeline(
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     secrets: SecretsKnown | None = None,
+    deploy_targets: Mapping[str, TargetCheck] | None = None,
+    environments: Collection[str] = (),
 ) -> PipelineSpec:
     """Like :func:`check_pipeline` but raise :class:`PipelineError` on any diagnostic."""
     spec, diagnostics = check_pipeline(
-        text, file, stage_kinds=stage_kinds, executors=executors, limits=limits, secrets=secrets
+        text,
+        file,
+        stage_kinds=stage_kinds,
+        executors=executors,
+        limits=limits,
+        secrets=secrets,
+        deploy_targets=deploy_targets,
+        environments=environments,
     )
     if diagnostics or spec is None:
         raise PipelineError(diagnostics)

@@ -29,6 +29,7 @@ import trio
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, RunArtifacts
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.executors import stage_user
 from conveyor.daemon.executors.base import (
     Executor,
@@ -81,6 +82,8 @@ class RunDeps:
     secrets: Secrets = field(default_factory=Secrets)
     #: The user stage processes run as (setting ``stage_user``), or None.
     stage_user: StageUser | None = None
+    #: Deployments, for ``ctx.deployments``; None: stages cannot deploy.
+    delivery: DeliveryService | None = None
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -446,6 +449,10 @@ class RunExecution:
                 tag_lookup=self.artifacts.tag_digest,
                 credential_lookup=deps.config.registry_credential,
             )
+            if deps.delivery is not None:
+                ctx.deployments = deps.delivery.for_stage(
+                    self.run.id, ctx.log_line, env, self.run.submitted_by
+                )
             work = functools.partial(self._attempt, kind, ctx, spec.timeout)
             outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
