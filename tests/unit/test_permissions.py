@@ -41,7 +41,17 @@ def test_every_rule_names_an_rpc() -> None:
 
 def test_state_changing_rpcs_are_audited_and_reads_are_not() -> None:
     audited = {name.rsplit("/", 1)[1] for name, rule in RULES.items() if rule.audit}
-    assert audited == {"SubmitRun", "CancelRun", "IssueToken", "RevokeToken"}
+    assert audited == {
+        "SubmitRun",
+        "CancelRun",
+        "IssueToken",
+        "RevokeToken",
+        "Deploy",
+        "Promote",
+        "Rollback",
+        "Approve",
+        "Reject",
+    }
 
 
 def test_scoped_permissions_name_their_environment_field() -> None:
