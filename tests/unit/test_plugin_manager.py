@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,20 @@ import trio
 from conveyor.daemon.pipeline import check_pipeline
 from conveyor.daemon.plugins import PluginInfo, Plugins
 from conveyor.daemon.records import RunStatus, StageStatus
-from conveyor.plugin import Run, Stage, StageContext, StageOutcome, StageSpec, hookimpl
+from conveyor.plugin import (
+    FILE,
+    REPLICA_ROLLOUT,
+    DeployTarget,
+    Replica,
+    ReplicaRequest,
+    Run,
+    Stage,
+    StageContext,
+    StageOutcome,
+    StageSpec,
+    TargetContext,
+    hookimpl,
+)
 from tests.support.plugins import run_record, write_distribution
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,10 +273,66 @@ def test_row_a_registration_hook_returns_something_else(plugins: Plugins) -> Non
         def conveyor_executors(self) -> object:
             return 42
 
+        @hookimpl
+        def conveyor_deploy_targets(self) -> list[object]:
+            return [HalfTarget()]
+
     with registered(plugins, Wrong(), "wrong") as info:
         assert "conveyor_stage_kinds returned 'lint', which is not a stage kind" in info.error
         assert "conveyor_executors returned int, expected a list" in info.error
+        assert "which is not a deploy target" in info.error
         assert info.provides == ["stage kind: right"]
+        assert "half" not in plugins.deploy_targets
+
+
+class Target:
+    """A replica deploy target that is never called."""
+
+    name = "moon"
+    description = "replicas on the moon"
+    rollout = REPLICA_ROLLOUT
+    artifact_kinds = (FILE,)
+
+    def validate(self, options: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+        return ()
+
+    async def start(self, ctx: TargetContext, request: ReplicaRequest) -> Replica:
+        raise AssertionError("not called")
+
+    async def stop(self, ctx: TargetContext, replica: Replica, grace: float) -> None:
+        raise AssertionError("not called")
+
+    async def alive(self, ctx: TargetContext, replica: Replica) -> bool:
+        raise AssertionError("not called")
+
+    async def list_replicas(self, ctx: TargetContext, environment: str) -> list[Replica]:
+        raise AssertionError("not called")
+
+
+class HalfTarget:
+    """Says it rolls replicas, but cannot start one."""
+
+    name = "half"
+    description = "half a target"
+    rollout = REPLICA_ROLLOUT
+    artifact_kinds = (FILE,)
+
+    def validate(self, options: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+        return ()
+
+
+def test_deploy_targets_are_collected_and_go_with_their_plugin(plugins: Plugins) -> None:
+    class Moon:
+        @hookimpl
+        def conveyor_deploy_targets(self) -> list[DeployTarget]:
+            return [Target()]
+
+    with registered(plugins, Moon(), "moon-plugin") as info:
+        assert info.error == ""
+        assert info.provides == ["deploy target: moon"]
+        assert isinstance(plugins.deploy_targets["moon"], Target)
+        assert plugins.owner_of_target("moon") == "moon-plugin"
+    assert "moon" not in plugins.deploy_targets
 
 
 def test_row_a_registration_hook_is_async(plugins: Plugins) -> None:
@@ -374,9 +443,8 @@ def test_every_row_of_the_failure_table_has_a_test() -> None:
             test_row_a_hook_conveyor_does_not_have
         ),
         "A registration hook raises": test_row_a_registration_hook_raises_one_good_one_failing,
-        "A registration hook returns something else than a list of stage kinds or executors": (
-            test_row_a_registration_hook_returns_something_else
-        ),
+        "A registration hook returns something else than a list of stage kinds, executors or"
+        " deploy targets": (test_row_a_registration_hook_returns_something_else),
         "`validate` raises": test_row_validate_raises,
         "`run` raises an exception": "tests/integration/test_plugin_failures.py",
         "A lifecycle hook raises": test_row_a_lifecycle_hook_raises_the_others_still_run,

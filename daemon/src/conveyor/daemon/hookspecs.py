@@ -10,7 +10,7 @@ a hook that is silently never called).
 Two families:
 
 * **Registration hooks** say what a plugin contributes (stage kinds,
-  executors). Each is called once per plugin when the daemon loads plugins;
+  executors, deploy targets). Each is called once per plugin when the daemon loads plugins;
   a plugin that raises there is reported by ``ListPlugins`` and that
   contribution is left out — the rest of the plugin, and the other plugins,
   load.
@@ -35,6 +35,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from conveyor.daemon.artifacts.model import Artifact
+    from conveyor.daemon.delivery.target import DeployTarget
     from conveyor.daemon.executors.base import Executor
     from conveyor.daemon.stages import StageKind
     from conveyor.daemon.views import Run, Stage
@@ -73,6 +74,24 @@ def conveyor_executors() -> list[Executor]:
     follows :class:`conveyor.plugin.Executor`: a ``name`` (what
     ``executor:`` names in a pipeline file) and ``async run(request,
     output)``, which runs one process and returns its exit code.
+    """
+
+
+@hookspec
+def conveyor_deploy_targets() -> list[DeployTarget]:
+    """Return the deploy targets this plugin provides.
+
+    Called once per plugin when plugins load, in a worker thread. Each item
+    follows :class:`conveyor.plugin.DeployTarget`: a ``name`` (what an
+    environment's ``target:`` names), a ``description``, a ``rollout``
+    (``"replica"``: it follows :class:`conveyor.plugin.ReplicaTarget`, whose
+    replicas the daemon rolls one at a time behind the environment's front
+    proxy; ``"service"``: it follows :class:`conveyor.plugin.ServiceTarget`
+    and updates a whole service itself), the ``artifact_kinds`` it runs and
+    ``validate(options)`` to check an environment's ``with:`` options.
+
+    If two plugins provide the same name, the one registered last wins and
+    the clash is reported in the daemon log.
     """
 
 

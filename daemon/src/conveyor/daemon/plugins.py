@@ -25,6 +25,7 @@ import trio
 
 from conveyor.daemon import hookspecs
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.delivery.target import REPLICA_ROLLOUT, SERVICE_ROLLOUT, DeployTarget
 from conveyor.daemon.executors.base import Executor
 from conveyor.daemon.notifier import QUEUE_SIZE, Notification, Notifier
 from conveyor.daemon.records import RunRecord, StageRecord
@@ -76,6 +77,24 @@ def _is_executor(item: object) -> bool:
     return isinstance(getattr(item, "name", None), str) and callable(getattr(item, "run", None))
 
 
+#: The methods a deploy target of each rollout must have.
+_TARGET_METHODS = {
+    REPLICA_ROLLOUT: ("validate", "start", "stop", "alive", "list_replicas"),
+    SERVICE_ROLLOUT: ("validate", "update", "replicas"),
+}
+
+
+def _is_deploy_target(item: object) -> bool:
+    rollout = getattr(item, "rollout", None)
+    methods = _TARGET_METHODS.get(rollout, ()) if isinstance(rollout, str) else ()
+    return (
+        isinstance(getattr(item, "name", None), str)
+        and bool(methods)
+        and all(callable(getattr(item, method, None)) for method in methods)
+        and isinstance(getattr(item, "artifact_kinds", None), tuple | list)
+    )
+
+
 class Plugins:
     """Owns the pluggy manager, what the plugins contributed, and the
     :class:`Notifier` that delivers lifecycle hooks."""
@@ -87,7 +106,8 @@ class Plugins:
         self.infos: dict[str, PluginInfo] = {}
         self.stage_kinds: dict[str, StageKind] = {}
         self.executors: dict[str, Executor] = {}
-        #: "kind" or "executor:name" -> the plugin that provided it
+        self.deploy_targets: dict[str, DeployTarget] = {}
+        #: "kind", "executor:name" or "target:name" -> the plugin that provided it
         self._owner: dict[str, str] = {}
         self.notifier = Notifier(self._deliver, capacity=queue_size)
 
@@ -151,6 +171,12 @@ class Plugins:
             self.executors[executor.name] = executor
             self._owner[f"executor:{executor.name}"] = name
             info.provides.append(f"executor: {executor.name}")
+        for target in self._registered(plugin, info, "conveyor_deploy_targets", _is_deploy_target):
+            if target.name in self.deploy_targets:
+                log.warning("deploy target %r from %s replaces an earlier one", target.name, name)
+            self.deploy_targets[target.name] = target
+            self._owner[f"target:{target.name}"] = name
+            info.provides.append(f"deploy target: {target.name}")
         return info
 
     def unregister(self, name: str) -> None:
@@ -163,6 +189,8 @@ class Plugins:
             del self._owner[key]
             if key.startswith("executor:"):
                 self.executors.pop(key.removeprefix("executor:"), None)
+            elif key.startswith("target:"):
+                self.deploy_targets.pop(key.removeprefix("target:"), None)
             else:
                 self.stage_kinds.pop(key, None)
 
@@ -214,7 +242,11 @@ class Plugins:
             info.add_error(f"{hook_name} raised {_describe(exc)}")
             return []
         items: list[Any] = []
-        what = "stage kind" if hook_name == "conveyor_stage_kinds" else "executor"
+        what = {
+            "conveyor_stage_kinds": "stage kind",
+            "conveyor_executors": "executor",
+            "conveyor_deploy_targets": "deploy target",
+        }[hook_name]
         for result in results:
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
@@ -239,6 +271,10 @@ class Plugins:
     def owner_of(self, stage_kind: str) -> str:
         """The name of the plugin that provided a stage kind."""
         return self._owner.get(stage_kind, "?")
+
+    def owner_of_target(self, target: str) -> str:
+        """The name of the plugin that provided a deploy target."""
+        return self._owner.get(f"target:{target}", "?")
 
     def describe(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]

@@ -34,6 +34,16 @@ Artifacts (what build stages produce, ``conveyor_artifact_produced``):
     :class:`ArtifactOutput` (returned in ``StageOutcome.artifacts``),
     :class:`Artifact` (a recorded artifact), :class:`StageTiming`,
     :class:`RegistryCredential`, :data:`OCI_IMAGE`, :data:`FILE`.
+
+Deploy targets (``conveyor_deploy_targets``):
+    :class:`DeployTarget` (what every target has), :class:`ReplicaTarget`
+    and :class:`ServiceTarget` (the two shapes, by ``rollout``:
+    :data:`REPLICA_ROLLOUT`, :data:`SERVICE_ROLLOUT`), :class:`TargetContext`
+    (what each call is given), :class:`Environment` and
+    :class:`HealthCheck` (what to run, how it is checked),
+    :class:`ReplicaRequest` and :class:`ServiceRequest` (what to start),
+    :class:`Replica` (what runs), :class:`ProbeResult`, :class:`TargetError`
+    and the ``LABEL_*`` names of the labels on what a target starts.
 """
 
 from conveyor.daemon.artifacts.model import (
@@ -43,6 +53,26 @@ from conveyor.daemon.artifacts.model import (
     ArtifactOutput,
     RegistryCredential,
     StageTiming,
+)
+from conveyor.daemon.delivery.target import (
+    LABEL_DEPLOYMENT,
+    LABEL_DIGEST,
+    LABEL_ENVIRONMENT,
+    LABEL_OWNER,
+    LABEL_PORT,
+    REPLICA_ROLLOUT,
+    SERVICE_ROLLOUT,
+    DeployTarget,
+    Environment,
+    HealthCheck,
+    ProbeResult,
+    Replica,
+    ReplicaRequest,
+    ReplicaTarget,
+    ServiceRequest,
+    ServiceTarget,
+    TargetContext,
+    TargetError,
 )
 from conveyor.daemon.executors.base import (
     Executor,
@@ -62,18 +92,34 @@ from conveyor.plugin._parameters import Parameters, parameter_problems
 
 __all__ = [
     "FILE",
+    "LABEL_DEPLOYMENT",
+    "LABEL_DIGEST",
+    "LABEL_ENVIRONMENT",
+    "LABEL_OWNER",
+    "LABEL_PORT",
     "OCI_IMAGE",
+    "REPLICA_ROLLOUT",
+    "SERVICE_ROLLOUT",
     "Artifact",
     "ArtifactOutput",
+    "DeployTarget",
+    "Environment",
     "Executor",
     "ExecutorError",
     "Finding",
+    "HealthCheck",
     "OutputWriter",
     "Parameters",
+    "ProbeResult",
     "ProcessRequest",
     "RegistryCredential",
+    "Replica",
+    "ReplicaRequest",
+    "ReplicaTarget",
     "Run",
     "RunStatus",
+    "ServiceRequest",
+    "ServiceTarget",
     "Stage",
     "StageContext",
     "StageKind",
@@ -83,6 +129,8 @@ __all__ = [
     "StageSpec",
     "StageStatus",
     "StageTiming",
+    "TargetContext",
+    "TargetError",
     "TestCaseResult",
     "TriggerKind",
     "hookimpl",

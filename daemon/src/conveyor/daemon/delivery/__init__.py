@@ -1,0 +1,1 @@
+"""Continuous delivery: environments, deploy targets, deployments, rollouts."""
