@@ -6,7 +6,8 @@ The service is busybox ``httpd`` from the base image, serving ``/www`` on
 ``ok`` and ``/version`` the version baked into the image at build time.
 Broken versions: ``health="missing"`` has no health file (404 from the
 start); ``health="late"`` removes it two seconds after start (healthy at
-first, failing inside a watch window).
+first, failing inside a watch window); ``health="crash"`` exits at once
+with code 3.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import docker
 
 from tests.support.docker import DockerSandbox
 
-Health = Literal["ok", "missing", "late"]
+Health = Literal["ok", "missing", "late", "crash"]
 
 #: Seconds after start at which a ``health="late"`` image's health fails.
 LATE_FAILURE_AFTER = 2
@@ -38,6 +39,8 @@ def service_dockerfile(sandbox: DockerSandbox, version: str, health: Health = "o
     serve = 'exec httpd -f -p "127.0.0.1:${PORT:?PORT is not set}" -h /www'
     if health == "late":
         serve = f"(sleep {LATE_FAILURE_AFTER}; rm -f /www/health) & {serve}"
+    if health == "crash":
+        serve = "exit 3"
     return sandbox.dockerfile(f"RUN {files}", f'CMD ["sh", "-c", {_json_string(serve)}]')
 
 
