@@ -43,7 +43,7 @@ from pydantic_core import ErrorDetails
 
 from conveyor.client.address import SOCKET_NAME, conveyor_home
 from conveyor.daemon.artifacts.model import RegistryCredential
-from conveyor.daemon.pipeline import Limits
+from conveyor.daemon.pipeline import EnvironmentSpec, Limits
 
 
 class ConfigError(Exception):
@@ -230,6 +230,13 @@ class Config:
         " NAME = {registry, username, password_file} (JSON in the environment and flag)",
     )
 
+    environments: dict[LoginName, EnvironmentSpec] = setting(
+        {},
+        help="deployment environments, as in a pipeline file's environments: (a TOML table"
+        " NAME = {target, port, run, config, ...}; JSON in the environment and flag); an"
+        " environment defined here wins over a pipeline's of the same name",
+    )
+
     def registry_credential(self, name: str) -> RegistryCredential | None:
         """The login ``registry_credentials`` calls ``name``, if any (no I/O:
         the password was read when the configuration loaded)."""
@@ -290,9 +297,10 @@ def _expected(key: str, *, strict: bool) -> str:
     if typing.get_origin(hint) is list:
         return "a list of strings"
     if typing.get_origin(hint) is dict:
-        return "a table of NAME = {registry, username, password_file}" + (
-            "" if strict else " written as JSON"
+        fields = (
+            "target, port, ..." if key == "environments" else "registry, username, password_file"
         )
+        return f"a table of NAME = {{{fields}}}" + ("" if strict else " written as JSON")
     constraints: list[Any] = []
     if typing.get_origin(hint) is Annotated:
         hint, *metadata = typing.get_args(hint)

@@ -14,7 +14,7 @@ Two families:
   a plugin that raises there is reported by ``ListPlugins`` and that
   contribution is left out — the rest of the plugin, and the other plugins,
   load.
-* **Lifecycle hooks** observe runs. They are called off the runs' path: the
+* **Lifecycle hooks** observe runs and deployments. They are called off the runs' path: the
   daemon queues a notification (with frozen :class:`~conveyor.plugin.Run`
   and :class:`~conveyor.plugin.Stage` snapshots) and goes on; one task
   delivers notifications in order. Implementations may be plain functions or
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from conveyor.daemon.delivery.target import DeployTarget
     from conveyor.daemon.executors.base import Executor
     from conveyor.daemon.stages import StageKind
-    from conveyor.daemon.views import Run, Stage
+    from conveyor.daemon.views import Deployment, Run, Stage
 
 PROJECT = "conveyor"
 
@@ -141,5 +141,19 @@ def conveyor_artifact_produced(run: Run, artifact: Artifact) -> Awaitable[None] 
     :param run: the producing run as it is at that moment.
     :param artifact: the artifact with its digest, version, tags, commit,
         stage timings and signed provenance.
+    May return an awaitable; its result is ignored.
+    """
+
+
+@hookspec
+def conveyor_deployment_finished(deployment: Deployment) -> Awaitable[None] | None:
+    """Called after a deployment reaches a final status and it is stored:
+    ``healthy``, ``failed``, ``rolled_back`` (the previous version was
+    restored, by a ``restore`` deployment reported on its own),
+    ``rejected``, ``expired`` or ``interrupted``.
+
+    :param deployment: the finished deployment (frozen): environment,
+        status and reason, the artifact, the deployer, the previous
+        deployment, the commits since it, the configuration hash.
     May return an awaitable; its result is ignored.
     """

@@ -25,12 +25,13 @@ import trio
 
 from conveyor.daemon import hookspecs
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.delivery.records import DeploymentRecord
 from conveyor.daemon.delivery.target import REPLICA_ROLLOUT, SERVICE_ROLLOUT, DeployTarget
 from conveyor.daemon.executors.base import Executor
 from conveyor.daemon.notifier import QUEUE_SIZE, Notification, Notifier
 from conveyor.daemon.records import RunRecord, StageRecord
 from conveyor.daemon.stages import StageKind
-from conveyor.daemon.views import run_view, stage_view
+from conveyor.daemon.views import deployment_view, run_view, stage_view
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,14 @@ class Plugins:
             "conveyor_artifact_produced",
             f"run {run.id} artifact {artifact.digest}",
             lambda: {"run": run_view(run), "artifact": artifact},
+        )
+
+    def deployment_finished(self, deployment: DeploymentRecord) -> None:
+        """Notify ``conveyor_deployment_finished`` (queued; never blocks)."""
+        self._post(
+            "conveyor_deployment_finished",
+            f"deployment {deployment.id} ({deployment.environment})",
+            lambda: {"deployment": deployment_view(deployment)},
         )
 
     def _post(self, hook_name: str, about: str, arguments: Callable[[], dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ from conveyor.daemon.executors.base import (
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import StageStatus
 from conveyor.daemon.reports import StageReport
-from conveyor.daemon.views import Run
+from conveyor.daemon.views import Deployment, Run
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,40 @@ async def _no_tag(name: str, tag: str) -> str | None:
     return None
 
 
+class DeploymentError(Exception):
+    """A deployment was refused before it started (an unknown environment
+    or artifact, an environment busy with another deployment, a promotion
+    from an environment where nothing healthy runs); the message says why."""
+
+
+class Deployments(Protocol):
+    """What a stage may deploy with (``ctx.deployments``): the daemon's
+    deployment service, on behalf of the stage's run."""
+
+    async def deploy(
+        self, environment: str, artifact: str, *, promote_from: str = ""
+    ) -> Deployment:
+        """Deploy ``artifact`` (a digest) to ``environment`` — or, with
+        ``promote_from``, promote the digest that is deployed and healthy in
+        that environment (``artifact`` is then ignored) — and wait until the
+        deployment ends: ``healthy``, ``failed``, ``rolled_back``,
+        ``rejected`` or ``expired`` (an environment that requires approval
+        waits for it). Its progress goes to the stage log.
+
+        The deployer recorded is the stage's run (``run:<id>``). Raises
+        :class:`DeploymentError` when the deployment is refused. Cancelling
+        the stage stops the wait, not the deployment.
+        """
+        ...
+
+
+class _NoDeployments:
+    async def deploy(
+        self, environment: str, artifact: str, *, promote_from: str = ""
+    ) -> Deployment:
+        raise DeploymentError("this daemon gives stages no deployments (ctx.deployments)")
+
+
 @dataclass
 class StageContext:
     """Everything a stage attempt may use. Passed to :meth:`StageKind.run`."""
@@ -95,6 +129,9 @@ class StageContext:
     #: Looks up the digest a tag names in the daemon's records; see
     #: :meth:`tag_digest`.
     tag_lookup: Callable[[str, str], Awaitable[str | None]] = field(default=_no_tag, repr=False)
+    #: The daemon's deployments, for kinds that deploy (the ``deploy``
+    #: kind): ``await ctx.deployments.deploy(environment, digest)``.
+    deployments: Deployments = field(default_factory=_NoDeployments, repr=False)
 
     def credential(self, name: str) -> RegistryCredential | None:
         """The daemon-side registry login called ``name``, if any."""

@@ -1,4 +1,4 @@
-"""Frozen views of runs and stages: what plugins are given.
+"""Frozen views of runs, stages and deployments: what plugins are given.
 
 The scheduler works on mutable :class:`~conveyor.daemon.records.RunRecord`
 and :class:`~conveyor.daemon.records.StageRecord` objects. Plugins never see
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from conveyor.daemon.delivery.records import DeploymentKind, DeploymentRecord, DeploymentStatus
 from conveyor.daemon.records import RunRecord, RunStatus, StageRecord, StageStatus, TriggerKind
 from conveyor.daemon.reports import StageReport
 
@@ -105,3 +106,67 @@ def run_view(record: RunRecord) -> Run:
     values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Run)}
     values.update(stages=tuple(stage_view(stage) for stage in record.stages))
     return Run(**values)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment as it was when the view was taken (given to
+    ``conveyor_deployment_finished`` and returned by ``ctx.deployments``)."""
+
+    id: str
+    environment: str
+    #: ``deploy``, ``promote``, ``rollback`` or ``restore`` (automatic).
+    kind: DeploymentKind
+    status: DeploymentStatus
+    #: Why it is in its status, in words.
+    reason: str
+    #: The artifact: digest, name, kind, version and where it came from.
+    digest: str
+    artifact_name: str
+    artifact_kind: str
+    version: str
+    commit: str
+    pipeline: str
+    run_id: str
+    run_number: int
+    #: Who asked for it, as the daemon knows them (``uid:1000``, ``run:<id>``).
+    deployer: str
+    target: str
+    replicas: int
+    #: Unix seconds; started/finished are None until then.
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    #: The deployment that ran before it ("" for the first) and its digest.
+    previous_id: str
+    previous_digest: str
+    #: A promotion's source environment.
+    source_environment: str
+    #: A rollback's or restore's earlier deployment, and a restore's cause.
+    restores_id: str
+    cause_id: str
+    #: The restore that put the previous version back after this one failed.
+    restored_by: str
+    #: ``(commit id, subject)`` since the previous deployment, newest first.
+    commits: tuple[tuple[str, str], ...]
+    config_hash: str
+    config_changed: bool
+    #: The deployment span's context (hex).
+    trace_id: str
+    span_id: str
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - (self.started_at or self.created_at)
+
+
+def deployment_view(record: DeploymentRecord) -> Deployment:
+    """A frozen snapshot of ``record``."""
+    values = {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(Deployment)
+        if f.name != "commits"
+    }
+    return Deployment(**values, commits=tuple((c.id, c.subject) for c in record.commits))

@@ -22,10 +22,14 @@ Executors (``conveyor_executors``):
     group the way the ``local`` executor does).
 
 Lifecycle hooks (``conveyor_run_started``, ``conveyor_stage_finished``,
-``conveyor_run_finished``):
-    :class:`Run` and :class:`Stage`, frozen snapshots (stage kinds get the
-    same :class:`Run` as ``ctx.run``); :class:`RunStatus`,
-    :class:`StageStatus` and :class:`TriggerKind`.
+``conveyor_run_finished``, ``conveyor_deployment_finished``):
+    :class:`Run`, :class:`Stage` and :class:`Deployment`, frozen snapshots
+    (stage kinds get the same :class:`Run` as ``ctx.run``);
+    :class:`RunStatus`, :class:`StageStatus`, :class:`TriggerKind`,
+    :class:`DeploymentStatus` and :class:`DeploymentKind`.
+
+Deploying from a stage: :class:`Deployments` (``ctx.deployments``) and
+:class:`DeploymentError`.
 
 Reports (parsed results of a stage, returned in its outcome):
     :class:`StageReport`, :class:`Finding`, :class:`TestCaseResult`.
@@ -43,7 +47,10 @@ Deploy targets (``conveyor_deploy_targets``):
     :class:`HealthCheck` (what to run, how it is checked),
     :class:`ReplicaRequest` and :class:`ServiceRequest` (what to start),
     :class:`Replica` (what runs), :class:`ProbeResult`, :class:`TargetError`
-    and the ``LABEL_*`` names of the labels on what a target starts.
+    and the ``LABEL_*`` names of the labels on what a target starts;
+    :func:`spawn_detached`, :func:`stop_detached`, :func:`is_running`,
+    :class:`DetachedProcess` and :class:`SpawnError` (start local processes
+    that outlive the daemon, as the ``process`` target does).
 """
 
 from conveyor.daemon.artifacts.model import (
@@ -53,6 +60,14 @@ from conveyor.daemon.artifacts.model import (
     ArtifactOutput,
     RegistryCredential,
     StageTiming,
+)
+from conveyor.daemon.delivery.records import DeploymentKind, DeploymentStatus
+from conveyor.daemon.delivery.spawn import (
+    DetachedProcess,
+    SpawnError,
+    is_running,
+    spawn_detached,
+    stop_detached,
 )
 from conveyor.daemon.delivery.target import (
     LABEL_DEPLOYMENT,
@@ -86,8 +101,14 @@ from conveyor.daemon.hookspecs import hookimpl
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import RunStatus, StageStatus, TriggerKind
 from conveyor.daemon.reports import Finding, StageReport, TestCaseResult
-from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
-from conveyor.daemon.views import Run, Stage
+from conveyor.daemon.stages import (
+    DeploymentError,
+    Deployments,
+    StageContext,
+    StageKind,
+    StageOutcome,
+)
+from conveyor.daemon.views import Deployment, Run, Stage
 from conveyor.plugin._parameters import Parameters, parameter_problems
 
 __all__ = [
@@ -103,6 +124,12 @@ __all__ = [
     "Artifact",
     "ArtifactOutput",
     "DeployTarget",
+    "Deployment",
+    "DeploymentError",
+    "DeploymentKind",
+    "DeploymentStatus",
+    "Deployments",
+    "DetachedProcess",
     "Environment",
     "Executor",
     "ExecutorError",
@@ -120,6 +147,7 @@ __all__ = [
     "RunStatus",
     "ServiceRequest",
     "ServiceTarget",
+    "SpawnError",
     "Stage",
     "StageContext",
     "StageKind",
@@ -134,6 +162,9 @@ __all__ = [
     "TestCaseResult",
     "TriggerKind",
     "hookimpl",
+    "is_running",
     "parameter_problems",
     "run_in_process_group",
+    "spawn_detached",
+    "stop_detached",
 ]

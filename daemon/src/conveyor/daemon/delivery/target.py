@@ -107,6 +107,9 @@ class HealthCheck:
     timeout: float = 1.0
     #: Seconds between probes while waiting for readiness and while watching.
     interval: float = 0.2
+    #: Consecutive unhealthy answers that make a replica unhealthy (while
+    #: starting, "connection refused" does not count: it is still starting).
+    failure_threshold: int = 2
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,15 @@ class DeployTarget(Protocol):
 
     # Optional (read with getattr):
     #
+    # requires_command: bool
+    #     True when environments on this target must give the service
+    #     command (``run:``), as ``process`` does: a pipeline file without
+    #     it is invalid. Without it, ``run:`` is optional (an image's own
+    #     entrypoint runs).
+    # async def output_tail(self, ctx: TargetContext, replica: Replica) -> str
+    #     The last lines of a replica's output (a process's log, a
+    #     container's logs), quoted in the deployment log when the replica
+    #     fails to become healthy or stops. "" when there is nothing to say.
     # async def check(self, ctx: TargetContext, environment: Environment) -> None
     #     Called before a deployment starts anything: raise TargetError when
     #     the target cannot deploy now (the engine is unreachable, the image

@@ -1,11 +1,13 @@
 """The ``conveyor.yaml`` pipeline file: models, loading, validation and JSON Schema."""
 
-from conveyor.daemon.pipeline.checks import Limits, StageValidator
+from conveyor.daemon.pipeline.checks import Limits, StageValidator, TargetCheck
 from conveyor.daemon.pipeline.diagnostics import Diagnostic, PipelineError, PipelineTooLarge
 from conveyor.daemon.pipeline.durations import parse_duration
 from conveyor.daemon.pipeline.loader import check_pipeline, load_pipeline
 from conveyor.daemon.pipeline.model import (
     ConcurrencySpec,
+    EnvironmentSpec,
+    HealthSpec,
     PipelineSpec,
     RetryPolicy,
     StageSpec,
@@ -14,6 +16,8 @@ from conveyor.daemon.pipeline.model import (
 __all__ = [
     "ConcurrencySpec",
     "Diagnostic",
+    "EnvironmentSpec",
+    "HealthSpec",
     "Limits",
     "PipelineError",
     "PipelineSpec",
@@ -21,6 +25,7 @@ __all__ = [
     "RetryPolicy",
     "StageSpec",
     "StageValidator",
+    "TargetCheck",
     "check_pipeline",
     "load_pipeline",
     "parse_duration",

@@ -18,11 +18,22 @@ from conveyor.daemon.pipeline.diagnostics import (
 from conveyor.daemon.pipeline.graph import order_stages
 from conveyor.daemon.pipeline.model import PipelineSpec, StageSpec
 
-__all__ = ["Limits", "StageValidator", "check_meaning", "check_size"]
+__all__ = ["Limits", "StageValidator", "TargetCheck", "check_meaning", "check_size"]
 
 #: Validates a stage of one kind; yields ``(field path relative to the stage, message)``,
 #: e.g. ``("with.image", "required parameter 'image' is missing")``.
 StageValidator: TypeAlias = Callable[[StageSpec], Iterable[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """What the pipeline check knows of an installed deploy target."""
+
+    #: Checks an environment's ``with:`` options: ``(field relative to the
+    #: environment, message)`` pairs.
+    validate: Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]]
+    #: Whether environments on it need ``run:`` (the ``process`` target).
+    requires_command: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,17 @@ def check_meaning(
     stage_kinds: Mapping[str, StageValidator] | None,
     executors: Collection[str] | None,
     budget: int,
+    deploy_targets: Mapping[str, TargetCheck] | None = None,
+    environments: Collection[str] = (),
 ) -> None:
     """Report what makes a well-formed pipeline unusable. Suggestions
     ("did you mean") cost a scan of the names: they are made only while
-    fewer than ``budget`` problems were found."""
-    _Meaning(spec, report, budget).check(stage_kinds, executors)
+    fewer than ``budget`` problems were found. ``environments`` names the
+    environments defined elsewhere (the daemon's configuration), which
+    ``promote_from`` may name too."""
+    meaning = _Meaning(spec, report, budget)
+    meaning.check(stage_kinds, executors)
+    meaning.check_environments(deploy_targets, environments)
 
 
 class _Meaning:
@@ -150,6 +167,61 @@ class _Meaning:
         for name, stage in spec.stages.items():
             if stage.executor is not None and stage.executor not in executors:
                 self.report.report(("stages", name, "executor"), message(stage.executor))
+
+    def check_environments(
+        self, targets: Mapping[str, TargetCheck] | None, elsewhere: Collection[str]
+    ) -> None:
+        """``promote_from`` names another environment, ports differ, the
+        target is installed and accepts its options."""
+        environments = self.spec.environments
+        known = sorted({*environments, *elsewhere})
+        ports: dict[int, str] = {}
+        for name, env in environments.items():
+            path: FieldPath = ("environments", name)
+            if env.promote_from == name:
+                self.report.report(
+                    (*path, "promote_from"), "an environment cannot promote from itself"
+                )
+            elif env.promote_from is not None and env.promote_from not in known:
+                self.report.report(
+                    (*path, "promote_from"),
+                    f"unknown environment '{env.promote_from}'; expected one of: "
+                    f"{one_of(known, leaving_out=name)}{self._suggest(env.promote_from, known)}",
+                )
+            if env.port in ports:
+                self.report.report(
+                    (*path, "port"),
+                    f"port {env.port} is already the port of environment '{ports[env.port]}'",
+                )
+            ports.setdefault(env.port, name)
+            if targets is None:
+                continue
+            check = targets.get(env.target)
+            if check is None:
+                installed = sorted(targets)
+                self.report.report(
+                    (*path, "target"),
+                    f"unknown deploy target '{env.target}'; installed targets: "
+                    f"{one_of(installed)}{self._suggest(env.target, installed)}",
+                )
+                continue
+            if check.requires_command and not env.run:
+                self.report.report(
+                    path,
+                    f"the {env.target} target needs the service command in 'run'"
+                    " (e.g. run: [python3, '{artifact}'])",
+                    at_key=True,
+                )
+            try:
+                findings = list(check.validate(env.with_))
+            except Exception as exc:
+                self.report.report(
+                    path, f"deploy target '{env.target}' failed to validate: {exc!r}", at_key=True
+                )
+                continue
+            for field, message in findings:
+                relative = parse_relative_path(field) if field else ()
+                self.report.report((*path, *relative), message, at_key=not relative)
 
     def _check_kinds(self, stage_kinds: Mapping[str, StageValidator]) -> None:
         kinds = sorted(stage_kinds)

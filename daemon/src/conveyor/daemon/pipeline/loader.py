@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from conveyor.daemon.pipeline.checks import Limits, StageValidator, check_meaning, check_size
+from conveyor.daemon.pipeline.checks import (
+    Limits,
+    StageValidator,
+    TargetCheck,
+    check_meaning,
+    check_size,
+)
 from conveyor.daemon.pipeline.diagnostics import Diagnostic, Diagnostics, PipelineError
 from conveyor.daemon.pipeline.model import PipelineSpec
 from conveyor.daemon.pipeline.structure import validate_structure
@@ -29,6 +35,8 @@ def check_pipeline(
     stage_kinds: Mapping[str, StageValidator] | None = None,
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    deploy_targets: Mapping[str, TargetCheck] | None = None,
+    environments: Collection[str] = (),
 ) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     """Parse and validate a pipeline file.
 
@@ -36,8 +44,10 @@ def check_pipeline(
     diagnostic. Diagnostics are sorted by line, at most
     ``limits.max_diagnostics`` of them plus one that counts the rest.
     ``stage_kinds`` maps installed stage kinds to their validators and
-    ``executors`` names the available executors; when omitted, those checks
-    are skipped.
+    ``executors`` names the available executors, ``deploy_targets`` the
+    installed deploy targets; when omitted, those checks are skipped.
+    ``environments`` names environments defined outside the file (the
+    daemon's configuration), which ``promote_from`` may name.
 
     Raises :class:`PipelineTooLarge` when the file has more stages, or a
     stage more needs, than ``limits`` allow.
@@ -55,6 +65,8 @@ def check_pipeline(
             stage_kinds=stage_kinds,
             executors=executors,
             budget=limits.max_diagnostics,
+            deploy_targets=deploy_targets,
+            environments=environments,
         )
     diagnostics = report.sorted(limits.max_diagnostics)
     return (spec if not diagnostics else None), diagnostics
@@ -67,10 +79,18 @@ def load_pipeline(
     stage_kinds: Mapping[str, StageValidator] | None = None,
     executors: Collection[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    deploy_targets: Mapping[str, TargetCheck] | None = None,
+    environments: Collection[str] = (),
 ) -> PipelineSpec:
     """Like :func:`check_pipeline` but raise :class:`PipelineError` on any diagnostic."""
     spec, diagnostics = check_pipeline(
-        text, file, stage_kinds=stage_kinds, executors=executors, limits=limits
+        text,
+        file,
+        stage_kinds=stage_kinds,
+        executors=executors,
+        limits=limits,
+        deploy_targets=deploy_targets,
+        environments=environments,
     )
     if diagnostics or spec is None:
         raise PipelineError(diagnostics)

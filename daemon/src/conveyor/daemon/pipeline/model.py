@@ -25,6 +25,8 @@ from conveyor.daemon.pipeline.graph import order_stages
 
 __all__ = [
     "ConcurrencySpec",
+    "EnvironmentSpec",
+    "HealthSpec",
     "PipelineSpec",
     "RetryPolicy",
     "StageSpec",
@@ -285,6 +287,105 @@ class StageSpec(_Model):
         return self
 
 
+#: Largest ``replicas`` of an environment.
+MAX_REPLICAS: Final = 20
+#: The placeholder in an environment's ``run:`` for the artifact's path.
+ARTIFACT_PLACEHOLDER: Final = "{artifact}"
+
+
+def _http_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"an HTTP path starts with '/', got {value!r}")
+    if _CONTROL_RE.search(value) or " " in value:
+        raise ValueError(f"{value!r} must not contain spaces or control characters")
+    return value
+
+
+class HealthSpec(_Model):
+    """How each replica of an environment is checked: an HTTP GET of
+    ``path`` on the replica's port (healthy on 2xx), or ``command`` (healthy
+    on exit code 0, with ``PORT`` set to the replica's port)."""
+
+    path: Annotated[str, AfterValidator(_http_path)] | None = Field(
+        default=None, description="HTTP path to GET on the replica's port (default: /)."
+    )
+    command: CommandList | None = Field(
+        default=None, description="A command that exits 0 when the replica is healthy."
+    )
+    timeout: PositiveDuration = Field(default=2.0, description="Seconds one check may take.")
+    interval: PositiveDuration = Field(
+        default=1.0, description="Seconds between checks while waiting and while watching."
+    )
+    failure_threshold: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Consecutive failed checks that make a replica unhealthy.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HealthSpec:
+        if self.path is not None and self.command:
+            raise ValueError("give either path or command, not both")
+        if self.command is not None and not self.command:
+            raise ValueError("command must not be empty")
+        return self
+
+
+class EnvironmentSpec(_Model):
+    """Where and how an artifact runs: the target, its externalised
+    configuration, replicas, health check and the gates of a deployment."""
+
+    target: str = Field(default="process", min_length=1, description="Deploy target.")
+    run: CommandList = Field(
+        default_factory=list,
+        description="The service command; {artifact} is the artifact's path (file artifacts)."
+        " Required by the process target.",
+    )
+    port: int = Field(
+        ge=1024, le=65535, description="The stable front port users reach, on 127.0.0.1."
+    )
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="Replicas to run.")
+    config: EnvMap = Field(
+        default_factory=dict, description="Configuration: environment variables of the service."
+    )
+    env_file: Annotated[str, AfterValidator(inside_repository)] | None = Field(
+        default=None,
+        description="A file of KEY=VALUE lines in the repository, read at the artifact's"
+        " commit; config wins over it.",
+    )
+    secrets: dict[EnvName, Name] = Field(
+        default_factory=dict,
+        description="Environment variables taken from the daemon's secrets, by secret name.",
+    )
+    health: HealthSpec = Field(default=HealthSpec(), description="The health check.")
+    readiness_timeout: PositiveDuration = Field(
+        default=30.0, description="Seconds a new replica has to pass its health check."
+    )
+    watch: Duration = Field(
+        default=10.0,
+        description="Seconds every replica must stay healthy after the rollout (the watch"
+        " window) before the deployment counts as healthy.",
+    )
+    stop_grace: Duration = Field(
+        default=10.0, description="Seconds between SIGTERM and SIGKILL when a replica stops."
+    )
+    requires_approval: bool = Field(
+        default=False, description="Hold deployments until approved (conveyor approve)."
+    )
+    approval_expiry: PositiveDuration = Field(
+        default=86400.0, description="Seconds a deployment waits for approval before it expires."
+    )
+    promote_from: Name | None = Field(
+        default=None,
+        description="The environment this one takes its artifacts from: only promotions from"
+        " it are accepted.",
+    )
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="The deploy target's own options."
+    )
+
+
 def _stages_json_schema(schema: dict[str, Any]) -> None:
     # pydantic renders constrained keys as patternProperties, which silently
     # accepts non-matching names; use propertyNames instead.
@@ -311,6 +412,12 @@ class PipelineSpec(_Model):
     stages: dict[Name, StageSpec] = Field(
         min_length=1,
         description="Stages, by name, in file order.",
+        json_schema_extra=_stages_json_schema,
+    )
+    environments: dict[Name, EnvironmentSpec] = Field(
+        default_factory=dict,
+        description="Environments the pipeline's artifacts are deployed to, by name; the"
+        " daemon's configuration may define (and override) them too.",
         json_schema_extra=_stages_json_schema,
     )
 

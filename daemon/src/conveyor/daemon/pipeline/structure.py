@@ -20,6 +20,8 @@ from conveyor.daemon.pipeline.diagnostics import (
 )
 from conveyor.daemon.pipeline.model import (
     ConcurrencySpec,
+    EnvironmentSpec,
+    HealthSpec,
     PipelineSpec,
     RetryPolicy,
     StageSpec,
@@ -115,7 +117,9 @@ def _stray_stage(loc: FieldPath, value: Any, report: Diagnostics) -> str:
 
 
 def _key_error(path: FieldPath, kind: str, value: Any, msg: str, report: Diagnostics) -> None:
-    what = "stage name" if len(path) == 2 and path[0] == "stages" else "key"
+    what = "key"
+    if len(path) == 2 and path[0] in ("stages", "environments"):
+        what = "stage name" if path[0] == "stages" else "environment name"
     if kind == "string_pattern_mismatch":
         message = f"invalid {what} {value!r}: {_NAME_RULE}"
     else:
@@ -135,6 +139,10 @@ def fields_at(parent: FieldPath) -> list[str]:
         model = StageSpec
     elif len(parent) == 3 and parent[0] == "stages" and parent[2] == "retries":
         model = RetryPolicy
+    elif len(parent) == 2 and parent[0] == "environments":
+        model = EnvironmentSpec
+    elif len(parent) == 3 and parent[0] == "environments" and parent[2] == "health":
+        model = HealthSpec
     if model is None:
         return []
     return [field.alias or name for name, field in model.model_fields.items()]

@@ -159,6 +159,64 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cache_hits_digest ON cache_hits (digest);
     """,
+    # Deployments (one row each, never deleted: the audit trail) and their
+    # events: every status transition with its reason, and the rollout log.
+    """
+    CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES artifacts (digest),
+        artifact_name TEXT NOT NULL,
+        artifact_kind TEXT NOT NULL,
+        version TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        commit_time REAL,
+        repository TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        run_number INTEGER NOT NULL,
+        deployer TEXT NOT NULL,
+        target TEXT NOT NULL,
+        replicas INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        healthy_at REAL,
+        source_environment TEXT NOT NULL DEFAULT '',
+        previous_id TEXT NOT NULL DEFAULT '',
+        previous_digest TEXT NOT NULL DEFAULT '',
+        restores_id TEXT NOT NULL DEFAULT '',
+        cause_id TEXT NOT NULL DEFAULT '',
+        restored_by TEXT NOT NULL DEFAULT '',
+        commits_json TEXT NOT NULL DEFAULT '[]',
+        reverted_json TEXT NOT NULL DEFAULT '[]',
+        commits_total INTEGER NOT NULL DEFAULT 0,
+        config_hash TEXT NOT NULL DEFAULT '',
+        config_changed INTEGER NOT NULL DEFAULT 0,
+        environment_json TEXT NOT NULL DEFAULT '{}',
+        trace_id TEXT NOT NULL DEFAULT '',
+        span_id TEXT NOT NULL DEFAULT '',
+        approval_expires_at REAL,
+        decided_by TEXT NOT NULL DEFAULT '',
+        decided_at REAL,
+        decision_comment TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX deployments_environment ON deployments (environment, id);
+    CREATE INDEX deployments_digest ON deployments (digest, id);
+    CREATE INDEX deployments_status ON deployments (status, id);
+    CREATE TABLE deployment_events (
+        deployment_id TEXT NOT NULL REFERENCES deployments (id),
+        seq INTEGER NOT NULL,
+        time REAL NOT NULL,
+        status TEXT NOT NULL,
+        from_status TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, seq)
+    );
+    """,
 ]
 
 
