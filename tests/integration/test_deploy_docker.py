@@ -131,6 +131,7 @@ async def test_a_replica_that_exits_is_not_alive_and_listed_as_failed(
     states = {r.id: (r.state, r.message) for r in await target.list_replicas(ctx, "staging")}
     assert states[first.id] == ("running", "")
     assert states[second.id][0] == "failed" and "exit code 1" in states[second.id][1]
+    assert "Address already in use" in await target.output_tail(ctx, second)
 
 
 async def test_a_missing_image_is_a_target_error_and_starts_nothing(

@@ -126,7 +126,10 @@ async def test_a_task_that_fails_fails_the_update_at_once_and_a_new_update_resto
     await target.update(ctx, deployer.service_request(env, base, "d1"))
 
     broken = with_artifact(env, image_artifact(crash, "crash"))
-    failed = r"replica 1 \(task .*\) failed: task: non-zero exit \(3\)"
+    failed = (
+        r"replica [12] \(task .*\) failed: task: non-zero exit \(3\);"
+        r" its last output: 3\.0\.0 cannot start"
+    )
     with pytest.raises(TargetError, match=failed):
         await target.update(ctx, deployer.service_request(broken, base, "d2"))
 

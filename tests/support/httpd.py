@@ -7,7 +7,7 @@ The service is busybox ``httpd`` from the base image, serving ``/www`` on
 Broken versions: ``health="missing"`` has no health file (404 from the
 start); ``health="late"`` removes it two seconds after start (healthy at
 first, failing inside a watch window); ``health="crash"`` exits at once
-with code 3.
+with code 3 after writing ``<version> cannot start`` to stderr.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def service_dockerfile(sandbox: DockerSandbox, version: str, health: Health = "o
     if health == "late":
         serve = f"(sleep {LATE_FAILURE_AFTER}; rm -f /www/health) & {serve}"
     if health == "crash":
-        serve = "exit 3"
+        serve = f"echo {version} cannot start >&2; exit 3"
     return sandbox.dockerfile(f"RUN {files}", f'CMD ["sh", "-c", {_json_string(serve)}]')
 
 

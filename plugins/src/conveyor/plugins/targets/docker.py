@@ -61,7 +61,7 @@ from conveyor.plugin import (
     TargetContext,
     hookimpl,
 )
-from conveyor.plugins.targets.engine import call, local_image, option_problems
+from conveyor.plugins.targets.engine import call, container_tail, local_image, option_problems
 
 NAME: Final = "docker"
 #: Signal names ``stop_signal`` accepts.
@@ -233,6 +233,13 @@ class DockerTarget:
             return _state(details)[0] == "running"
 
         return await call(f"inspecting container {replica.id[:12]}", run)
+
+    async def output_tail(self, ctx: TargetContext, replica: Replica) -> str:
+        """The last lines the replica's container wrote ("" once removed)."""
+        return await call(
+            f"reading the logs of container {replica.id[:12]}",
+            lambda client: container_tail(client, replica.id),
+        )
 
     async def list_replicas(self, ctx: TargetContext, environment: str) -> list[Replica]:
         """Every container, running or not, labelled for ``environment`` and

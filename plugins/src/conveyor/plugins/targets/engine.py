@@ -95,6 +95,21 @@ def local_image(client: docker.APIClient, artifact: Artifact) -> str:
     )
 
 
+#: Lines of a replica's output quoted when it fails.
+TAIL_LINES = 20
+
+
+def container_tail(client: docker.APIClient, container: str) -> str:
+    """The last :data:`TAIL_LINES` lines a container wrote (stdout and
+    stderr), "" when it is gone (blocking)."""
+    try:
+        data = client.logs(container, stdout=True, stderr=True, tail=TAIL_LINES)
+    except (NotFound, ImageNotFound):
+        return ""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else ""
+    return text.strip()
+
+
 def labels_match(labels: Mapping[str, str] | None, wanted: Mapping[str, str]) -> bool:
     """Whether ``labels`` carry every ``wanted`` label with its value."""
     have = labels or {}

@@ -85,7 +85,7 @@ from conveyor.plugin import (
     hookimpl,
 )
 from conveyor.plugins.targets.docker import State, engine_time
-from conveyor.plugins.targets.engine import call, local_image, option_problems
+from conveyor.plugins.targets.engine import call, container_tail, local_image, option_problems
 
 NAME: Final = "swarm"
 #: A Swarm template can only append the slot to a prefix: 9 slots at most.
@@ -283,6 +283,13 @@ def _service_tasks(client: docker.APIClient, service: Mapping[str, Any]) -> list
     return tasks
 
 
+def _container_output(client: docker.APIClient, task: Mapping[str, Any]) -> str:
+    """What the task's container wrote last, when it is on this node."""
+    status = task.get("Status") or {}
+    container = (status.get("ContainerStatus") or {}).get("ContainerID")
+    return container_tail(client, str(container)) if container else ""
+
+
 class SwarmTarget:
     """A Docker Swarm service per environment (see the module docstring)."""
 
@@ -384,9 +391,11 @@ class SwarmTarget:
             for task in tasks:
                 if _task_deployment(task) == wanted and _task_state(task) in _FAILED_STATES:
                     replica = _task_replica(task)
+                    output = await self._task_output(task)
                     raise TargetError(
                         f"replica {replica.slot} (task {replica.id[:12]}, port {replica.port})"
                         f" {_task_state(task)}: {replica.message or 'no error given'}"
+                        + (f"; its last output: {output[-500:]}" if output else "")
                     )
             if _service_deployment(service) != wanted:
                 status = service.get("UpdateStatus") or {}
@@ -408,6 +417,25 @@ class SwarmTarget:
             if done and not others_running:
                 return [_task_replica(current[slot]) for slot in range(1, count + 1)]
             await trio.sleep(POLL_INTERVAL)
+
+    async def output_tail(self, ctx: TargetContext, replica: Replica) -> str:
+        """The last lines the task's container wrote, when it is on this
+        node; else the task's error."""
+
+        def run(client: docker.APIClient) -> str:
+            try:
+                task = client.inspect_task(replica.id)  # type: ignore[no-untyped-call]
+            except NotFound:
+                return ""
+            status = task.get("Status") or {}
+            return _container_output(client, task) or str(status.get("Err") or "")
+
+        return await call(f"reading the logs of task {replica.id[:12]}", run)
+
+    async def _task_output(self, task: Mapping[str, Any]) -> str:
+        return await call(
+            "reading a failed task's logs", lambda client: _container_output(client, task)
+        )
 
     async def replicas(self, ctx: TargetContext, environment: str) -> list[Replica]:
         """One replica per slot of the environment's service: the task Swarm
