@@ -140,6 +140,78 @@ def _add_artifacts(
     )
 
 
+def _add_delivery(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    reference = "sha256:DIGEST (or its first 8+ hex digits), NAME:TAG or NAME@DIGEST"
+
+    def no_wait(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--no-wait", action="store_true", help="return at once instead of following it"
+        )
+
+    sub = _add(
+        subparsers, parents, "deploy", commands.cmd_deploy, "deploy an artifact to an environment"
+    )
+    sub.add_argument("environment", metavar="ENV")
+    sub.add_argument("artifact", metavar="ARTIFACT", help=reference)
+    no_wait(sub)
+    sub = _add(
+        subparsers,
+        parents,
+        "promote",
+        commands.cmd_promote,
+        "deploy the digest healthy in one environment to another",
+    )
+    sub.add_argument("source", metavar="FROM")
+    sub.add_argument("environment", metavar="TO")
+    no_wait(sub)
+    sub = _add(
+        subparsers,
+        parents,
+        "rollback",
+        commands.cmd_rollback,
+        "deploy an earlier healthy deployment of an environment again",
+    )
+    sub.add_argument("environment", metavar="ENV")
+    sub.add_argument(
+        "--to", metavar="DEPLOYMENT", help="a deployment id (default: previous, the one before)"
+    )
+    no_wait(sub)
+    sub = _add(
+        subparsers, parents, "approve", commands.cmd_approve, "let a deployment pending approval go"
+    )
+    sub.add_argument("deployment", metavar="DEPLOYMENT")
+    sub.add_argument("--comment", "-m", help="recorded with the approval")
+    no_wait(sub)
+    sub = _add(
+        subparsers, parents, "reject", commands.cmd_reject, "refuse a deployment pending approval"
+    )
+    sub.add_argument("deployment", metavar="DEPLOYMENT")
+    sub.add_argument("--comment", "-m", help="recorded with the rejection")
+    sub = _add(
+        subparsers,
+        parents,
+        "history",
+        commands.cmd_history,
+        "deployments, newest first: who deployed what, where and when; or one in full",
+    )
+    sub.add_argument("environment", metavar="ENV", nargs="?", help="only this environment's")
+    sub.add_argument("deployment", metavar="DEPLOYMENT", nargs="?", help="show this one in full")
+    sub.add_argument("--artifact", help="only deployments of this artifact: " + reference)
+    sub.add_argument("--limit", type=_positive_int, help="at most N (1-500, default 50)")
+    sub.add_argument("--page-token", help="the next page, from a previous listing")
+    sub = _add(
+        subparsers,
+        parents,
+        "envs",
+        commands.cmd_envs,
+        "environments: which version runs where, since when; one in detail, probed now",
+    )
+    sub.add_argument("environment", metavar="ENV", nargs="?")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor", description="Submit, follow and inspect runs of the Conveyor daemon."
@@ -234,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_artifacts(subparsers, parents)
+    _add_delivery(subparsers, parents)
 
     _add(subparsers, parents, "plugins", commands.cmd_plugins, "list the daemon's plugins")
     _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from conveyor.client import artifacts, baseline, hooks, render
+from conveyor.client import artifacts, baseline, delivery, hooks, render
 from conveyor.client.errors import CommandError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
@@ -21,7 +21,7 @@ from conveyor.client.session import Session
 from conveyor.client.terminal import printable, use_color
 from conveyor.client.timeline import timeline
 from conveyor.client.watch import watch
-from conveyor.v1 import runs_pb2
+from conveyor.v1 import delivery_pb2, runs_pb2
 
 M = TypeVar("M", bound=Message)
 
@@ -120,8 +120,15 @@ def _trace_artifact(reference: str, session: Session) -> int:
     """`conveyor trace DIGEST`: the artifact, then its run's waterfall."""
     artifact = session.client.get_artifact(reference)
     run = session.client.get_run(artifact.run_id)
+    deployments = list(
+        session.client.list_deployments(artifact=artifact.digest, page_size=500).deployments
+    )
     if session.json:
-        data = {"artifact": render.message_dict(artifact), "run": render.message_dict(run)}
+        data = {
+            "artifact": render.message_dict(artifact),
+            "run": render.message_dict(run),
+            "deployments": [render.message_dict(d) for d in deployments],
+        }
         print(json.dumps(data, indent=2))
         return 0
     tags = f"  tags {printable(', '.join(artifact.tags))}" if artifact.tags else ""
@@ -132,6 +139,7 @@ def _trace_artifact(reference: str, session: Session) -> int:
             f"  commit {printable(artifact.commit)}, built by stage {printable(artifact.stage)}"
             f" of run {printable(artifact.run_id)}",
             f"  trace  {printable(artifact.trace_id) or '-'}",
+            *delivery.trace_lines(deployments),
             "",
             *timeline(run, now=time.time()),
         ]
@@ -197,6 +205,98 @@ def cmd_artifacts_verify(args: argparse.Namespace, session: Session) -> int:
         print(json.dumps(data, indent=2))
     else:
         _print_lines(artifacts.verified_lines(artifact, verified, trusted))
+    return 0
+
+
+# -- delivery --------------------------------------------------------------------
+
+
+def _deployed(args: argparse.Namespace, session: Session, d: delivery_pb2.Deployment) -> int:
+    """After Deploy/Promote/Rollback/Approve: print it, follow it to its end
+    unless ``--no-wait``; 0 when it is healthy (or waits for approval)."""
+    if session.json and args.no_wait:
+        print(render.to_json(d))
+        return 0
+    if not session.json:
+        print(delivery.started(d), flush=True)
+    if args.no_wait or d.status == delivery_pb2.DEPLOYMENT_STATUS_PENDING_APPROVAL:
+        if session.json:
+            print(render.to_json(d))
+        return 0
+    emit = (lambda line: None) if session.json else (lambda line: print(line, flush=True))
+    final = delivery.follow(session.client.get_deployment, d.id, emit)
+    if session.json:
+        print(render.to_json(final))
+    else:
+        print(delivery.finished_line(final))
+    healthy = final.status == delivery_pb2.DEPLOYMENT_STATUS_HEALTHY
+    return 0 if healthy or final.status == delivery_pb2.DEPLOYMENT_STATUS_PENDING_APPROVAL else 1
+
+
+def cmd_deploy(args: argparse.Namespace, session: Session) -> int:
+    return _deployed(args, session, session.client.deploy(args.environment, args.artifact))
+
+
+def cmd_promote(args: argparse.Namespace, session: Session) -> int:
+    return _deployed(args, session, session.client.promote(args.source, args.environment))
+
+
+def cmd_rollback(args: argparse.Namespace, session: Session) -> int:
+    return _deployed(args, session, session.client.rollback(args.environment, args.to or ""))
+
+
+def cmd_approve(args: argparse.Namespace, session: Session) -> int:
+    return _deployed(args, session, session.client.approve(args.deployment, args.comment or ""))
+
+
+def cmd_reject(args: argparse.Namespace, session: Session) -> int:
+    d = session.client.reject(args.deployment, args.comment or "")
+    if session.json:
+        print(render.to_json(d))
+    else:
+        print(delivery.finished_line(d))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, session: Session) -> int:
+    if args.deployment:
+        d = session.client.get_deployment(args.deployment)
+        if session.json:
+            print(render.to_json(d))
+        else:
+            _print_lines(delivery.deployment_detail(d))
+        return 0
+    response = session.client.list_deployments(
+        environment=args.environment or "",
+        artifact=args.artifact or "",
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    _print_page(
+        session,
+        list(response.deployments),
+        delivery.deployments_table,
+        "deployments",
+        response.next_page_token,
+    )
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace, session: Session) -> int:
+    if args.environment:
+        env = session.client.get_environment(args.environment)
+        if session.json:
+            print(render.to_json(env))
+        else:
+            _print_lines(delivery.environment_detail(env))
+        return 0
+    environments = session.client.list_environments()
+    if session.json:
+        print(render.to_json(environments))
+    elif environments:
+        _print_lines(delivery.environments_table(environments))
+    else:
+        print("no environments")
     return 0
 
 

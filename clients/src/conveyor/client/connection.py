@@ -12,7 +12,14 @@ import grpc
 
 from conveyor.client.address import default_address
 from conveyor.client.errors import DaemonUnavailable, translate_rpc_error
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.v1 import (
+    artifacts_pb2,
+    delivery_pb2,
+    pipelines_pb2,
+    runs_pb2,
+    server_pb2,
+    service_pb2_grpc,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -197,6 +204,63 @@ class ConveyorClient:
     def signing_key(self) -> artifacts_pb2.GetSigningKeyResponse:
         request = artifacts_pb2.GetSigningKeyRequest()
         return self._unary(lambda: self._stub.GetSigningKey(request, timeout=UNARY_TIMEOUT))
+
+    # -- delivery --------------------------------------------------------------------
+
+    def deploy(self, environment: str, artifact: str) -> delivery_pb2.Deployment:
+        request = delivery_pb2.DeployRequest(environment=environment, artifact=artifact)
+        metadata = trace_metadata()
+        return self._unary(
+            lambda: self._stub.Deploy(request, timeout=UNARY_TIMEOUT, metadata=metadata)
+        )
+
+    def promote(self, source: str, environment: str) -> delivery_pb2.Deployment:
+        request = delivery_pb2.PromoteRequest(from_environment=source, environment=environment)
+        metadata = trace_metadata()
+        return self._unary(
+            lambda: self._stub.Promote(request, timeout=UNARY_TIMEOUT, metadata=metadata)
+        )
+
+    def rollback(self, environment: str, to: str = "") -> delivery_pb2.Deployment:
+        request = delivery_pb2.RollbackRequest(environment=environment, to=to)
+        metadata = trace_metadata()
+        return self._unary(
+            lambda: self._stub.Rollback(request, timeout=UNARY_TIMEOUT, metadata=metadata)
+        )
+
+    def approve(self, deployment_id: str, comment: str = "") -> delivery_pb2.Deployment:
+        request = delivery_pb2.ApproveRequest(deployment_id=deployment_id, comment=comment)
+        return self._unary(lambda: self._stub.Approve(request, timeout=UNARY_TIMEOUT))
+
+    def reject(self, deployment_id: str, comment: str = "") -> delivery_pb2.Deployment:
+        request = delivery_pb2.RejectRequest(deployment_id=deployment_id, comment=comment)
+        return self._unary(lambda: self._stub.Reject(request, timeout=UNARY_TIMEOUT))
+
+    def get_deployment(self, deployment_id: str) -> delivery_pb2.Deployment:
+        request = delivery_pb2.GetDeploymentRequest(deployment_id=deployment_id)
+        return self._unary(lambda: self._stub.GetDeployment(request, timeout=UNARY_TIMEOUT))
+
+    def list_deployments(
+        self,
+        *,
+        environment: str = "",
+        artifact: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> delivery_pb2.ListDeploymentsResponse:
+        request = delivery_pb2.ListDeploymentsRequest(
+            environment=environment, artifact=artifact, page_size=page_size, page_token=page_token
+        )
+        return self._unary(lambda: self._stub.ListDeployments(request, timeout=UNARY_TIMEOUT))
+
+    def get_environment(self, environment: str) -> delivery_pb2.Environment:
+        request = delivery_pb2.GetEnvironmentRequest(environment=environment)
+        return self._unary(lambda: self._stub.GetEnvironment(request, timeout=UNARY_TIMEOUT))
+
+    def list_environments(self) -> list[delivery_pb2.Environment]:
+        request = delivery_pb2.ListEnvironmentsRequest()
+        response = self._unary(lambda: self._stub.ListEnvironments(request, timeout=UNARY_TIMEOUT))
+        return list(response.environments)
 
     def close(self) -> None:
         self._channel.close()

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from conveyor.v1 import artifacts_pb2 as conveyor_dot_v1_dot_artifacts__pb2
+from conveyor.v1 import delivery_pb2 as conveyor_dot_v1_dot_delivery__pb2
 from conveyor.v1 import pipelines_pb2 as conveyor_dot_v1_dot_pipelines__pb2
 from conveyor.v1 import runs_pb2 as conveyor_dot_v1_dot_runs__pb2
 from conveyor.v1 import server_pb2 as conveyor_dot_v1_dot_server__pb2
@@ -106,6 +107,51 @@ class ConveyorServiceStub:
                 '/conveyor.v1.ConveyorService/GetSigningKey',
                 request_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.Deploy = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/Deploy',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.DeployRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/Promote',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/Rollback',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Approve = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/Approve',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Reject = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/Reject',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.RejectRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/GetDeployment',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/ListDeployments',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.GetEnvironment = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/GetEnvironment',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.GetEnvironmentRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.Environment.FromString,
+                _registered_method=True)
+        self.ListEnvironments = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/ListEnvironments',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.FromString,
                 _registered_method=True)
 
 
@@ -225,6 +271,84 @@ class ConveyorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deploy(self, request, context):
+        """Delivery. Deploy, Promote and Rollback record a deployment and return it
+        at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
+        approval); follow it with GetDeployment. The deployer is the caller's
+        identity. A refused request changes nothing.
+
+        Deploy an artifact, by digest, to an environment. NOT_FOUND: no such
+        artifact or environment. FAILED_PRECONDITION: the environment takes only
+        promotions, is busy (one deployment at a time), runs another artifact
+        kind; the artifact's run did not succeed or its provenance does not
+        verify.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Deploy to `environment` the exact digest that is deployed and healthy in
+        `from_environment`. FAILED_PRECONDITION: nothing healthy runs there
+        (or it fails its health check now), and as for Deploy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Deploy again an earlier healthy deployment (its digest and
+        configuration): "previous" or a deployment id. FAILED_PRECONDITION: no
+        such earlier healthy deployment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Approve(self, request, context):
+        """Let a deployment pending approval roll out. FAILED_PRECONDITION: it is
+        not pending approval (or expired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reject(self, request, context):
+        """Refuse a deployment pending approval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """One deployment with its log and transitions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Deployments, newest first; filter by environment, artifact. History is
+        never cut: page through it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEnvironment(self, request, context):
+        """What runs in an environment, since when, its replicas probed now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnvironments(self, request, context):
+        """Every known environment (configured, or deployed to) and what runs there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConveyorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +411,51 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
                     servicer.GetSigningKey,
                     request_deserializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.SerializeToString,
+            ),
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.DeployRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.PromoteRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.RollbackRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'Approve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Approve,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.ApproveRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'Reject': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reject,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.RejectRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'GetEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvironment,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.GetEnvironmentRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.Environment.SerializeToString,
+            ),
+            'ListEnvironments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnvironments,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +792,249 @@ class ConveyorService:
             '/conveyor.v1.ConveyorService/GetSigningKey',
             conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyRequest.SerializeToString,
             conveyor_dot_v1_dot_artifacts__pb2.GetSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/Deploy',
+            conveyor_dot_v1_dot_delivery__pb2.DeployRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/Promote',
+            conveyor_dot_v1_dot_delivery__pb2.PromoteRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/Rollback',
+            conveyor_dot_v1_dot_delivery__pb2.RollbackRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Approve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/Approve',
+            conveyor_dot_v1_dot_delivery__pb2.ApproveRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/Reject',
+            conveyor_dot_v1_dot_delivery__pb2.RejectRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/GetDeployment',
+            conveyor_dot_v1_dot_delivery__pb2.GetDeploymentRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/ListDeployments',
+            conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/GetEnvironment',
+            conveyor_dot_v1_dot_delivery__pb2.GetEnvironmentRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.Environment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnvironments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/ListEnvironments',
+            conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from conveyor.v1 import artifacts_pb2 as _artifacts_pb2
+from conveyor.v1 import delivery_pb2 as _delivery_pb2
 from conveyor.v1 import pipelines_pb2 as _pipelines_pb2
 from conveyor.v1 import runs_pb2 as _runs_pb2
 from conveyor.v1 import server_pb2 as _server_pb2
@@ -98,6 +99,44 @@ class ConveyorServiceStub:
     """The daemon's public key, which signs every artifact's provenance: what
     `conveyor artifacts verify` checks against unless given a key.
     """
+    Deploy: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.DeployRequest, _delivery_pb2.Deployment]
+    """Delivery. Deploy, Promote and Rollback record a deployment and return it
+    at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
+    approval); follow it with GetDeployment. The deployer is the caller's
+    identity. A refused request changes nothing.
+
+    Deploy an artifact, by digest, to an environment. NOT_FOUND: no such
+    artifact or environment. FAILED_PRECONDITION: the environment takes only
+    promotions, is busy (one deployment at a time), runs another artifact
+    kind; the artifact's run did not succeed or its provenance does not
+    verify.
+    """
+    Promote: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.PromoteRequest, _delivery_pb2.Deployment]
+    """Deploy to `environment` the exact digest that is deployed and healthy in
+    `from_environment`. FAILED_PRECONDITION: nothing healthy runs there
+    (or it fails its health check now), and as for Deploy.
+    """
+    Rollback: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RollbackRequest, _delivery_pb2.Deployment]
+    """Deploy again an earlier healthy deployment (its digest and
+    configuration): "previous" or a deployment id. FAILED_PRECONDITION: no
+    such earlier healthy deployment.
+    """
+    Approve: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ApproveRequest, _delivery_pb2.Deployment]
+    """Let a deployment pending approval roll out. FAILED_PRECONDITION: it is
+    not pending approval (or expired).
+    """
+    Reject: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RejectRequest, _delivery_pb2.Deployment]
+    """Refuse a deployment pending approval."""
+    GetDeployment: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetDeploymentRequest, _delivery_pb2.Deployment]
+    """One deployment with its log and transitions."""
+    ListDeployments: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListDeploymentsRequest, _delivery_pb2.ListDeploymentsResponse]
+    """Deployments, newest first; filter by environment, artifact. History is
+    never cut: page through it.
+    """
+    GetEnvironment: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetEnvironmentRequest, _delivery_pb2.Environment]
+    """What runs in an environment, since when, its replicas probed now."""
+    ListEnvironments: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListEnvironmentsRequest, _delivery_pb2.ListEnvironmentsResponse]
+    """Every known environment (configured, or deployed to) and what runs there."""
 
 @_typing.type_check_only
 class ConveyorServiceAsyncStub(ConveyorServiceStub):
@@ -166,6 +205,44 @@ class ConveyorServiceAsyncStub(ConveyorServiceStub):
     """The daemon's public key, which signs every artifact's provenance: what
     `conveyor artifacts verify` checks against unless given a key.
     """
+    Deploy: _aio.UnaryUnaryMultiCallable[_delivery_pb2.DeployRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """Delivery. Deploy, Promote and Rollback record a deployment and return it
+    at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
+    approval); follow it with GetDeployment. The deployer is the caller's
+    identity. A refused request changes nothing.
+
+    Deploy an artifact, by digest, to an environment. NOT_FOUND: no such
+    artifact or environment. FAILED_PRECONDITION: the environment takes only
+    promotions, is busy (one deployment at a time), runs another artifact
+    kind; the artifact's run did not succeed or its provenance does not
+    verify.
+    """
+    Promote: _aio.UnaryUnaryMultiCallable[_delivery_pb2.PromoteRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """Deploy to `environment` the exact digest that is deployed and healthy in
+    `from_environment`. FAILED_PRECONDITION: nothing healthy runs there
+    (or it fails its health check now), and as for Deploy.
+    """
+    Rollback: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RollbackRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """Deploy again an earlier healthy deployment (its digest and
+    configuration): "previous" or a deployment id. FAILED_PRECONDITION: no
+    such earlier healthy deployment.
+    """
+    Approve: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ApproveRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """Let a deployment pending approval roll out. FAILED_PRECONDITION: it is
+    not pending approval (or expired).
+    """
+    Reject: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RejectRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """Refuse a deployment pending approval."""
+    GetDeployment: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetDeploymentRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
+    """One deployment with its log and transitions."""
+    ListDeployments: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListDeploymentsRequest, _delivery_pb2.ListDeploymentsResponse]  # type: ignore[assignment]
+    """Deployments, newest first; filter by environment, artifact. History is
+    never cut: page through it.
+    """
+    GetEnvironment: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetEnvironmentRequest, _delivery_pb2.Environment]  # type: ignore[assignment]
+    """What runs in an environment, since when, its replicas probed now."""
+    ListEnvironments: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListEnvironmentsRequest, _delivery_pb2.ListEnvironmentsResponse]  # type: ignore[assignment]
+    """Every known environment (configured, or deployed to) and what runs there."""
 
 class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Conveyor daemon's API.
@@ -303,5 +380,97 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         """The daemon's public key, which signs every artifact's provenance: what
         `conveyor artifacts verify` checks against unless given a key.
         """
+
+    @_abc_1.abstractmethod
+    def Deploy(
+        self,
+        request: _delivery_pb2.DeployRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """Delivery. Deploy, Promote and Rollback record a deployment and return it
+        at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
+        approval); follow it with GetDeployment. The deployer is the caller's
+        identity. A refused request changes nothing.
+
+        Deploy an artifact, by digest, to an environment. NOT_FOUND: no such
+        artifact or environment. FAILED_PRECONDITION: the environment takes only
+        promotions, is busy (one deployment at a time), runs another artifact
+        kind; the artifact's run did not succeed or its provenance does not
+        verify.
+        """
+
+    @_abc_1.abstractmethod
+    def Promote(
+        self,
+        request: _delivery_pb2.PromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """Deploy to `environment` the exact digest that is deployed and healthy in
+        `from_environment`. FAILED_PRECONDITION: nothing healthy runs there
+        (or it fails its health check now), and as for Deploy.
+        """
+
+    @_abc_1.abstractmethod
+    def Rollback(
+        self,
+        request: _delivery_pb2.RollbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """Deploy again an earlier healthy deployment (its digest and
+        configuration): "previous" or a deployment id. FAILED_PRECONDITION: no
+        such earlier healthy deployment.
+        """
+
+    @_abc_1.abstractmethod
+    def Approve(
+        self,
+        request: _delivery_pb2.ApproveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """Let a deployment pending approval roll out. FAILED_PRECONDITION: it is
+        not pending approval (or expired).
+        """
+
+    @_abc_1.abstractmethod
+    def Reject(
+        self,
+        request: _delivery_pb2.RejectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """Refuse a deployment pending approval."""
+
+    @_abc_1.abstractmethod
+    def GetDeployment(
+        self,
+        request: _delivery_pb2.GetDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Deployment, _abc.Awaitable[_delivery_pb2.Deployment]]:
+        """One deployment with its log and transitions."""
+
+    @_abc_1.abstractmethod
+    def ListDeployments(
+        self,
+        request: _delivery_pb2.ListDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListDeploymentsResponse, _abc.Awaitable[_delivery_pb2.ListDeploymentsResponse]]:
+        """Deployments, newest first; filter by environment, artifact. History is
+        never cut: page through it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEnvironment(
+        self,
+        request: _delivery_pb2.GetEnvironmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.Environment, _abc.Awaitable[_delivery_pb2.Environment]]:
+        """What runs in an environment, since when, its replicas probed now."""
+
+    @_abc_1.abstractmethod
+    def ListEnvironments(
+        self,
+        request: _delivery_pb2.ListEnvironmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListEnvironmentsResponse, _abc.Awaitable[_delivery_pb2.ListEnvironmentsResponse]]:
+        """Every known environment (configured, or deployed to) and what runs there."""
 
 def add_ConveyorServiceServicer_to_server(servicer: ConveyorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +41,8 @@ from conveyor.daemon.artifacts import signing
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, builder_id, builder_version
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.records import DeploymentRecord
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.events import EventBus
 from conveyor.daemon.executors.process import kill_leftover_processes, stage_marker
 from conveyor.daemon.logstore import LogStore
@@ -49,7 +52,9 @@ from conveyor.daemon.scheduler.runner import RunDeps, base_environment
 from conveyor.daemon.service import RunService
 from conveyor.daemon.store import ArtifactStore, Database, RunStore
 from conveyor.daemon.store.database import out_of_space
+from conveyor.daemon.store.deployments import DeploymentStore
 from conveyor.daemon.store.runs import Recovery
+from conveyor.daemon.telemetry import Telemetry
 from conveyor.daemon.telemetry import configure as configure_telemetry
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,18 @@ class Daemon:
                     config.stage_env_passthrough, inherit_venv=config.stage_inherit_venv
                 )
             )
+            catalog = ArtifactCatalog(artifacts.store, key)
+            delivery = DeliveryService(
+                config=config,
+                store=DeploymentStore(db),
+                runs=store,
+                catalog=catalog,
+                targets=plugins.deploy_targets,
+                finished=_deployment_finished(telemetry, plugins),
+                owner=artifacts.builder_id,
+                host_env=base_env,
+                tracing=telemetry.deployments,
+            )
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -116,6 +133,7 @@ class Daemon:
                 base_env=base_env,
                 tracing=telemetry.runs,
                 artifacts=artifacts,
+                delivery=delivery,
             )
             scheduler = Scheduler(deps)
             service = self.service = RunService(
@@ -126,10 +144,12 @@ class Daemon:
                 plugins=plugins,
                 scheduler=scheduler,
                 telemetry=telemetry,
-                artifacts=ArtifactCatalog(artifacts.store, key),
+                artifacts=catalog,
+                delivery=delivery,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(plugins.notifier.serve)
+                await nursery.start(delivery.serve)
                 await nursery.start(scheduler.serve)
                 if recovery is not None:
                     await _finish_recovery(service, recovery)
@@ -182,6 +202,19 @@ class Daemon:
                 nursery.start_soon(on_signal)
                 await self.shutdown_requested.wait()
                 nursery.cancel_scope.cancel()
+
+
+def _deployment_finished(
+    telemetry: Telemetry, plugins: Plugins
+) -> Callable[[DeploymentRecord], None]:
+    """What happens when a deployment ends: its span ends, it is counted,
+    ``conveyor_deployment_finished`` is notified."""
+
+    def finished(record: DeploymentRecord) -> None:
+        telemetry.deployments.end(record)
+        plugins.deployment_finished(record)
+
+    return finished
 
 
 async def _recover(store: RunStore) -> Recovery | None:

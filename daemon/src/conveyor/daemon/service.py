@@ -23,6 +23,7 @@ import trio
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -39,6 +40,7 @@ from conveyor.daemon.pipeline import (
     PipelineError,
     PipelineSpec,
     PipelineTooLarge,
+    TargetCheck,
     check_pipeline,
     load_pipeline,
 )
@@ -135,6 +137,7 @@ class RunService:
         scheduler: Scheduler,
         telemetry: Telemetry,
         artifacts: ArtifactCatalog | None = None,
+        delivery: DeliveryService | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -144,6 +147,7 @@ class RunService:
         self.scheduler = scheduler
         self.telemetry = telemetry
         self._artifacts = artifacts
+        self._delivery = delivery
         self.started_at = time.time()
         self._specs: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
         self._validation_limiter = trio.CapacityLimiter(VALIDATION_THREADS)
@@ -159,6 +163,11 @@ class RunService:
         return {
             "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
             "executors": self.plugins.executors.keys(),
+            "deploy_targets": {
+                name: TargetCheck(target.validate, bool(getattr(target, "requires_command", False)))
+                for name, target in self.plugins.deploy_targets.items()
+            },
+            "environments": self.config.environments.keys(),
             "limits": Limits(
                 max_stages=self.config.max_stages,
                 max_needs=self.config.max_needs,
@@ -494,6 +503,13 @@ class RunService:
         if self._artifacts is None:
             raise Unavailable("this daemon keeps no artifacts")
         return self._artifacts
+
+    @property
+    def delivery(self) -> DeliveryService:
+        """Deployments; Unavailable when the daemon was made without them."""
+        if self._delivery is None:
+            raise Unavailable("this daemon does not deploy")
+        return self._delivery
 
     def list_plugins(self) -> list[PluginInfo]:
         return self.plugins.describe()

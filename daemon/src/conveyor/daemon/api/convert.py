@@ -14,6 +14,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.delivery.records import (
+    Commit,
+    DeploymentKind,
+    DeploymentRecord,
+    DeploymentStatus,
+)
+from conveyor.daemon.delivery.service import EnvironmentView
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -27,7 +34,10 @@ from conveyor.daemon.records import (
 )
 from conveyor.daemon.reports import StageReport
 from conveyor.daemon.store.artifacts import CacheHit
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2
+from conveyor.v1 import artifacts_pb2, delivery_pb2, pipelines_pb2, runs_pb2, server_pb2
+
+#: Events sent with one deployment (the first ones and the last ones).
+MAX_EVENTS = 1000
 
 
 def clip(text: str, limit: int = MAX_RESPONSE_TEXT) -> str:
@@ -306,3 +316,121 @@ def artifact_message(
             for hit in cache_hits
         ],
     )
+
+
+# -- delivery ----------------------------------------------------------------------
+
+
+def deployment_status(status: DeploymentStatus) -> delivery_pb2.DeploymentStatus.ValueType:
+    return delivery_pb2.DeploymentStatus.Value(f"DEPLOYMENT_STATUS_{status.name}")
+
+
+def deployment_kind(kind: DeploymentKind) -> delivery_pb2.DeploymentKind.ValueType:
+    return delivery_pb2.DeploymentKind.Value(f"DEPLOYMENT_KIND_{kind.name}")
+
+
+def _commits(commits: Sequence[Commit]) -> list[delivery_pb2.Commit]:
+    return [delivery_pb2.Commit(id=c.id, subject=clip(c.subject, 500)) for c in commits]
+
+
+def deployment_message(
+    record: DeploymentRecord, *, events: bool = False
+) -> delivery_pb2.Deployment:
+    """The deployment; with ``events``, its log and transitions (the first
+    and last :data:`MAX_EVENTS` / 2 of a longer log)."""
+    r = record
+    message = delivery_pb2.Deployment(
+        id=r.id,
+        environment=clip(r.environment),
+        kind=deployment_kind(r.kind),
+        status=deployment_status(r.status),
+        reason=clip(r.reason),
+        digest=r.digest,
+        artifact_name=clip(r.artifact_name),
+        artifact_kind=clip(r.artifact_kind),
+        version=clip(r.version),
+        commit=clip(r.commit),
+        pipeline=clip(r.pipeline),
+        run_id=r.run_id,
+        run_number=r.run_number,
+        deployer=clip(r.deployer),
+        target=clip(r.target),
+        replicas=r.replicas,
+        created_at=timestamp(r.created_at),
+        started_at=timestamp(r.started_at),
+        finished_at=timestamp(r.finished_at),
+        healthy_at=timestamp(r.healthy_at),
+        duration_seconds=r.duration or 0.0,
+        commit_time=timestamp(r.commit_time),
+        source_environment=clip(r.source_environment),
+        previous_id=r.previous_id,
+        previous_digest=r.previous_digest,
+        restores_id=r.restores_id,
+        cause_id=r.cause_id,
+        restored_by=r.restored_by,
+        commits=_commits(r.commits),
+        reverted_commits=_commits(r.reverted),
+        commits_total=r.commits_total,
+        config_hash=r.config_hash,
+        config_changed=r.config_changed,
+        trace_id=r.trace_id,
+        span_id=r.span_id,
+        approval_expires_at=timestamp(r.approval_expires_at),
+        decided_by=clip(r.decided_by),
+        decided_at=timestamp(r.decided_at),
+        decision_comment=clip(r.decision_comment),
+    )
+    if events:
+        shown = r.events
+        if len(shown) > MAX_EVENTS:
+            shown = [*shown[: MAX_EVENTS // 2], *shown[-MAX_EVENTS // 2 :]]
+        message.events.extend(
+            delivery_pb2.DeploymentEvent(
+                seq=e.seq,
+                time=timestamp(e.time),
+                status=deployment_status(e.status),
+                from_status=(
+                    deployment_status(e.from_status)
+                    if e.from_status is not None
+                    else delivery_pb2.DEPLOYMENT_STATUS_UNSPECIFIED
+                ),
+                message=clip(e.message),
+            )
+            for e in shown
+        )
+    return message
+
+
+def environment_message(view: EnvironmentView) -> delivery_pb2.Environment:
+    spec = view.spec
+    message = delivery_pb2.Environment(
+        name=clip(view.name),
+        target=clip(spec.target) if spec is not None else "",
+        port=spec.port if spec is not None else 0,
+        endpoint=f"127.0.0.1:{spec.port}" if spec is not None else "",
+        desired_replicas=spec.replicas if spec is not None else 0,
+        requires_approval=spec.requires_approval if spec is not None else False,
+        promote_from=clip(spec.promote_from or "") if spec is not None else "",
+        source=clip(view.source),
+        since=timestamp(view.since),
+        healthy=view.healthy,
+        health_detail=clip(view.health_detail),
+        busy=clip(view.busy),
+        replicas=[
+            delivery_pb2.Replica(
+                id=clip(r.replica.id),
+                port=r.replica.port,
+                state=r.replica.state,
+                healthy=r.healthy,
+                detail=clip(r.detail),
+                deployment_id=clip(r.replica.deployment_id),
+                digest=clip(r.replica.digest),
+            )
+            for r in view.replicas
+        ],
+    )
+    if view.current is not None:
+        message.current.CopyFrom(deployment_message(view.current))
+    if view.active is not None:
+        message.active.CopyFrom(deployment_message(view.active))
+    return message

@@ -68,6 +68,12 @@ REQUEST_FIELDS: Final[dict[str, FieldLimit]] = {
     "version": FieldLimit(128),
     "tag": FieldLimit(128),
     "name": FieldLimit(256),
+    # delivery: environment names, a rollback's target, approval comments
+    "environment": FieldLimit(100),
+    "from_environment": FieldLimit(100),
+    "to": FieldLimit(40),
+    "deployment_id": FieldLimit(40),
+    "comment": FieldLimit(1024, "text"),
     # the pipeline file's own limit; the loader reports what is wrong inside
     "content": FieldLimit(1 << 20, "any"),
 }

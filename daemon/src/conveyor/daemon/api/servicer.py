@@ -15,12 +15,22 @@ import grpc
 
 from conveyor.daemon.api import convert
 from conveyor.daemon.api.bridge import TrioBridge
+from conveyor.daemon.api.identity import caller
 from conveyor.daemon.api.limits import LIST_BUDGET
 from conveyor.daemon.artifacts.catalog import ArtifactDetail
 from conveyor.daemon.artifacts.model import Artifact
+from conveyor.daemon.delivery.records import DeploymentRecord
+from conveyor.daemon.delivery.service import EnvironmentView
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
-from conveyor.v1 import artifacts_pb2, pipelines_pb2, runs_pb2, server_pb2, service_pb2_grpc
+from conveyor.v1 import (
+    artifacts_pb2,
+    delivery_pb2,
+    pipelines_pb2,
+    runs_pb2,
+    server_pb2,
+    service_pb2_grpc,
+)
 
 VERSION = "0.1.0"
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -214,4 +224,124 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         key_id, pem = self._bridge.unary(context, key)
         return artifacts_pb2.GetSigningKeyResponse(
             key_id=key_id, public_key_pem=pem, algorithm="ed25519"
+        )
+
+    # -- delivery ------------------------------------------------------------------
+    #
+    # Each method acts on one environment (Deploy, Rollback, GetEnvironment:
+    # `environment`; Promote: `environment`, from `from_environment`;
+    # Approve/Reject: the deployment's environment), on behalf of
+    # caller(context).
+
+    def Deploy(
+        self, request: delivery_pb2.DeployRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        who, carrier = caller(context), trace_carrier(context)
+
+        async def deploy() -> DeploymentRecord:
+            return await self._service.delivery.deploy(
+                request.environment, request.artifact, deployer=who, carrier=carrier
+            )
+
+        return convert.deployment_message(self._bridge.unary(context, deploy))
+
+    def Promote(
+        self, request: delivery_pb2.PromoteRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        who, carrier = caller(context), trace_carrier(context)
+
+        async def promote() -> DeploymentRecord:
+            return await self._service.delivery.promote(
+                request.from_environment, request.environment, deployer=who, carrier=carrier
+            )
+
+        return convert.deployment_message(self._bridge.unary(context, promote))
+
+    def Rollback(
+        self, request: delivery_pb2.RollbackRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        who, carrier = caller(context), trace_carrier(context)
+
+        async def rollback() -> DeploymentRecord:
+            return await self._service.delivery.rollback(
+                request.environment, request.to, deployer=who, carrier=carrier
+            )
+
+        return convert.deployment_message(self._bridge.unary(context, rollback))
+
+    def Approve(
+        self, request: delivery_pb2.ApproveRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        who = caller(context)
+
+        async def approve() -> DeploymentRecord:
+            return await self._service.delivery.approve(
+                request.deployment_id, request.comment, approver=who
+            )
+
+        return convert.deployment_message(self._bridge.unary(context, approve))
+
+    def Reject(
+        self, request: delivery_pb2.RejectRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        who = caller(context)
+
+        async def reject() -> DeploymentRecord:
+            return await self._service.delivery.reject(
+                request.deployment_id, request.comment, approver=who
+            )
+
+        return convert.deployment_message(self._bridge.unary(context, reject))
+
+    def GetDeployment(
+        self, request: delivery_pb2.GetDeploymentRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Deployment:
+        async def get() -> DeploymentRecord:
+            return await self._service.delivery.get(request.deployment_id)
+
+        return convert.deployment_message(self._bridge.unary(context, get), events=True)
+
+    def ListDeployments(
+        self, request: delivery_pb2.ListDeploymentsRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.ListDeploymentsResponse:
+        async def list_deployments() -> tuple[list[DeploymentRecord], str]:
+            return await self._service.delivery.list_deployments(
+                request.environment, request.artifact, request.page_size, request.page_token
+            )
+
+        records, token = self._bridge.unary(context, list_deployments)
+        response = delivery_pb2.ListDeploymentsResponse()
+        size = 0
+        for index, record in enumerate(records):
+            message = convert.deployment_message(record)
+            cost = message.ByteSize() + 6
+            if response.deployments and size + cost > LIST_BUDGET:
+                token = records[index - 1].id  # a full page by size: the rest on the next
+                break
+            response.deployments.append(message)
+            size += cost
+        response.next_page_token = token
+        return response
+
+    def GetEnvironment(
+        self, request: delivery_pb2.GetEnvironmentRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.Environment:
+        async def get() -> EnvironmentView:
+            return await self._service.delivery.get_environment(request.environment)
+
+        return convert.environment_message(self._bridge.unary(context, get))
+
+    def ListEnvironments(
+        self, request: delivery_pb2.ListEnvironmentsRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.ListEnvironmentsResponse:
+        async def list_environments() -> list[EnvironmentView]:
+            delivery = self._service.delivery
+            return [
+                await delivery.get_environment(name, live=False)
+                for name in await delivery.environment_names()
+            ]
+
+        views = self._bridge.unary(context, list_environments)
+        return delivery_pb2.ListEnvironmentsResponse(
+            environments=[convert.environment_message(view) for view in views]
         )

@@ -22,8 +22,9 @@ _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})")
 _READ_LIMIT = 4096
 
 
-def _is_refused(exc: OSError) -> bool:
-    return "refused" in str(exc).lower() or getattr(exc, "errno", None) == 111
+#: The detail of a probe that found nothing listening: a replica still
+#: starting (it does not count as an unhealthy answer).
+NOT_LISTENING = "connection refused"
 
 
 async def probe_http(port: int, path: str, timeout: float) -> ProbeResult:
@@ -35,8 +36,8 @@ async def probe_http(port: int, path: str, timeout: float) -> ProbeResult:
     with trio.move_on_after(timeout):
         try:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError as exc:
-            return ProbeResult(False, "connection refused" if _is_refused(exc) else str(exc))
+        except OSError:
+            return ProbeResult(False, NOT_LISTENING)
         try:
             async with stream:
                 await stream.send_all(request)
@@ -124,7 +125,7 @@ async def wait_ready(
         last = result.detail
         if not await alive():
             return Unhealthy(port, f"the replica on port {port} stopped running ({last})")
-        if result.detail != "connection refused":
+        if result.detail != NOT_LISTENING:
             failures += 1
             if failures >= failure_threshold:
                 return Unhealthy(

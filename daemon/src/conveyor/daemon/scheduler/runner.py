@@ -28,6 +28,7 @@ import trio
 from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, RunArtifacts
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.executors.base import Executor, ExecutorError, LogOutput, conveyor_line
 from conveyor.daemon.executors.process import STAGE_MARKER, stage_marker
 from conveyor.daemon.logstore import LogStore
@@ -64,6 +65,8 @@ class RunDeps:
     stats: SchedulerStats = field(default_factory=SchedulerStats)
     #: The artifact store and signing key; None records no artifacts.
     artifacts: ArtifactDeps | None = None
+    #: Deployments, for ``ctx.deployments``; None: stages cannot deploy.
+    delivery: DeliveryService | None = None
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -396,6 +399,8 @@ class RunExecution:
                 tag_lookup=self.artifacts.tag_digest,
                 credential_lookup=deps.config.registry_credential,
             )
+            if deps.delivery is not None:
+                ctx.deployments = deps.delivery.for_stage(self.run.id, ctx.log_line, env)
             work = functools.partial(self._attempt, kind, ctx, spec.timeout)
             outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from conveyor.client.address import conveyor_home
 from conveyor.daemon.telemetry import attributes as a
+from conveyor.daemon.telemetry.deployments import DeploymentTracing
 from conveyor.daemon.telemetry.export import BoundedBatchSpanProcessor, ExportStats, SpanCounter
 from conveyor.daemon.telemetry.metrics import Instruments
 from conveyor.daemon.telemetry.tracing import RunTracing
@@ -100,6 +101,10 @@ class Telemetry:
         self.instruments = Instruments(meter_provider.get_meter("conveyor", _version()))
         self.runs = RunTracing(
             tracer_provider.get_tracer("conveyor", _version()), self.instruments, urls
+        )
+        self.deployments = DeploymentTracing(
+            tracer_provider.get_tracer("conveyor", _version()),
+            meter_provider.get_meter("conveyor", _version()),
         )
 
     @property
