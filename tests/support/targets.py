@@ -1,12 +1,17 @@
-"""What the daemon hands a deploy target, for in-process tests of the
-``docker`` and ``swarm`` targets: an image artifact, an environment, a
-context (with a real HTTP health probe) and requests."""
+"""The ``docker`` and ``swarm`` deploy targets under test: what the daemon
+hands a target, for in-process tests (an image artifact, an environment, a
+context with a real HTTP health probe, requests), and, through a real
+daemon, builds, deployments, environments and the clean-up of what a
+daemon deployed."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 import random
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Mapping
@@ -14,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import docker
 import trio
+from docker.errors import NotFound as DockerNotFound
 
 from conveyor.plugin import (
     LABEL_DEPLOYMENT,
@@ -31,6 +38,8 @@ from conveyor.plugin import (
     ServiceRequest,
     TargetContext,
 )
+from conveyor.v1 import artifacts_pb2, delivery_pb2, runs_pb2
+from tests.support.daemon import DaemonProcess
 
 
 def image_artifact(image_id: str, name: str, version: str = "1.0.0") -> Artifact:
@@ -183,3 +192,123 @@ def free_slot_base(replicas: int) -> int:
         if all(_free(base * 10 + slot) for slot in range(1, replicas + 1)):
             return base
     raise RuntimeError("no free block of ports found")
+
+
+# -- through a real daemon -----------------------------------------------------------
+
+
+FINAL = {
+    delivery_pb2.DEPLOYMENT_STATUS_HEALTHY,
+    delivery_pb2.DEPLOYMENT_STATUS_FAILED,
+    delivery_pb2.DEPLOYMENT_STATUS_ROLLED_BACK,
+    delivery_pb2.DEPLOYMENT_STATUS_REJECTED,
+    delivery_pb2.DEPLOYMENT_STATUS_EXPIRED,
+    delivery_pb2.DEPLOYMENT_STATUS_INTERRUPTED,
+}
+
+
+def owner_of(home: Path) -> str:
+    """The owner label a daemon in ``home`` puts on what it deploys."""
+    return f"conveyor://{socket.gethostname()}{home}"
+
+
+def built_image(daemon: DaemonProcess, repo: Path, timeout: float = 120) -> str:
+    """Run the repository's pipeline; the digest of the image it built."""
+    run = daemon.wait(daemon.submit(repo).id, timeout=timeout)
+    if run.status != runs_pb2.RUN_STATUS_SUCCEEDED:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in run.stages)
+        raise AssertionError(f"run {run.id} ended {run.status}: {run.reason} ({reasons})")
+    found = daemon.stub.ListArtifacts(
+        artifacts_pb2.ListArtifactsRequest(commit=run.commit), timeout=10
+    )
+    [artifact] = [a for a in found.artifacts if a.run_id == run.id] or found.artifacts[:1]
+    return str(artifact.digest)
+
+
+def deploy(daemon: DaemonProcess, environment: str, digest: str) -> delivery_pb2.Deployment:
+    return daemon.stub.Deploy(
+        delivery_pb2.DeployRequest(environment=environment, artifact=digest), timeout=30
+    )
+
+
+def get_deployment(daemon: DaemonProcess, deployment_id: str) -> delivery_pb2.Deployment:
+    return daemon.stub.GetDeployment(
+        delivery_pb2.GetDeploymentRequest(deployment_id=deployment_id), timeout=10
+    )
+
+
+def finished(
+    daemon: DaemonProcess, deployment_id: str, timeout: float = 120
+) -> delivery_pb2.Deployment:
+    """The deployment once it reached a final status (a poll with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = get_deployment(daemon, deployment_id)
+        if found.status in FINAL:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deployment {deployment_id} still {found.status}: {found.reason}")
+        time.sleep(0.05)
+
+
+def wait_logged(
+    daemon: DaemonProcess, deployment_id: str, text: str, timeout: float = 60
+) -> delivery_pb2.Deployment:
+    """Wait until a line of the deployment's log holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = get_deployment(daemon, deployment_id)
+        if any(text in event.message for event in found.events):
+            return found
+        if found.status in FINAL or time.monotonic() > deadline:
+            lines = "\n".join(e.message for e in found.events)
+            raise AssertionError(f"{text!r} never logged by {deployment_id}:\n{lines}")
+        time.sleep(0.02)
+
+
+def get_environment(daemon: DaemonProcess, name: str) -> delivery_pb2.Environment:
+    return daemon.stub.GetEnvironment(
+        delivery_pb2.GetEnvironmentRequest(environment=name), timeout=30
+    )
+
+
+def stop_processes_of(home: Path) -> None:
+    """SIGKILL what a daemon in ``home`` left running on purpose (its front
+    proxies outlive it): every process whose command line names ``home``."""
+    marker = str(home).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def labelled_containers(owner: str, environment: str = "") -> list[dict[str, Any]]:
+    """The containers (any state) a daemon labelled, inspected."""
+    labels = [f"{LABEL_OWNER}={owner}"]
+    if environment:
+        labels.append(f"{LABEL_ENVIRONMENT}={environment}")
+    api = docker.APIClient()
+    try:
+        found = []
+        for summary in api.containers(all=True, filters={"label": labels}):
+            with contextlib.suppress(DockerNotFound):
+                found.append(api.inspect_container(summary["Id"]))
+        return found
+    finally:
+        api.close()
+
+
+def remove_containers(owner: str) -> None:
+    api = docker.APIClient()
+    try:
+        for details in labelled_containers(owner):
+            with contextlib.suppress(DockerNotFound):
+                api.remove_container(details["Id"], force=True)
+    finally:
+        api.close()

@@ -528,7 +528,7 @@ class Rollouts:
                     nursery.start_soon(probe, replica)
         return [
             ReplicaHealth(
-                replica,
+                r,
                 results[r.id].healthy if r.id in results else False,
                 results[r.id].detail if r.id in results else (r.message or r.state),
             )
