@@ -1,10 +1,14 @@
 """The ``swarm`` deploy target on the real single-node swarm of this
 machine: a service created, rolled (Swarm's stop-first update) and rolled
-back, decided from task states."""
+back, decided from task states; then through a real daemon, with a poller
+on the front port counting the failed requests and the outage (reported,
+not asserted: Swarm's stop-first update may cost some)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -13,14 +17,30 @@ import trio
 
 from conveyor.plugin import LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_PORT, TargetError
 from conveyor.plugins.targets.swarm import SwarmTarget
+from conveyor.v1 import delivery_pb2
 from tests.support import swarm as swarm_support
-from tests.support.docker import DockerSandbox, docker_required
-from tests.support.httpd import build_service_image, wait_version
+from tests.support.daemon import DaemonProcess
+from tests.support.docker import DockerSandbox, docker_required, free_port
+from tests.support.httpd import (
+    Health,
+    Poller,
+    build_service_image,
+    service_dockerfile,
+    wait_version,
+)
+from tests.support.repos import make_repo
 from tests.support.targets import (
     Deployer,
+    built_image,
+    deploy,
     environment,
+    finished,
     free_slot_base,
+    get_deployment,
+    get_environment,
     image_artifact,
+    owner_of,
+    stop_processes_of,
     with_artifact,
 )
 
@@ -154,3 +174,93 @@ async def test_no_service_no_replicas_and_a_missing_image_touches_nothing(
     with pytest.raises(TargetError, match="has no image"):
         await target.update(ctx, deployer.service_request(env, free_slot_base(1), "d1"))
     assert swarm_support.services(deployer.owner) == []
+
+
+# -- through a real daemon ---------------------------------------------------------------
+
+
+S = delivery_pb2
+
+
+def swarm_pipeline(image: str, port: int, *, watch: str = "1s") -> str:
+    return (
+        "name: shop\nversion: 1.0.0\nstages:\n  image:\n    uses: build\n"
+        f"    with: {{image: {image}}}\n"
+        "environments:\n  staging:\n"
+        "    target: swarm\n"
+        f"    port: {port}\n"
+        "    replicas: 2\n"
+        "    config: {GREETING: hello from staging}\n"
+        "    health: {path: /health, interval: 0.05, timeout: 1, failure_threshold: 2}\n"
+        "    readiness_timeout: 30\n"
+        f"    watch: {watch}\n"
+        "    stop_grace: 2\n"
+    )
+
+
+@pytest.fixture
+def conveyord(swarm: None, docker_sandbox: DockerSandbox) -> Iterator[DaemonProcess]:
+    home = Path(tempfile.mkdtemp(prefix="cv-", dir="/tmp"))
+    daemon = DaemonProcess(home, args=["--kill-grace", "1"]).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        stop_processes_of(home)
+        swarm_support.remove_services(owner_of(home))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_swarm_environment_rolls_and_rolls_a_broken_version_back(
+    conveyord: DaemonProcess,
+    docker_sandbox: DockerSandbox,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    port = free_port()
+    repo = make_repo(tmp_path / "shop", {"README": "a shop\n"})
+
+    def release(version: str, health: Health = "ok") -> str:
+        repo.commit(
+            {
+                "Dockerfile": service_dockerfile(docker_sandbox, version, health),
+                "conveyor.yaml": swarm_pipeline(docker_sandbox.image(), port),
+            },
+            f"release {version}",
+        )
+        return built_image(conveyord, repo.path)
+
+    v1 = release("1.0.0")
+    first = finished(conveyord, deploy(conveyord, "staging", v1).id)
+    assert first.status == S.DEPLOYMENT_STATUS_HEALTHY, first.reason
+    wait_version(port, "1.0.0")
+    ports = sorted(r.port for r in get_environment(conveyord, "staging").replicas)
+    assert len(ports) == 2
+
+    v2 = release("2.0.0")
+    with Poller(port) as rolling:
+        rolled = finished(conveyord, deploy(conveyord, "staging", v2).id)
+        wait_version(port, "2.0.0")
+    assert rolled.status == S.DEPLOYMENT_STATUS_HEALTHY, rolled.reason
+    environment = get_environment(conveyord, "staging")
+    assert environment.healthy, environment.health_detail
+    # each task was replaced on its own port: the front proxy served from the other
+    assert sorted(r.port for r in environment.replicas) == ports
+    assert {r.digest for r in environment.replicas} == {v2}
+
+    v3 = release("3.0.0", "missing")
+    with Poller(port) as rollback:
+        broken = finished(conveyord, deploy(conveyord, "staging", v3).id)
+        wait_version(port, "2.0.0")
+    assert broken.status == S.DEPLOYMENT_STATUS_ROLLED_BACK, broken.reason
+    restore = get_deployment(conveyord, broken.restored_by)
+    assert restore.status == S.DEPLOYMENT_STATUS_HEALTHY and restore.digest == v2
+    environment = get_environment(conveyord, "staging")
+    assert environment.healthy, environment.health_detail
+    assert {(r.state, r.digest) for r in environment.replicas} == {("running", v2)}
+
+    # Swarm's stop-first update: reported, not asserted (see docs/delivery.md)
+    for name, poller in (("roll", rolling), ("rollback", rollback)):
+        record_property(f"{name}_failed_requests", poller.failed)
+        record_property(f"{name}_longest_outage_s", round(poller.longest_outage, 3))
+        print(f"swarm {name}: {poller.summary()}")
