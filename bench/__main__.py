@@ -17,6 +17,7 @@ from collections.abc import Callable
 from bench import (
     artifacts,
     concurrent,
+    deploy_targets,
     docker_build,
     latency,
     logstream,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     validation.NAME: validation.run,
     artifacts.NAME: artifacts.run,
     docker_build.NAME: docker_build.run,
+    deploy_targets.NAME: deploy_targets.run,
 }
 
 
