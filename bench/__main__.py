@@ -19,6 +19,7 @@ from bench import (
     auth,
     concurrent,
     delivery,
+    deploy_targets,
     docker_build,
     latency,
     logstream,
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     secrets.NAME: secrets.run,
     auth.NAME: auth.run,
     delivery.NAME: delivery.run,
+    deploy_targets.NAME: deploy_targets.run,
 }
 
 

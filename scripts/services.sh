@@ -5,9 +5,15 @@
 #     pull fails here instead of reaching for a hub;
 #   - a registry (Debian's docker-registry) on 127.0.0.1:5000;
 #   - a base image made locally (busybox-static imported as a root
-#     filesystem), since no image can be pulled: 127.0.0.1:5000/conveyor/busybox:1.
+#     filesystem), since no image can be pulled: 127.0.0.1:5000/conveyor/busybox:1;
+#   - a single-node Swarm on 127.0.0.1 (the ``swarm`` deploy target), without
+#     its ``ingress`` overlay and ``docker_gwbridge`` bridge: the routing mesh
+#     cannot work here (no IPVS, no iptables), services use host networking.
 #
-# Usage: scripts/services.sh install|start|stop|status
+# Usage: scripts/services.sh install|start|stop|status|swarm
+#   start  everything above (the swarm included);
+#   swarm  the single-node swarm alone, on a running engine;
+#   stop   leaves the swarm, stops the registry and the engine.
 # Runs as root. State lives in $CONVEYOR_SERVICES_DIR (default /var/lib/conveyor-ci).
 set -euo pipefail
 
@@ -103,7 +109,57 @@ base_image() {
   docker push "$BASE_IMAGE" >/dev/null
 }
 
+swarm_state() {
+  docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown
+}
+
+start_swarm() {
+  if [ "$(swarm_state)" = active ]; then
+    log "swarm already active"
+  else
+    log "initialising a single-node swarm on 127.0.0.1"
+    docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 >/dev/null
+  fi
+  remove_swarm_networks
+}
+
+# Swarm init makes the ingress overlay, and the ingress sandbox then makes the
+# docker_gwbridge bridge (on a private range) about half a second later; the
+# bridge can go only once ingress is gone. Loop until neither has been seen
+# for a second.
+remove_swarm_networks() {
+  local deadline=$((SECONDS + 30)) quiet=0
+  while [ $quiet -lt 5 ]; do
+    if docker network inspect ingress >/dev/null 2>&1; then
+      # the CLI asks before removing the routing mesh
+      echo y | docker network rm ingress >/dev/null 2>&1 || true
+      quiet=0
+    elif docker network inspect docker_gwbridge >/dev/null 2>&1; then
+      docker network rm docker_gwbridge >/dev/null 2>&1 || true
+      quiet=0
+    else
+      quiet=$((quiet + 1))
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "the swarm's ingress or docker_gwbridge network cannot be removed"
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+stop_swarm() {
+  if [ "$(swarm_state)" = active ]; then
+    log "leaving the swarm"
+    docker swarm leave --force >/dev/null 2>&1 || true
+  fi
+  docker network rm docker_gwbridge >/dev/null 2>&1 || true
+}
+
 stop() {
+  if docker info >/dev/null 2>&1; then
+    stop_swarm
+  fi
   if [ -f "$STATE/registry.pid" ]; then
     kill "$(cat "$STATE/registry.pid")" 2>/dev/null || true
     rm -f "$STATE/registry.pid"
@@ -116,8 +172,15 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) install; start_docker; start_registry; base_image; log "ready: engine, registry $REGISTRY_ADDR, $BASE_IMAGE" ;;
+  start)
+    install; start_docker; start_registry; base_image; start_swarm
+    log "ready: engine, registry $REGISTRY_ADDR, $BASE_IMAGE, single-node swarm"
+    ;;
+  swarm) start_swarm ;;
   stop) stop ;;
-  status) docker info --format '{{.ServerVersion}}' && curl_ok "http://$REGISTRY_ADDR/v2/" && echo "registry ok" ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  status)
+    docker info --format '{{.ServerVersion}}' && curl_ok "http://$REGISTRY_ADDR/v2/" && echo "registry ok"
+    echo "swarm $(swarm_state)"
+    ;;
+  *) echo "usage: $0 install|start|stop|status|swarm" >&2; exit 2 ;;
 esac

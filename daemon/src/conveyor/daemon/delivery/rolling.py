@@ -68,6 +68,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_run(first: int, count: int) -> tuple[int, ...]:
+    """``count`` consecutive ports from ``first``, which must end in 1 (for
+    up to 9 ports); () when it does not."""
+    if count < 1 or (count <= 9 and first % 10 != 1) or first + count - 1 > 65535:
+        return ()
+    return tuple(range(first, first + count))
+
+
 def port_block(count: int) -> tuple[int, ...]:
     """``count`` consecutive free ports whose first ends in 1 (for up to 9):
     slot ``n`` listens on ``ports[n - 1]``. Blocking."""
@@ -272,15 +280,21 @@ class ReplicaRoller:
 
     async def retire(self, env: Environment, replicas: Sequence[Replica]) -> None:
         """Let each replica's connections drain (up to the stop grace), then
-        stop it. For replicas already out of traffic."""
-        for replica in replicas:
+        stop it; the replicas at once (each stop costs the engine or the
+        process its own time). For replicas already out of traffic."""
+
+        async def retire_one(replica: Replica) -> None:
             drained = await self.proxy.drain(replica.port, env.stop_grace)
             if not drained:
                 await self.note(
                     f"connections to port {replica.port} did not drain within"
                     f" {env.stop_grace:g}s; stopping it anyway"
                 )
-        await self.stop(env, replicas)
+            await self.stop(env, [replica])
+
+        async with trio.open_nursery() as nursery:
+            for replica in replicas:
+                nursery.start_soon(retire_one, replica)
 
     async def stop(self, env: Environment, replicas: Sequence[Replica]) -> None:
         """Stop replicas (shielded, each within its grace plus
@@ -367,7 +381,7 @@ class ServiceRoller:
         target reports is running and healthy (readiness timeout), route
         traffic to them. Raises :class:`RolloutFailed`."""
         ctx = self.contexts(env)
-        ports = await trio.to_thread.run_sync(port_block, env.replicas)
+        ports = await self._ports(ctx, env)
         request = ServiceRequest(
             environment=env,
             deployment_id=deployment_id,
@@ -407,6 +421,20 @@ class ServiceRoller:
             raise RolloutFailed(f"the front proxy on port {self.proxy.port} failed: {exc}") from exc
         await self.note(f"{len(running)} replica(s) healthy and in traffic")
         return running
+
+    async def _ports(self, ctx: TargetContext, env: Environment) -> tuple[int, ...]:
+        """The ports the service's replicas listen on now, when they are as
+        many as ``env.replicas`` (each replica is then replaced on its own
+        port, and the front proxy sends traffic to the others meanwhile: a
+        stop-first update costs no request); else a new block."""
+        try:
+            current = await self.target.replicas(ctx, env.name)
+        except Exception:
+            current = []
+        ports = tuple(sorted({r.port for r in current}))
+        if len(ports) == env.replicas and ports == port_run(ports[0] if ports else 0, len(ports)):
+            return ports
+        return await trio.to_thread.run_sync(port_block, env.replicas)
 
     async def watch(self, env: Environment, replicas: Sequence[Replica]) -> None:
         if env.watch_window <= 0:
