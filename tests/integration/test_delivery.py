@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -104,7 +105,10 @@ def test_the_digest_built_and_deployed_by_the_pipeline_is_promoted_with_its_own_
     staging = d.environment(shop.daemon, "staging")
     assert staging.healthy, staging.health_detail
     assert staging.current.digest == digest
-    assert staging.current.deployer == f"run:{run.id}"
+    # a stage deploys on behalf of whoever submitted its run (here the
+    # daemon's own user on its socket), never a name the client sent
+    assert staging.current.deployer == f"{run.submitted_by} (run {run.id})"
+    assert run.submitted_by == pwd.getpwuid(os.getuid()).pw_name
     assert len([r for r in staging.replicas if r.healthy]) == 2
 
     promoted = shop.daemon.stub.Promote(
@@ -114,7 +118,7 @@ def test_the_digest_built_and_deployed_by_the_pipeline_is_promoted_with_its_own_
     production = healthy(shop.daemon, promoted)
     assert production.digest == digest  # the digest built and tested, not a rebuild
     assert production.source_environment == "staging"
-    assert production.deployer.startswith("uid:")
+    assert production.deployer == pwd.getpwuid(os.getuid()).pw_name
     assert production.config_hash != staging.current.config_hash
 
     at_staging, at_production = d.version_at(shop.staging), d.version_at(shop.production)
@@ -223,7 +227,8 @@ def test_a_deployment_awaiting_approval_does_nothing_until_approved(shop: Shop) 
     assert approved.returncode == 0, approved.stdout + approved.stderr
     done = d.finished(shop.daemon, held.id)
     assert done.status == S.DEPLOYMENT_STATUS_HEALTHY
-    assert done.decided_by.startswith("uid:") and done.decision_comment == "change 42 looks fine"
+    assert done.decided_by == pwd.getpwuid(os.getuid()).pw_name
+    assert done.decision_comment == "change 42 looks fine"
     assert d.version_at(shop.production)["greeting"] == "hello from production"
 
     second = promote()
