@@ -60,6 +60,9 @@ def system_user(name: str) -> Iterator[pwd.struct_passwd]:
 _PRELUDE = """
 import errno, json, os, socket, sys
 import grpc
+# grpc imports these lazily, on first use: import them while the files are
+# still readable (a checkout under a 0700 folder is not, to the user)
+from grpc import _auth, _channel, _interceptor, _plugin_wrapping, _utilities
 from conveyor.v1 import auth_pb2, runs_pb2, server_pb2, service_pb2_grpc
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 os.setgroups([])
