@@ -316,6 +316,11 @@ class Config:
         " NAME = {registry, username, password_file} (JSON in the environment and flag)",
     )
 
+    dora_window_days: Count = setting(
+        30,
+        help="days of deployment history the DORA figures cover (their metrics, and"
+        " conveyor dora without --window)",
+    )
     environments: dict[LoginName, EnvironmentSpec] = setting(
         {},
         help="deployment environments, as in a pipeline file's environments: (a TOML table"
