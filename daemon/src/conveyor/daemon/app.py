@@ -132,7 +132,7 @@ class Daemon:
                 builder_id=builder_id(config.home),
                 builder_version=builder_version(),
             )
-            plugins = Plugins(hook_timeout=config.hook_timeout)
+            plugins = Plugins(hook_timeout=config.hook_timeout, settings=config.plugin_settings)
             await trio.to_thread.run_sync(plugins.load_entry_points)
             telemetry.runs.use_stage_kinds(plugins.stage_kinds)
             bus = EventBus()
