@@ -12,6 +12,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from conveyor.client import delivery, render
+from conveyor.daemon.api import convert
 from conveyor.daemon.delivery import dora
 from conveyor.daemon.delivery.records import DeploymentKind, DeploymentRecord, DeploymentStatus
 from conveyor.daemon.store import Database
@@ -185,3 +187,25 @@ async def test_the_figures_are_observable_gauges_per_environment(
     assert points["conveyor.dora.change_failure_rate", "staging"] == 1.0
     assert points["conveyor.dora.deployment.frequency", "staging"] == 0.0
     assert ("conveyor.dora.lead_time.median", "staging") not in points
+
+
+def test_the_cli_prints_the_figures_and_what_is_missing() -> None:
+    message = convert.dora_message(EXPECTED)
+    assert delivery.dora_lines(message) == [
+        "DORA figures of production, the last 10 days"
+        f" ({render.format_time(message.window_start)} to"
+        f" {render.format_time(message.window_end)})",
+        "  deployment frequency:   3 deployment(s), 0.30/day",
+        "  lead time for changes:  median 1h01m, p90 1h49m (3 change(s))",
+        "  change failure rate:    67% (4 of 6 changes failed)",
+        "  time to restore:        median 24h00m, p90 24h01m (3 restored, 1 not restored)",
+    ]
+    empty = convert.dora_message(dora.figures("qa\x1b[2J", [], END - WINDOW, END))
+    lines = delivery.dora_lines(empty)
+    assert "\x1b" not in "".join(lines) and "qa\\x1b[2J" in lines[0]
+    assert lines[1:] == [
+        "  deployment frequency:   0 deployment(s), 0.00/day",
+        "  lead time for changes:  - (no change became healthy)",
+        "  change failure rate:    - (no change)",
+        "  time to restore:        - (no failed change)",
+    ]
