@@ -95,9 +95,9 @@ def test_dora_figures_and_stopping_an_environment_through_the_cli(
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
         assert lines[0].startswith("DORA figures of staging, the last 1 days (")
-        assert "deployment frequency:   1 deployment(s), 1.00/day" in shown.stdout
+        assert "deployment frequency:   1 deployment, 1.00/day" in shown.stdout
         assert "change failure rate:    50% (1 of 2 changes failed)" in shown.stdout
-        assert "(1 change(s))" in shown.stdout and "(1 restored, 0 not restored)" in shown.stdout
+        assert "(1 change)" in shown.stdout and "(1 restored, 0 not restored)" in shown.stdout
 
         as_json = cli(daemon, "--output", "json", "dora", "staging")
         assert as_json.returncode == 0, as_json.stderr

@@ -195,8 +195,8 @@ def test_the_cli_prints_the_figures_and_what_is_missing() -> None:
         "DORA figures of production, the last 10 days"
         f" ({render.format_time(message.window_start)} to"
         f" {render.format_time(message.window_end)})",
-        "  deployment frequency:   3 deployment(s), 0.30/day",
-        "  lead time for changes:  median 1h01m, p90 1h49m (3 change(s))",
+        "  deployment frequency:   3 deployments, 0.30/day",
+        "  lead time for changes:  median 1h01m, p90 1h49m (3 changes)",
         "  change failure rate:    67% (4 of 6 changes failed)",
         "  time to restore:        median 24h00m, p90 24h01m (3 restored, 1 not restored)",
     ]
@@ -204,7 +204,7 @@ def test_the_cli_prints_the_figures_and_what_is_missing() -> None:
     lines = delivery.dora_lines(empty)
     assert "\x1b" not in "".join(lines) and "qa\\x1b[2J" in lines[0]
     assert lines[1:] == [
-        "  deployment frequency:   0 deployment(s), 0.00/day",
+        "  deployment frequency:   0 deployments, 0.00/day",
         "  lead time for changes:  - (no change became healthy)",
         "  change failure rate:    - (no change)",
         "  time to restore:        - (no failed change)",

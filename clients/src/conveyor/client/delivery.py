@@ -304,12 +304,16 @@ def _optional(present: bool, seconds: float) -> str:
     return render.format_duration(seconds) if present else "-"
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def dora_lines(m: delivery_pb2.DoraMetrics) -> list[str]:
     """`conveyor dora ENV`: the four figures over the window."""
     start, end = render.ts_seconds(m.window_start) or 0, render.ts_seconds(m.window_end) or 0
     days = (end - start) / 86400
     rate = (
-        f"{m.change_failure_rate:.0%} ({m.failed_changes} of {m.changes} changes failed)"
+        f"{m.change_failure_rate:.0%} ({m.failed_changes} of {_count(m.changes, 'change')} failed)"
         if m.HasField("change_failure_rate")
         else "- (no change)"
     )
@@ -322,7 +326,7 @@ def dora_lines(m: delivery_pb2.DoraMetrics) -> list[str]:
         m.HasField("time_to_restore_p90_seconds"), m.time_to_restore_p90_seconds
     )
     lead = (
-        f"median {lead_median}, p90 {lead_p90} ({m.lead_time_samples} change(s))"
+        f"median {lead_median}, p90 {lead_p90} ({_count(m.lead_time_samples, 'change')})"
         if m.lead_time_samples
         else "- (no change became healthy)"
     )
@@ -330,14 +334,14 @@ def dora_lines(m: delivery_pb2.DoraMetrics) -> list[str]:
         f"median {restore_median}, p90 {restore_p90} ({m.restored} restored,"
         f" {m.unrestored} not restored)"
         if m.restored
-        else f"- ({m.unrestored} failed change(s) not restored)"
+        else f"- ({_count(m.unrestored, 'failed change')} not restored)"
         if m.unrestored
         else "- (no failed change)"
     )
     return [
         f"DORA figures of {printable(m.environment)}, the last {days:g} days"
         f" ({render.format_time(m.window_start)} to {render.format_time(m.window_end)})",
-        f"  {'deployment frequency:':<24}{m.deployments} deployment(s),"
+        f"  {'deployment frequency:':<24}{_count(m.deployments, 'deployment')},"
         f" {m.deployments_per_day:.2f}/day",
         f"  {'lead time for changes:':<24}{lead}",
         f"  {'change failure rate:':<24}{rate}",
