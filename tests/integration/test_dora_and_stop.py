@@ -20,6 +20,7 @@ import pytest
 from conveyor.v1 import delivery_pb2
 from tests.support import delivery as d
 from tests.support.daemon import DaemonProcess
+from tests.support.otlp import OtlpReceiver
 from tests.support.repos import make_repo
 
 S = delivery_pb2
@@ -65,6 +66,18 @@ def home() -> Iterator[Path]:
         d.stop_processes_of(home)
 
 
+def gauge(receiver: OtlpReceiver, name: str, environment: str) -> float | None:
+    """The latest value the daemon exported for a gauge of an environment."""
+    with receiver.lock:
+        metrics = [m for m in receiver.metrics if m.name == name]
+    for metric in reversed(metrics):
+        for point in metric.gauge.data_points:
+            attributes = {a.key: a.value.string_value for a in point.attributes}
+            if attributes.get("deployment.environment.name") == environment:
+                return float(point.as_double)
+    return None
+
+
 def seconds(ts: object) -> float:
     return ts.seconds + ts.nanos / 1e9  # type: ignore[attr-defined]
 
@@ -80,7 +93,9 @@ def test_dora_figures_and_stopping_an_environment_through_the_cli(
             "service.py": d.service_source("1.0.0"),
         },
     )
-    daemon = DaemonProcess(home, args=["--kill-grace", "1"]).start()
+    receiver = OtlpReceiver().start()
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "300"}
+    daemon = DaemonProcess(home, args=["--kill-grace", "1"], env=otlp).start()
     try:
         good = d.build(daemon, repo)
         first = d.finished(daemon, d.deploy(daemon, "staging", good).id)
@@ -90,6 +105,14 @@ def test_dora_figures_and_stopping_an_environment_through_the_cli(
         failed = d.finished(daemon, d.deploy(daemon, "staging", bad).id)
         assert failed.status == S.DEPLOYMENT_STATUS_ROLLED_BACK, failed.reason
         restore = d.finished(daemon, failed.restored_by)
+        # the figures are gauges too, computed again as deployments end
+        d.wait_for(
+            lambda: gauge(receiver, "conveyor.dora.change_failure_rate", "staging") == 0.5,
+            what="the change failure rate gauge",
+        )
+        assert gauge(receiver, "conveyor.dora.deployment.frequency", "staging") == pytest.approx(
+            1 / 30
+        )
 
         shown = cli(daemon, "dora", "staging", "--window", "1d")
         assert shown.returncode == 0, shown.stderr
@@ -151,6 +174,7 @@ def test_dora_figures_and_stopping_an_environment_through_the_cli(
         assert d.version_at(staging)["version"] == "1.0.0"
     finally:
         daemon.stop()
+        receiver.stop()
 
 
 def seconds_between(figures: dict[str, str]) -> float:
