@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.v1 import delivery_pb2
 from tests.support import delivery as d
@@ -78,8 +79,8 @@ def gauge(receiver: OtlpReceiver, name: str, environment: str) -> float | None:
     return None
 
 
-def seconds(ts: object) -> float:
-    return ts.seconds + ts.nanos / 1e9  # type: ignore[attr-defined]
+def seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
 
 
 def test_dora_figures_and_stopping_an_environment_through_the_cli(
