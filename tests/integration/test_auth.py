@@ -160,6 +160,8 @@ def _requests(s: Setup) -> dict[str, Message]:
         "ListDeployments": delivery_pb2.ListDeploymentsRequest(),
         "GetEnvironment": delivery_pb2.GetEnvironmentRequest(environment="production"),
         "ListEnvironments": delivery_pb2.ListEnvironmentsRequest(),
+        "StopEnvironment": delivery_pb2.StopEnvironmentRequest(environment="production"),
+        "GetDoraMetrics": delivery_pb2.GetDoraMetricsRequest(environment="production"),
         "WhoAmI": auth_pb2.WhoAmIRequest(),
         "IssueToken": auth_pb2.IssueTokenRequest(name="x", identity="x", roles=["viewer"]),
         "ListTokens": auth_pb2.ListTokensRequest(),

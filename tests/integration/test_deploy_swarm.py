@@ -7,6 +7,7 @@ not asserted: Swarm's stop-first update may cost some)."""
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,6 +131,15 @@ async def test_a_service_is_created_then_rolled_to_a_new_version(
         ctx, deployer.service_request(with_artifact(env, image_artifact(v2, "app")), base, "d2")
     )
     assert [r.id for r in again] == [r.id for r in rolled]
+
+    # StopEnvironment: the service is removed and its containers are gone
+    assert await target.remove(ctx, "staging") == 2
+    assert swarm_support.services(deployer.owner) == []
+    assert await target.replicas(ctx, "staging") == []
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert await target.remove(ctx, "staging") == 0
 
 
 async def test_a_task_that_fails_fails_the_update_at_once_and_a_new_update_restores(

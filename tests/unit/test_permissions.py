@@ -51,6 +51,7 @@ def test_state_changing_rpcs_are_audited_and_reads_are_not() -> None:
         "Rollback",
         "Approve",
         "Reject",
+        "StopEnvironment",
     }
 
 

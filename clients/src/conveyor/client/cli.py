@@ -238,6 +238,28 @@ def _add_delivery(
         "environments: which version runs where, since when; one in detail, probed now",
     )
     sub.add_argument("environment", metavar="ENV", nargs="?")
+    sub = _add(
+        subparsers,
+        parents,
+        "stop",
+        commands.cmd_stop,
+        "stop what runs in an environment: its replicas and front proxy",
+    )
+    sub.add_argument("environment", metavar="ENV")
+    sub = _add(
+        subparsers,
+        parents,
+        "dora",
+        commands.cmd_dora,
+        "the DORA figures of an environment: deployment frequency, lead time, change"
+        " failure rate, time to restore",
+    )
+    sub.add_argument("environment", metavar="ENV")
+    sub.add_argument(
+        "--window",
+        metavar="DURATION",
+        help="how far back: 30d, 12h, 2w, ... (default: the daemon's dora_window_days)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

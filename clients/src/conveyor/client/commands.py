@@ -301,6 +301,30 @@ def cmd_envs(args: argparse.Namespace, session: Session) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace, session: Session) -> int:
+    response = session.client.stop_environment(args.environment)
+    if session.json:
+        print(render.to_json(response))
+    else:
+        print(delivery.stopped_line(response))
+    return 0
+
+
+def cmd_dora(args: argparse.Namespace, session: Session) -> int:
+    seconds = 0
+    if args.window:
+        try:
+            seconds = access.parse_duration(args.window)
+        except ValueError as exc:
+            raise CommandError(f"--window: {exc}", exit_code=2) from None
+    metrics = session.client.dora_metrics(args.environment, seconds)
+    if session.json:
+        print(render.to_json(metrics))
+    else:
+        _print_lines(delivery.dora_lines(metrics))
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace, session: Session) -> int:
     return watch(session, args.run)
 

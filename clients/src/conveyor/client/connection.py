@@ -40,6 +40,8 @@ R = TypeVar("R")
 
 # Unary calls are quick; a hung daemon should not hang the CLI forever.
 UNARY_TIMEOUT = 60.0
+#: Seconds a StopEnvironment call may take (replicas stop one after another).
+STOP_TIMEOUT = 600.0
 
 
 def trace_metadata() -> tuple[tuple[str, str], ...]:
@@ -423,6 +425,19 @@ class ConveyorClient:
         request = delivery_pb2.ListEnvironmentsRequest()
         response = self._unary(lambda: self._stub.ListEnvironments(request, timeout=UNARY_TIMEOUT))
         return list(response.environments)
+
+    def stop_environment(self, environment: str) -> delivery_pb2.StopEnvironmentResponse:
+        request = delivery_pb2.StopEnvironmentRequest(environment=environment)
+        # stopping waits for each replica's grace period
+        return self._unary(lambda: self._stub.StopEnvironment(request, timeout=STOP_TIMEOUT))
+
+    def dora_metrics(self, environment: str, window_seconds: int = 0) -> delivery_pb2.DoraMetrics:
+        """The DORA figures of ``environment``; ``window_seconds`` 0: the
+        daemon's default window."""
+        request = delivery_pb2.GetDoraMetricsRequest(environment=environment)
+        if window_seconds:
+            request.window.FromSeconds(window_seconds)
+        return self._unary(lambda: self._stub.GetDoraMetrics(request, timeout=UNARY_TIMEOUT))
 
     def close(self) -> None:
         self._channel.close()

@@ -1,5 +1,6 @@
-"""`conveyor deploy|promote|rollback|approve|reject|history|envs`: rendering
-of deployments and environments, and following a deployment to its end.
+"""`conveyor deploy|promote|rollback|approve|reject|history|envs|stop|dora`:
+rendering of deployments, environments and DORA figures, and following a
+deployment to its end.
 
 Every string from the daemon goes through
 :func:`~conveyor.client.terminal.printable` before it is laid out.
@@ -277,3 +278,72 @@ def trace_lines(deployments: Sequence[delivery_pb2.Deployment]) -> list[str]:
             f"  ({kind_name(d.kind)} {printable(d.id)})"
         )
     return lines
+
+
+def stopped_line(response: delivery_pb2.StopEnvironmentResponse) -> str:
+    """`conveyor stop ENV`: what was stopped."""
+    name = printable(response.environment)
+    if not response.HasField("stopped") and not response.replicas_stopped:
+        return f"{name}: nothing was running" + (
+            "; stopped its front proxy" if response.proxy_stopped else ""
+        )
+    what = f"{response.replicas_stopped} replica(s)" + (
+        " and the front proxy" if response.proxy_stopped else ""
+    )
+    line = f"stopped {name}: {what}"
+    if response.HasField("stopped"):
+        d = response.stopped
+        line += (
+            f"; it ran {printable(d.artifact_name)} {printable(d.version)}"
+            f" ({short_digest(d.digest)}, deployment {printable(d.id)})"
+        )
+    return line
+
+
+def _optional(present: bool, seconds: float) -> str:
+    return render.format_duration(seconds) if present else "-"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def dora_lines(m: delivery_pb2.DoraMetrics) -> list[str]:
+    """`conveyor dora ENV`: the four figures over the window."""
+    start, end = render.ts_seconds(m.window_start) or 0, render.ts_seconds(m.window_end) or 0
+    days = (end - start) / 86400
+    rate = (
+        f"{m.change_failure_rate:.0%} ({m.failed_changes} of {_count(m.changes, 'change')} failed)"
+        if m.HasField("change_failure_rate")
+        else "- (no change)"
+    )
+    lead_median = _optional(m.HasField("lead_time_median_seconds"), m.lead_time_median_seconds)
+    lead_p90 = _optional(m.HasField("lead_time_p90_seconds"), m.lead_time_p90_seconds)
+    restore_median = _optional(
+        m.HasField("time_to_restore_median_seconds"), m.time_to_restore_median_seconds
+    )
+    restore_p90 = _optional(
+        m.HasField("time_to_restore_p90_seconds"), m.time_to_restore_p90_seconds
+    )
+    lead = (
+        f"median {lead_median}, p90 {lead_p90} ({_count(m.lead_time_samples, 'change')})"
+        if m.lead_time_samples
+        else "- (no change became healthy)"
+    )
+    restore = (
+        f"median {restore_median}, p90 {restore_p90} ({m.restored} restored,"
+        f" {m.unrestored} not restored)"
+        if m.restored
+        else f"- ({_count(m.unrestored, 'failed change')} not restored)"
+        if m.unrestored
+        else "- (no failed change)"
+    )
+    return [
+        f"DORA figures of {printable(m.environment)}, the last {days:g} days"
+        f" ({render.format_time(m.window_start)} to {render.format_time(m.window_end)})",
+        f"  {'deployment frequency:':<24}{_count(m.deployments, 'deployment')},"
+        f" {m.deployments_per_day:.2f}/day",
+        f"  {'lead time for changes:':<24}{lead}",
+        f"  {'change failure rate:':<24}{rate}",
+        f"  {'time to restore:':<24}{restore}",
+    ]

@@ -22,50 +22,59 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63onveyor/v1/delivery.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x06\x43ommit\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"\xbc\x01\n\x0f\x44\x65ploymentEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x32\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xf3\x08\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.conveyor.v1.DeploymentKind\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x15\n\rartifact_name\x18\x07 \x01(\t\x12\x15\n\rartifact_kind\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\t\x12\x0e\n\x06\x63ommit\x18\n \x01(\t\x12\x10\n\x08pipeline\x18\x0b \x01(\t\x12\x0e\n\x06run_id\x18\x0c \x01(\t\x12\x12\n\nrun_number\x18\r \x01(\x03\x12\x10\n\x08\x64\x65ployer\x18\x0e \x01(\t\x12\x0e\n\x06target\x18\x0f \x01(\t\x12\x10\n\x08replicas\x18\x10 \x01(\x05\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nhealthy_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x15 \x01(\x01\x12/\n\x0b\x63ommit_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12source_environment\x18\x17 \x01(\t\x12\x13\n\x0bprevious_id\x18\x18 \x01(\t\x12\x17\n\x0fprevious_digest\x18\x19 \x01(\t\x12\x13\n\x0brestores_id\x18\x1a \x01(\t\x12\x10\n\x08\x63\x61use_id\x18\x1b \x01(\t\x12\x13\n\x0brestored_by\x18\x1c \x01(\t\x12$\n\x07\x63ommits\x18\x1d \x03(\x0b\x32\x13.conveyor.v1.Commit\x12-\n\x10reverted_commits\x18\x1e \x03(\x0b\x32\x13.conveyor.v1.Commit\x12\x15\n\rcommits_total\x18\x1f \x01(\x05\x12\x13\n\x0b\x63onfig_hash\x18  \x01(\t\x12\x16\n\x0e\x63onfig_changed\x18! \x01(\x08\x12\x10\n\x08trace_id\x18\" \x01(\t\x12\x0f\n\x07span_id\x18# \x01(\t\x12\x37\n\x13\x61pproval_expires_at\x18$ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18% \x01(\t\x12.\n\ndecided_at\x18& \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65\x63ision_comment\x18\' \x01(\t\x12,\n\x06\x65vents\x18( \x03(\x0b\x32\x1c.conveyor.v1.DeploymentEvent\"6\n\rDeployRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\x18\n\x10\x66rom_environment\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\"2\n\x0fRollbackRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\"8\n\x0e\x41pproveRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"7\n\rRejectRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"f\n\x16ListDeploymentsRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListDeploymentsResponse\x12,\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x15\n\rdeployment_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\"\x82\x03\n\x0b\x45nvironment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x19\n\x11requires_approval\x18\x06 \x01(\x08\x12\x14\n\x0cpromote_from\x18\x07 \x01(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\x12(\n\x07\x63urrent\x18\t \x01(\x0b\x32\x17.conveyor.v1.Deployment\x12)\n\x05since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x61\x63tive\x18\x0b \x01(\x0b\x32\x17.conveyor.v1.Deployment\x12&\n\x08replicas\x18\x0c \x03(\x0b\x32\x14.conveyor.v1.Replica\x12\x0f\n\x07healthy\x18\r \x01(\x08\x12\x15\n\rhealth_detail\x18\x0e \x01(\t\x12\x0c\n\x04\x62usy\x18\x0f \x01(\t\",\n\x15GetEnvironmentRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\"\x19\n\x17ListEnvironmentsRequest\"J\n\x18ListEnvironmentsResponse\x12.\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x18.conveyor.v1.Environment*\xc2\x02\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12&\n\"DEPLOYMENT_STATUS_PENDING_APPROVAL\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_STATUS_PROGRESSING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_HEALTHY\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12!\n\x1d\x44\x45PLOYMENT_STATUS_ROLLED_BACK\x10\x05\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_REJECTED\x10\x06\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_EXPIRED\x10\x07\x12!\n\x1d\x44\x45PLOYMENT_STATUS_INTERRUPTED\x10\x08*\xa5\x01\n\x0e\x44\x65ploymentKind\x12\x1f\n\x1b\x44\x45PLOYMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_KIND_DEPLOY\x10\x01\x12\x1b\n\x17\x44\x45PLOYMENT_KIND_PROMOTE\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_KIND_ROLLBACK\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_KIND_RESTORE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63onveyor/v1/delivery.proto\x12\x0b\x63onveyor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x06\x43ommit\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"\xbc\x01\n\x0f\x44\x65ploymentEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x32\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb7\t\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.conveyor.v1.DeploymentKind\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.conveyor.v1.DeploymentStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x15\n\rartifact_name\x18\x07 \x01(\t\x12\x15\n\rartifact_kind\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\t\x12\x0e\n\x06\x63ommit\x18\n \x01(\t\x12\x10\n\x08pipeline\x18\x0b \x01(\t\x12\x0e\n\x06run_id\x18\x0c \x01(\t\x12\x12\n\nrun_number\x18\r \x01(\x03\x12\x10\n\x08\x64\x65ployer\x18\x0e \x01(\t\x12\x0e\n\x06target\x18\x0f \x01(\t\x12\x10\n\x08replicas\x18\x10 \x01(\x05\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nhealthy_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x15 \x01(\x01\x12/\n\x0b\x63ommit_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12source_environment\x18\x17 \x01(\t\x12\x13\n\x0bprevious_id\x18\x18 \x01(\t\x12\x17\n\x0fprevious_digest\x18\x19 \x01(\t\x12\x13\n\x0brestores_id\x18\x1a \x01(\t\x12\x10\n\x08\x63\x61use_id\x18\x1b \x01(\t\x12\x13\n\x0brestored_by\x18\x1c \x01(\t\x12$\n\x07\x63ommits\x18\x1d \x03(\x0b\x32\x13.conveyor.v1.Commit\x12-\n\x10reverted_commits\x18\x1e \x03(\x0b\x32\x13.conveyor.v1.Commit\x12\x15\n\rcommits_total\x18\x1f \x01(\x05\x12\x13\n\x0b\x63onfig_hash\x18  \x01(\t\x12\x16\n\x0e\x63onfig_changed\x18! \x01(\x08\x12\x10\n\x08trace_id\x18\" \x01(\t\x12\x0f\n\x07span_id\x18# \x01(\t\x12\x37\n\x13\x61pproval_expires_at\x18$ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18% \x01(\t\x12.\n\ndecided_at\x18& \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65\x63ision_comment\x18\' \x01(\t\x12,\n\x06\x65vents\x18( \x03(\x0b\x32\x1c.conveyor.v1.DeploymentEvent\x12.\n\nstopped_at\x18) \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstopped_by\x18* \x01(\t\"6\n\rDeployRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\x18\n\x10\x66rom_environment\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\"2\n\x0fRollbackRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\"8\n\x0e\x41pproveRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"7\n\rRejectRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"f\n\x16ListDeploymentsRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListDeploymentsResponse\x12,\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x15\n\rdeployment_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\"\x82\x03\n\x0b\x45nvironment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x19\n\x11requires_approval\x18\x06 \x01(\x08\x12\x14\n\x0cpromote_from\x18\x07 \x01(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\x12(\n\x07\x63urrent\x18\t \x01(\x0b\x32\x17.conveyor.v1.Deployment\x12)\n\x05since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x61\x63tive\x18\x0b \x01(\x0b\x32\x17.conveyor.v1.Deployment\x12&\n\x08replicas\x18\x0c \x03(\x0b\x32\x14.conveyor.v1.Replica\x12\x0f\n\x07healthy\x18\r \x01(\x08\x12\x15\n\rhealth_detail\x18\x0e \x01(\t\x12\x0c\n\x04\x62usy\x18\x0f \x01(\t\",\n\x15GetEnvironmentRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\"\x19\n\x17ListEnvironmentsRequest\"J\n\x18ListEnvironmentsResponse\x12.\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x18.conveyor.v1.Environment\"-\n\x16StopEnvironmentRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\"\x89\x01\n\x17StopEnvironmentResponse\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12(\n\x07stopped\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.Deployment\x12\x18\n\x10replicas_stopped\x18\x03 \x01(\x05\x12\x15\n\rproxy_stopped\x18\x04 \x01(\x08\"W\n\x15GetDoraMetricsRequest\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf6\x04\n\x0b\x44oraMetrics\x12\x13\n\x0b\x65nvironment\x18\x01 \x01(\t\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65ployments\x18\x04 \x01(\x05\x12\x1b\n\x13\x64\x65ployments_per_day\x18\x05 \x01(\x01\x12\x0f\n\x07\x63hanges\x18\x06 \x01(\x05\x12\x16\n\x0e\x66\x61iled_changes\x18\x07 \x01(\x05\x12 \n\x13\x63hange_failure_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11lead_time_samples\x18\t \x01(\x05\x12%\n\x18lead_time_median_seconds\x18\n \x01(\x01H\x01\x88\x01\x01\x12\"\n\x15lead_time_p90_seconds\x18\x0b \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x08restored\x18\x0c \x01(\x05\x12\x12\n\nunrestored\x18\r \x01(\x05\x12+\n\x1etime_to_restore_median_seconds\x18\x0e \x01(\x01H\x03\x88\x01\x01\x12(\n\x1btime_to_restore_p90_seconds\x18\x0f \x01(\x01H\x04\x88\x01\x01\x42\x16\n\x14_change_failure_rateB\x1b\n\x19_lead_time_median_secondsB\x18\n\x16_lead_time_p90_secondsB!\n\x1f_time_to_restore_median_secondsB\x1e\n\x1c_time_to_restore_p90_seconds*\xc2\x02\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12&\n\"DEPLOYMENT_STATUS_PENDING_APPROVAL\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_STATUS_PROGRESSING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_HEALTHY\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12!\n\x1d\x44\x45PLOYMENT_STATUS_ROLLED_BACK\x10\x05\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_REJECTED\x10\x06\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_EXPIRED\x10\x07\x12!\n\x1d\x44\x45PLOYMENT_STATUS_INTERRUPTED\x10\x08*\xa5\x01\n\x0e\x44\x65ploymentKind\x12\x1f\n\x1b\x44\x45PLOYMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_KIND_DEPLOY\x10\x01\x12\x1b\n\x17\x44\x45PLOYMENT_KIND_PROMOTE\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_KIND_ROLLBACK\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_KIND_RESTORE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=2648
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=2970
-  _globals['_DEPLOYMENTKIND']._serialized_start=2973
-  _globals['_DEPLOYMENTKIND']._serialized_end=3138
-  _globals['_COMMIT']._serialized_start=76
-  _globals['_COMMIT']._serialized_end=113
-  _globals['_DEPLOYMENTEVENT']._serialized_start=116
-  _globals['_DEPLOYMENTEVENT']._serialized_end=304
-  _globals['_DEPLOYMENT']._serialized_start=307
-  _globals['_DEPLOYMENT']._serialized_end=1446
-  _globals['_DEPLOYREQUEST']._serialized_start=1448
-  _globals['_DEPLOYREQUEST']._serialized_end=1502
-  _globals['_PROMOTEREQUEST']._serialized_start=1504
-  _globals['_PROMOTEREQUEST']._serialized_end=1567
-  _globals['_ROLLBACKREQUEST']._serialized_start=1569
-  _globals['_ROLLBACKREQUEST']._serialized_end=1619
-  _globals['_APPROVEREQUEST']._serialized_start=1621
-  _globals['_APPROVEREQUEST']._serialized_end=1677
-  _globals['_REJECTREQUEST']._serialized_start=1679
-  _globals['_REJECTREQUEST']._serialized_end=1734
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1736
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1781
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1783
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1885
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1887
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1983
-  _globals['_REPLICA']._serialized_start=1985
-  _globals['_REPLICA']._serialized_end=2107
-  _globals['_ENVIRONMENT']._serialized_start=2110
-  _globals['_ENVIRONMENT']._serialized_end=2496
-  _globals['_GETENVIRONMENTREQUEST']._serialized_start=2498
-  _globals['_GETENVIRONMENTREQUEST']._serialized_end=2542
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=2544
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=2569
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=2571
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=2645
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=3657
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=3979
+  _globals['_DEPLOYMENTKIND']._serialized_start=3982
+  _globals['_DEPLOYMENTKIND']._serialized_end=4147
+  _globals['_COMMIT']._serialized_start=108
+  _globals['_COMMIT']._serialized_end=145
+  _globals['_DEPLOYMENTEVENT']._serialized_start=148
+  _globals['_DEPLOYMENTEVENT']._serialized_end=336
+  _globals['_DEPLOYMENT']._serialized_start=339
+  _globals['_DEPLOYMENT']._serialized_end=1546
+  _globals['_DEPLOYREQUEST']._serialized_start=1548
+  _globals['_DEPLOYREQUEST']._serialized_end=1602
+  _globals['_PROMOTEREQUEST']._serialized_start=1604
+  _globals['_PROMOTEREQUEST']._serialized_end=1667
+  _globals['_ROLLBACKREQUEST']._serialized_start=1669
+  _globals['_ROLLBACKREQUEST']._serialized_end=1719
+  _globals['_APPROVEREQUEST']._serialized_start=1721
+  _globals['_APPROVEREQUEST']._serialized_end=1777
+  _globals['_REJECTREQUEST']._serialized_start=1779
+  _globals['_REJECTREQUEST']._serialized_end=1834
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1836
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1881
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1883
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1985
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1987
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=2083
+  _globals['_REPLICA']._serialized_start=2085
+  _globals['_REPLICA']._serialized_end=2207
+  _globals['_ENVIRONMENT']._serialized_start=2210
+  _globals['_ENVIRONMENT']._serialized_end=2596
+  _globals['_GETENVIRONMENTREQUEST']._serialized_start=2598
+  _globals['_GETENVIRONMENTREQUEST']._serialized_end=2642
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=2644
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=2669
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=2671
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=2745
+  _globals['_STOPENVIRONMENTREQUEST']._serialized_start=2747
+  _globals['_STOPENVIRONMENTREQUEST']._serialized_end=2792
+  _globals['_STOPENVIRONMENTRESPONSE']._serialized_start=2795
+  _globals['_STOPENVIRONMENTRESPONSE']._serialized_end=2932
+  _globals['_GETDORAMETRICSREQUEST']._serialized_start=2934
+  _globals['_GETDORAMETRICSREQUEST']._serialized_end=3021
+  _globals['_DORAMETRICS']._serialized_start=3024
+  _globals['_DORAMETRICS']._serialized_end=3654
 # @@protoc_insertion_point(module_scope)

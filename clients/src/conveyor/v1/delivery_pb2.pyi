@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -210,6 +211,8 @@ class Deployment(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     DECISION_COMMENT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    STOPPED_AT_FIELD_NUMBER: _builtins.int
+    STOPPED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     environment: _builtins.str
     kind: Global___DeploymentKind.ValueType
@@ -255,6 +258,7 @@ class Deployment(_message.Message):
     span_id: _builtins.str
     decided_by: _builtins.str
     decision_comment: _builtins.str
+    stopped_by: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -286,6 +290,12 @@ class Deployment(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentEvent]:
         """Its log and transitions (GetDeployment only, at most 1000)."""
+
+    @_builtins.property
+    def stopped_at(self) -> _timestamp_pb2.Timestamp:
+        """When StopEnvironment stopped what it ran, and who did (the environment
+        runs nothing since; the deployment stays healthy in the history).
+        """
 
     def __init__(
         self,
@@ -330,10 +340,12 @@ class Deployment(_message.Message):
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         decision_comment: _builtins.str = ...,
         events: _abc.Iterable[Global___DeploymentEvent] | None = ...,
+        stopped_at: _timestamp_pb2.Timestamp | None = ...,
+        stopped_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_expires_at", b"approval_expires_at", "commit_time", b"commit_time", "created_at", b"created_at", "decided_at", b"decided_at", "finished_at", b"finished_at", "healthy_at", b"healthy_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_expires_at", b"approval_expires_at", "commit_time", b"commit_time", "created_at", b"created_at", "decided_at", b"decided_at", "finished_at", b"finished_at", "healthy_at", b"healthy_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_expires_at", b"approval_expires_at", "artifact_kind", b"artifact_kind", "artifact_name", b"artifact_name", "cause_id", b"cause_id", "commit", b"commit", "commit_time", b"commit_time", "commits", b"commits", "commits_total", b"commits_total", "config_changed", b"config_changed", "config_hash", b"config_hash", "created_at", b"created_at", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "deployer", b"deployer", "digest", b"digest", "duration_seconds", b"duration_seconds", "environment", b"environment", "events", b"events", "finished_at", b"finished_at", "healthy_at", b"healthy_at", "id", b"id", "kind", b"kind", "pipeline", b"pipeline", "previous_digest", b"previous_digest", "previous_id", b"previous_id", "reason", b"reason", "replicas", b"replicas", "restored_by", b"restored_by", "restores_id", b"restores_id", "reverted_commits", b"reverted_commits", "run_id", b"run_id", "run_number", b"run_number", "source_environment", b"source_environment", "span_id", b"span_id", "started_at", b"started_at", "status", b"status", "target", b"target", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_expires_at", b"approval_expires_at", "artifact_kind", b"artifact_kind", "artifact_name", b"artifact_name", "cause_id", b"cause_id", "commit", b"commit", "commit_time", b"commit_time", "commits", b"commits", "commits_total", b"commits_total", "config_changed", b"config_changed", "config_hash", b"config_hash", "created_at", b"created_at", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "deployer", b"deployer", "digest", b"digest", "duration_seconds", b"duration_seconds", "environment", b"environment", "events", b"events", "finished_at", b"finished_at", "healthy_at", b"healthy_at", "id", b"id", "kind", b"kind", "pipeline", b"pipeline", "previous_digest", b"previous_digest", "previous_id", b"previous_id", "reason", b"reason", "replicas", b"replicas", "restored_by", b"restored_by", "restores_id", b"restores_id", "reverted_commits", b"reverted_commits", "run_id", b"run_id", "run_number", b"run_number", "source_environment", b"source_environment", "span_id", b"span_id", "started_at", b"started_at", "status", b"status", "stopped_at", b"stopped_at", "stopped_by", b"stopped_by", "target", b"target", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -706,3 +718,179 @@ class ListEnvironmentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEnvironmentsResponse: _TypeAlias = ListEnvironmentsResponse  # noqa: Y015
+
+@_typing.final
+class StopEnvironmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    environment: _builtins.str
+    def __init__(
+        self,
+        *,
+        environment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopEnvironmentRequest: _TypeAlias = StopEnvironmentRequest  # noqa: Y015
+
+@_typing.final
+class StopEnvironmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    REPLICAS_STOPPED_FIELD_NUMBER: _builtins.int
+    PROXY_STOPPED_FIELD_NUMBER: _builtins.int
+    environment: _builtins.str
+    replicas_stopped: _builtins.int
+    """Replicas stopped (and removed), and whether a front proxy was stopped."""
+    proxy_stopped: _builtins.bool
+    @_builtins.property
+    def stopped(self) -> Global___Deployment:
+        """The deployment that ran there, now marked stopped; unset when nothing
+        healthy ran.
+        """
+
+    def __init__(
+        self,
+        *,
+        environment: _builtins.str = ...,
+        stopped: Global___Deployment | None = ...,
+        replicas_stopped: _builtins.int = ...,
+        proxy_stopped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stopped", b"stopped"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "proxy_stopped", b"proxy_stopped", "replicas_stopped", b"replicas_stopped", "stopped", b"stopped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopEnvironmentResponse: _TypeAlias = StopEnvironmentResponse  # noqa: Y015
+
+@_typing.final
+class GetDoraMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    environment: _builtins.str
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """How far back from now; unset: the daemon's dora_window_days. From one
+        minute to 3660 days.
+        """
+
+    def __init__(
+        self,
+        *,
+        environment: _builtins.str = ...,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDoraMetricsRequest: _TypeAlias = GetDoraMetricsRequest  # noqa: Y015
+
+@_typing.final
+class DoraMetrics(_message.Message):
+    """The four DORA figures of an environment over a window. A change is a
+    deployment of kind deploy or promote that ended healthy, failed or
+    rolled back in the window (docs/delivery.md, "DORA figures").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_PER_DAY_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    FAILED_CHANGES_FIELD_NUMBER: _builtins.int
+    CHANGE_FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_SAMPLES_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_MEDIAN_SECONDS_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_P90_SECONDS_FIELD_NUMBER: _builtins.int
+    RESTORED_FIELD_NUMBER: _builtins.int
+    UNRESTORED_FIELD_NUMBER: _builtins.int
+    TIME_TO_RESTORE_MEDIAN_SECONDS_FIELD_NUMBER: _builtins.int
+    TIME_TO_RESTORE_P90_SECONDS_FIELD_NUMBER: _builtins.int
+    environment: _builtins.str
+    deployments: _builtins.int
+    """Deployment frequency: changes that became healthy, and per day."""
+    deployments_per_day: _builtins.float
+    changes: _builtins.int
+    """Change failure rate: failed changes / changes (unset without changes)."""
+    failed_changes: _builtins.int
+    change_failure_rate: _builtins.float
+    lead_time_samples: _builtins.int
+    """Lead time for changes, commit time to healthy: how many changes, the
+    median and the 90th percentile (unset without samples).
+    """
+    lead_time_median_seconds: _builtins.float
+    lead_time_p90_seconds: _builtins.float
+    restored: _builtins.int
+    """Time to restore, from a failed change's start to the next healthy
+    deployment: failed changes restored, those not (yet), the median and
+    the 90th percentile (unset when none was restored).
+    """
+    unrestored: _builtins.int
+    time_to_restore_median_seconds: _builtins.float
+    time_to_restore_p90_seconds: _builtins.float
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        environment: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        deployments: _builtins.int = ...,
+        deployments_per_day: _builtins.float = ...,
+        changes: _builtins.int = ...,
+        failed_changes: _builtins.int = ...,
+        change_failure_rate: _builtins.float | None = ...,
+        lead_time_samples: _builtins.int = ...,
+        lead_time_median_seconds: _builtins.float | None = ...,
+        lead_time_p90_seconds: _builtins.float | None = ...,
+        restored: _builtins.int = ...,
+        unrestored: _builtins.int = ...,
+        time_to_restore_median_seconds: _builtins.float | None = ...,
+        time_to_restore_p90_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_change_failure_rate", b"_change_failure_rate", "_lead_time_median_seconds", b"_lead_time_median_seconds", "_lead_time_p90_seconds", b"_lead_time_p90_seconds", "_time_to_restore_median_seconds", b"_time_to_restore_median_seconds", "_time_to_restore_p90_seconds", b"_time_to_restore_p90_seconds", "change_failure_rate", b"change_failure_rate", "lead_time_median_seconds", b"lead_time_median_seconds", "lead_time_p90_seconds", b"lead_time_p90_seconds", "time_to_restore_median_seconds", b"time_to_restore_median_seconds", "time_to_restore_p90_seconds", b"time_to_restore_p90_seconds", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_change_failure_rate", b"_change_failure_rate", "_lead_time_median_seconds", b"_lead_time_median_seconds", "_lead_time_p90_seconds", b"_lead_time_p90_seconds", "_time_to_restore_median_seconds", b"_time_to_restore_median_seconds", "_time_to_restore_p90_seconds", b"_time_to_restore_p90_seconds", "change_failure_rate", b"change_failure_rate", "changes", b"changes", "deployments", b"deployments", "deployments_per_day", b"deployments_per_day", "environment", b"environment", "failed_changes", b"failed_changes", "lead_time_median_seconds", b"lead_time_median_seconds", "lead_time_p90_seconds", b"lead_time_p90_seconds", "lead_time_samples", b"lead_time_samples", "restored", b"restored", "time_to_restore_median_seconds", b"time_to_restore_median_seconds", "time_to_restore_p90_seconds", b"time_to_restore_p90_seconds", "unrestored", b"unrestored", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__change_failure_rate: _TypeAlias = _typing.Literal["change_failure_rate"]  # noqa: Y015
+    _WhichOneofArgType__change_failure_rate: _TypeAlias = _typing.Literal["_change_failure_rate", b"_change_failure_rate"]  # noqa: Y015
+    _WhichOneofReturnType__lead_time_median_seconds: _TypeAlias = _typing.Literal["lead_time_median_seconds"]  # noqa: Y015
+    _WhichOneofArgType__lead_time_median_seconds: _TypeAlias = _typing.Literal["_lead_time_median_seconds", b"_lead_time_median_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__lead_time_p90_seconds: _TypeAlias = _typing.Literal["lead_time_p90_seconds"]  # noqa: Y015
+    _WhichOneofArgType__lead_time_p90_seconds: _TypeAlias = _typing.Literal["_lead_time_p90_seconds", b"_lead_time_p90_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__time_to_restore_median_seconds: _TypeAlias = _typing.Literal["time_to_restore_median_seconds"]  # noqa: Y015
+    _WhichOneofArgType__time_to_restore_median_seconds: _TypeAlias = _typing.Literal["_time_to_restore_median_seconds", b"_time_to_restore_median_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__time_to_restore_p90_seconds: _TypeAlias = _typing.Literal["time_to_restore_p90_seconds"]  # noqa: Y015
+    _WhichOneofArgType__time_to_restore_p90_seconds: _TypeAlias = _typing.Literal["_time_to_restore_p90_seconds", b"_time_to_restore_p90_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__change_failure_rate) -> _WhichOneofReturnType__change_failure_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lead_time_median_seconds) -> _WhichOneofReturnType__lead_time_median_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lead_time_p90_seconds) -> _WhichOneofReturnType__lead_time_p90_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_to_restore_median_seconds) -> _WhichOneofReturnType__time_to_restore_median_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_to_restore_p90_seconds) -> _WhichOneofReturnType__time_to_restore_p90_seconds | None: ...
+
+Global___DoraMetrics: _TypeAlias = DoraMetrics  # noqa: Y015

@@ -180,6 +180,16 @@ class ConveyorServiceStub:
                 request_serializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.FromString,
                 _registered_method=True)
+        self.StopEnvironment = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/StopEnvironment',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentResponse.FromString,
+                _registered_method=True)
+        self.GetDoraMetrics = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/GetDoraMetrics',
+                request_serializer=conveyor_dot_v1_dot_delivery__pb2.GetDoraMetricsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_delivery__pb2.DoraMetrics.FromString,
+                _registered_method=True)
 
 
 class ConveyorServiceServicer:
@@ -416,6 +426,27 @@ class ConveyorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopEnvironment(self, request, context):
+        """Stop what runs in an environment: its replicas and its front proxy. The
+        deployment that ran is marked stopped (stopped_at, stopped_by) and the
+        environment runs nothing until the next deployment (a restart does not
+        start it again). Nothing running is not an error. FAILED_PRECONDITION:
+        a deployment is in progress or waits for approval; the target cannot
+        stop environments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDoraMetrics(self, request, context):
+        """The four DORA figures of an environment over a window: deployment
+        frequency, lead time for changes, change failure rate, time to restore.
+        NOT_FOUND: no such environment. INVALID_ARGUMENT: a window out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConveyorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -548,6 +579,16 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
                     servicer.ListEnvironments,
                     request_deserializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.SerializeToString,
+            ),
+            'StopEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopEnvironment,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentResponse.SerializeToString,
+            ),
+            'GetDoraMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDoraMetrics,
+                    request_deserializer=conveyor_dot_v1_dot_delivery__pb2.GetDoraMetricsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_delivery__pb2.DoraMetrics.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1262,6 +1303,60 @@ class ConveyorService:
             '/conveyor.v1.ConveyorService/ListEnvironments',
             conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsRequest.SerializeToString,
             conveyor_dot_v1_dot_delivery__pb2.ListEnvironmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/StopEnvironment',
+            conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.StopEnvironmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDoraMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/GetDoraMetrics',
+            conveyor_dot_v1_dot_delivery__pb2.GetDoraMetricsRequest.SerializeToString,
+            conveyor_dot_v1_dot_delivery__pb2.DoraMetrics.FromString,
             options,
             channel_credentials,
             insecure,

@@ -158,6 +158,19 @@ class ConveyorServiceStub:
     """What runs in an environment, since when, its replicas probed now."""
     ListEnvironments: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListEnvironmentsRequest, _delivery_pb2.ListEnvironmentsResponse]
     """Every known environment (configured, or deployed to) and what runs there."""
+    StopEnvironment: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.StopEnvironmentRequest, _delivery_pb2.StopEnvironmentResponse]
+    """Stop what runs in an environment: its replicas and its front proxy. The
+    deployment that ran is marked stopped (stopped_at, stopped_by) and the
+    environment runs nothing until the next deployment (a restart does not
+    start it again). Nothing running is not an error. FAILED_PRECONDITION:
+    a deployment is in progress or waits for approval; the target cannot
+    stop environments.
+    """
+    GetDoraMetrics: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetDoraMetricsRequest, _delivery_pb2.DoraMetrics]
+    """The four DORA figures of an environment over a window: deployment
+    frequency, lead time for changes, change failure rate, time to restore.
+    NOT_FOUND: no such environment. INVALID_ARGUMENT: a window out of range.
+    """
 
 @_typing.type_check_only
 class ConveyorServiceAsyncStub(ConveyorServiceStub):
@@ -283,6 +296,19 @@ class ConveyorServiceAsyncStub(ConveyorServiceStub):
     """What runs in an environment, since when, its replicas probed now."""
     ListEnvironments: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListEnvironmentsRequest, _delivery_pb2.ListEnvironmentsResponse]  # type: ignore[assignment]
     """Every known environment (configured, or deployed to) and what runs there."""
+    StopEnvironment: _aio.UnaryUnaryMultiCallable[_delivery_pb2.StopEnvironmentRequest, _delivery_pb2.StopEnvironmentResponse]  # type: ignore[assignment]
+    """Stop what runs in an environment: its replicas and its front proxy. The
+    deployment that ran is marked stopped (stopped_at, stopped_by) and the
+    environment runs nothing until the next deployment (a restart does not
+    start it again). Nothing running is not an error. FAILED_PRECONDITION:
+    a deployment is in progress or waits for approval; the target cannot
+    stop environments.
+    """
+    GetDoraMetrics: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetDoraMetricsRequest, _delivery_pb2.DoraMetrics]  # type: ignore[assignment]
+    """The four DORA figures of an environment over a window: deployment
+    frequency, lead time for changes, change failure rate, time to restore.
+    NOT_FOUND: no such environment. INVALID_ARGUMENT: a window out of range.
+    """
 
 class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Conveyor daemon's API.
@@ -561,5 +587,30 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.ListEnvironmentsResponse, _abc.Awaitable[_delivery_pb2.ListEnvironmentsResponse]]:
         """Every known environment (configured, or deployed to) and what runs there."""
+
+    @_abc_1.abstractmethod
+    def StopEnvironment(
+        self,
+        request: _delivery_pb2.StopEnvironmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.StopEnvironmentResponse, _abc.Awaitable[_delivery_pb2.StopEnvironmentResponse]]:
+        """Stop what runs in an environment: its replicas and its front proxy. The
+        deployment that ran is marked stopped (stopped_at, stopped_by) and the
+        environment runs nothing until the next deployment (a restart does not
+        start it again). Nothing running is not an error. FAILED_PRECONDITION:
+        a deployment is in progress or waits for approval; the target cannot
+        stop environments.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDoraMetrics(
+        self,
+        request: _delivery_pb2.GetDoraMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.DoraMetrics, _abc.Awaitable[_delivery_pb2.DoraMetrics]]:
+        """The four DORA figures of an environment over a window: deployment
+        frequency, lead time for changes, change failure rate, time to restore.
+        NOT_FOUND: no such environment. INVALID_ARGUMENT: a window out of range.
+        """
 
 def add_ConveyorServiceServicer_to_server(servicer: ConveyorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

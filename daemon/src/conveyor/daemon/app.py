@@ -120,7 +120,10 @@ class Daemon:
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
             telemetry = configure_telemetry(
-                exporter=config.telemetry_exporter, endpoint=config.otlp_endpoint, home=config.home
+                exporter=config.telemetry_exporter,
+                endpoint=config.otlp_endpoint,
+                home=config.home,
+                dora_window=config.dora_window_days * 86400.0,
             )
             key = await trio.to_thread.run_sync(signing.load_or_create, config.home)
             artifacts = ArtifactDeps(
@@ -129,7 +132,7 @@ class Daemon:
                 builder_id=builder_id(config.home),
                 builder_version=builder_version(),
             )
-            plugins = Plugins(hook_timeout=config.hook_timeout)
+            plugins = Plugins(hook_timeout=config.hook_timeout, settings=config.plugin_settings)
             await trio.to_thread.run_sync(plugins.load_entry_points)
             telemetry.runs.use_stage_kinds(plugins.stage_kinds)
             bus = EventBus()
@@ -147,9 +150,10 @@ class Daemon:
                     name,
                 )
             catalog = ArtifactCatalog(artifacts.store, key)
+            deployments = DeploymentStore(db)
             delivery = DeliveryService(
                 config=config,
-                store=DeploymentStore(db),
+                store=deployments,
                 runs=store,
                 catalog=catalog,
                 targets=plugins.deploy_targets,
@@ -194,6 +198,7 @@ class Daemon:
                 await nursery.start(secrets.watch)
                 await nursery.start(plugins.notifier.serve)
                 await nursery.start(delivery.serve)
+                await nursery.start(telemetry.dora.serve, deployments)
                 await nursery.start(scheduler.serve)
                 if recovery is not None:
                     await _finish_recovery(service, recovery)
@@ -261,10 +266,12 @@ def _deployment_finished(
     telemetry: Telemetry, plugins: Plugins
 ) -> Callable[[DeploymentRecord], None]:
     """What happens when a deployment ends: its span ends, it is counted,
-    ``conveyor_deployment_finished`` is notified."""
+    the DORA figures are computed again, ``conveyor_deployment_finished`` is
+    notified."""
 
     def finished(record: DeploymentRecord) -> None:
         telemetry.deployments.end(record)
+        telemetry.dora.changed()
         plugins.deployment_finished(record)
 
     return finished

@@ -316,11 +316,23 @@ class Config:
         " NAME = {registry, username, password_file} (JSON in the environment and flag)",
     )
 
+    dora_window_days: Count = setting(
+        30,
+        help="days of deployment history the DORA figures cover (their metrics, and"
+        " conveyor dora without --window)",
+    )
     environments: dict[LoginName, EnvironmentSpec] = setting(
         {},
         help="deployment environments, as in a pipeline file's environments: (a TOML table"
         " NAME = {target, port, run, config, ...}; JSON in the environment and flag); an"
         " environment defined here wins over a pipeline's of the same name",
+    )
+
+    plugin_settings: dict[LoginName, dict[str, Any]] = setting(
+        {},
+        help="each plugin's own settings, by its entry-point name: a TOML table"
+        " [plugin_settings.NAME] (JSON in the environment and flag), handed to the plugin's"
+        " conveyor_configure hook",
     )
 
     def registry_credential(self, name: str) -> RegistryCredential | None:
@@ -439,9 +451,10 @@ def _expected(key: str, *, strict: bool) -> str:
     if typing.get_origin(hint) is list:
         return "a list of strings"
     if typing.get_origin(hint) is dict:
-        fields = (
-            "target, port, ..." if key == "environments" else "registry, username, password_file"
-        )
+        fields = {
+            "environments": "target, port, ...",
+            "plugin_settings": "setting = value, ...",
+        }.get(key, "registry, username, password_file")
         return f"a table of NAME = {{{fields}}}" + ("" if strict else " written as JSON")
     constraints: list[Any] = []
     if typing.get_origin(hint) is Annotated:

@@ -7,8 +7,11 @@ registered exactly the same way. A marked function whose name is not one of
 these specs makes the plugin fail to load (a misspelled hook is an error, not
 a hook that is silently never called).
 
-Two families:
+Three families:
 
+* **Configuration**: ``conveyor_configure`` hands each plugin its own
+  settings (the ``[plugin_settings.NAME]`` table of the daemon's
+  configuration) when it is registered, before anything else of it is used.
 * **Registration hooks** say what a plugin contributes (stage kinds,
   executors, deploy targets). Each is called once per plugin when the daemon loads plugins;
   a plugin that raises there is reported by ``ListPlugins`` and that
@@ -28,8 +31,8 @@ Two families:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -45,6 +48,33 @@ PROJECT = "conveyor"
 hookspec = pluggy.HookspecMarker(PROJECT)
 #: Marks a hook implementation; plugins import it from :mod:`conveyor.plugin`.
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------
+# Configuration
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def conveyor_configure(settings: Mapping[str, Any]) -> None:
+    """Take the plugin's own settings.
+
+    Called once per plugin when it is registered (at start-up, in a worker
+    thread, so reading a file is fine), before its registration hooks and
+    before any lifecycle hook.
+
+    :param settings: the ``[plugin_settings.NAME]`` table of the daemon's
+        configuration, ``NAME`` being the plugin's entry-point name (JSON in
+        ``CONVEYOR_PLUGIN_SETTINGS`` and ``--plugin-settings``), as plain
+        TOML values (strings, numbers, booleans, lists, tables), read-only;
+        empty when there is none. Check them here (a
+        :class:`~conveyor.plugin.Parameters` model does it well).
+
+    Raise to refuse them: the plugin is then taken out (none of its hooks
+    is called and nothing it contributes exists) and ``conveyor plugins``
+    shows ``conveyor_configure raised ...`` as its error; the daemon and
+    the other plugins go on. Not ``async def``.
+    """
 
 
 # -------------------------------------------------------------------------

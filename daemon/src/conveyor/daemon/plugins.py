@@ -10,14 +10,16 @@ what it costs the plugin, is the failure table of docs/plugins.md.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import logging
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 import pluggy
@@ -100,8 +102,16 @@ class Plugins:
     """Owns the pluggy manager, what the plugins contributed, and the
     :class:`Notifier` that delivers lifecycle hooks."""
 
-    def __init__(self, *, hook_timeout: float = 30.0, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        hook_timeout: float = 30.0,
+        queue_size: int = QUEUE_SIZE,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.hook_timeout = hook_timeout
+        #: Each plugin's own settings, by plugin name (``plugin_settings``).
+        self.settings: Mapping[str, Mapping[str, Any]] = settings or {}
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
@@ -138,6 +148,13 @@ class Plugins:
                 info.add_error(f"failed to import {ep.value}: {_describe(exc)}")
                 continue
             self.register(plugin, ep.name, info)
+        for name in sorted(set(self.settings) - set(self.infos)):
+            close = difflib.get_close_matches(name, list(self.infos), n=1)
+            log.warning(
+                "plugin_settings has settings for %r, which is not a loaded plugin%s",
+                name,
+                f" (did you mean {close[0]!r}?)" if close else "",
+            )
 
     def register(self, plugin: object, name: str, info: PluginInfo | None = None) -> PluginInfo:
         """Register one plugin object and collect its contributions.
@@ -160,6 +177,10 @@ class Plugins:
             info.add_error(unknown)
             return info
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+        if not self._configure(plugin, name, info):
+            self.pm.unregister(plugin)
+            info.hooks = []
+            return info
         for kind in self._registered(plugin, info, "conveyor_stage_kinds", _is_stage_kind):
             if kind.name in self.stage_kinds:
                 log.warning("stage kind %r from %s replaces an earlier one", kind.name, name)
@@ -218,6 +239,29 @@ class Plugins:
                     f" (the hooks are: {', '.join(specs)})"
                 )
         return ""
+
+    def _configure(self, plugin: object, name: str, info: PluginInfo) -> bool:
+        """Hand ``plugin`` its settings (``conveyor_configure``); False, with
+        the error recorded, when it refuses them."""
+        caller: pluggy.HookCaller = self.pm.hook.conveyor_configure
+        if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+            return True
+        settings = MappingProxyType(copy.deepcopy(dict(self.settings.get(name, {}))))
+        try:
+            results = self._only(plugin, "conveyor_configure")(settings=settings)
+        except Exception as exc:
+            info.add_error(f"conveyor_configure raised {_describe(exc)}; the plugin is not used")
+            return False
+        for result in results:
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                info.add_error(
+                    "conveyor_configure returned an awaitable (it must not be async def);"
+                    " the plugin is not used"
+                )
+                return False
+        return True
 
     def _only(self, plugin: object, hook_name: str) -> pluggy.HookCaller:
         """A caller of ``hook_name`` with only ``plugin``'s implementations."""

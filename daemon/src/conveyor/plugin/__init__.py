@@ -8,6 +8,12 @@ themselves are documented in ``docs/plugins.md``.
 Markers:
     :data:`hookimpl` marks a hook implementation.
 
+Settings and secrets:
+    ``conveyor_configure(settings)`` hands a plugin its own settings (a
+    plain read-only mapping; check it with a :class:`Parameters` model);
+    :func:`redact` masks every secret value the daemon holds out of a text
+    before it leaves the daemon (a notification, a message).
+
 Stage kinds (``conveyor_stage_kinds``):
     :class:`StageKind` (the protocol), :class:`StageContext` (what a stage
     attempt is given), :class:`StageOutcome` (what it returns),
@@ -102,6 +108,7 @@ from conveyor.daemon.hookspecs import hookimpl
 from conveyor.daemon.pipeline import StageSpec
 from conveyor.daemon.records import RunStatus, StageStatus, TriggerKind
 from conveyor.daemon.reports import Finding, StageReport, TestCaseResult
+from conveyor.daemon.secrets.redaction import redact
 from conveyor.daemon.stages import (
     DeploymentError,
     Deployments,
@@ -166,6 +173,7 @@ __all__ = [
     "hookimpl",
     "is_running",
     "parameter_problems",
+    "redact",
     "run_in_process_group",
     "spawn_detached",
     "stop_detached",

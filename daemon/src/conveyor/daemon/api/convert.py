@@ -16,13 +16,14 @@ from conveyor.daemon.api.limits import MAX_RESPONSE_TEXT, RUN_BUDGET
 from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.auth.identity import Principal
 from conveyor.daemon.auth.tokens import TokenRecord
+from conveyor.daemon.delivery.dora import DoraFigures
 from conveyor.daemon.delivery.records import (
     Commit,
     DeploymentKind,
     DeploymentRecord,
     DeploymentStatus,
 )
-from conveyor.daemon.delivery.service import EnvironmentView
+from conveyor.daemon.delivery.service import EnvironmentView, StopResult
 from conveyor.daemon.pipeline import Diagnostic
 from conveyor.daemon.plugins import PluginInfo
 from conveyor.daemon.records import (
@@ -436,6 +437,8 @@ def deployment_message(
         decided_by=clip(r.decided_by),
         decided_at=timestamp(r.decided_at),
         decision_comment=clip(r.decision_comment),
+        stopped_at=timestamp(r.stopped_at),
+        stopped_by=clip(r.stopped_by),
     )
     if events:
         shown = r.events
@@ -490,4 +493,42 @@ def environment_message(view: EnvironmentView) -> delivery_pb2.Environment:
         message.current.CopyFrom(deployment_message(view.current))
     if view.active is not None:
         message.active.CopyFrom(deployment_message(view.active))
+    return message
+
+
+def stop_message(result: StopResult) -> delivery_pb2.StopEnvironmentResponse:
+    message = delivery_pb2.StopEnvironmentResponse(
+        environment=clip(result.environment),
+        replicas_stopped=result.replicas,
+        proxy_stopped=result.proxy,
+    )
+    if result.stopped is not None:
+        message.stopped.CopyFrom(deployment_message(result.stopped))
+    return message
+
+
+def dora_message(figures: DoraFigures) -> delivery_pb2.DoraMetrics:
+    f = figures
+    message = delivery_pb2.DoraMetrics(
+        environment=clip(f.environment),
+        window_start=timestamp(f.window_start),
+        window_end=timestamp(f.window_end),
+        deployments=f.deployments,
+        deployments_per_day=f.deployments_per_day,
+        changes=f.changes,
+        failed_changes=f.failed_changes,
+        lead_time_samples=f.lead_time_samples,
+        restored=f.restored,
+        unrestored=f.unrestored,
+    )
+    optional = {
+        "change_failure_rate": f.change_failure_rate,
+        "lead_time_median_seconds": f.lead_time_median,
+        "lead_time_p90_seconds": f.lead_time_p90,
+        "time_to_restore_median_seconds": f.time_to_restore_median,
+        "time_to_restore_p90_seconds": f.time_to_restore_p90,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            setattr(message, name, value)
     return message

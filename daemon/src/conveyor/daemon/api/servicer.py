@@ -25,8 +25,9 @@ from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.auth.admin import AccessAdmin, TokenRequest
 from conveyor.daemon.auth.identity import current_principal
 from conveyor.daemon.auth.permissions import Permission
+from conveyor.daemon.delivery.dora import DoraFigures
 from conveyor.daemon.delivery.records import DeploymentRecord
-from conveyor.daemon.delivery.service import EnvironmentView
+from conveyor.daemon.delivery.service import EnvironmentView, StopResult
 from conveyor.daemon.errors import PermissionDenied
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
@@ -421,3 +422,25 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         return delivery_pb2.ListEnvironmentsResponse(
             environments=[convert.environment_message(view) for view in views]
         )
+
+    def StopEnvironment(
+        self, request: delivery_pb2.StopEnvironmentRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.StopEnvironmentResponse:
+        who = caller(context)
+
+        async def stop() -> StopResult:
+            return await self._service.delivery.stop_environment(request.environment, by=who)
+
+        return convert.stop_message(self._bridge.unary(context, stop))
+
+    def GetDoraMetrics(
+        self, request: delivery_pb2.GetDoraMetricsRequest, context: grpc.ServicerContext
+    ) -> delivery_pb2.DoraMetrics:
+        window = (
+            request.window.ToTimedelta().total_seconds() if request.HasField("window") else None
+        )
+
+        async def figures() -> DoraFigures:
+            return await self._service.delivery.dora(request.environment, window)
+
+        return convert.dora_message(self._bridge.unary(context, figures))

@@ -220,6 +220,10 @@ RULES: Final[Mapping[str, Rule]] = {
     method("ListDeployments"): Rule(Permission.READ),
     method("GetEnvironment"): Rule(Permission.READ),
     method("ListEnvironments"): Rule(Permission.READ),
+    method("StopEnvironment"): Rule(
+        Permission.DEPLOY, audit=True, environment_field="environment", target=("environment",)
+    ),
+    method("GetDoraMetrics"): Rule(Permission.READ),
     method("WhoAmI"): Rule(Permission.AUTHENTICATED),
     method("IssueToken"): Rule(Permission.TOKENS, audit=True, target=("name", "identity")),
     method("ListTokens"): Rule(Permission.TOKENS),

@@ -131,6 +131,10 @@ class DeploymentRecord:
     decided_by: str = ""
     decided_at: float | None = None
     decision_comment: str = ""
+    #: When the environment was stopped while this deployment ran there, and
+    #: by whom (it stays healthy in the history; the environment runs nothing).
+    stopped_at: float | None = None
+    stopped_by: str = ""
     #: The log and transitions (filled by :meth:`DeploymentStore.get` only).
     events: list[DeploymentEvent] = field(default_factory=list)
 

@@ -9,6 +9,7 @@ serve each environment (replica targets).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -564,6 +565,54 @@ class Rollouts:
             await roller.route(serving)
             self.fleets[env.name] = list(serving)
             await note(f"replacement on port {replacement.port} takes traffic")
+
+    # -- stopping -------------------------------------------------------------------
+
+    async def stop_environment(
+        self, environment: str, places: list[tuple[str, int, float]], note: Note
+    ) -> tuple[int, bool]:
+        """Stop everything ``environment`` runs at each ``(target, front
+        port, stop grace)``: the front proxy first (its open connections
+        finish), then every replica the target runs for it (replica
+        targets), or the whole service (a service target's optional
+        ``remove``). Returns (replicas stopped, whether a proxy was stopped).
+        Raises :class:`TargetError` when a target is not installed or cannot
+        stop environments. The caller holds ``busy[environment]``."""
+        for target_name, _, _ in places:
+            target = self.targets.get(target_name)
+            if target is None:
+                raise TargetError(f"deploy target {target_name} is not installed")
+            if target.rollout != REPLICA_ROLLOUT and getattr(target, "remove", None) is None:
+                raise TargetError(f"the {target_name} target cannot stop an environment")
+        stopped, proxies = 0, False
+        for port in dict.fromkeys(port for _, port, _ in places):
+            proxy = self.proxy(port)
+            if await proxy.status() is not None:
+                await proxy.stop()
+                proxies = True
+                await note(f"stopped the front proxy on 127.0.0.1:{port}")
+        for target_name, grace in {name: grace for name, _, grace in places}.items():
+            target = self.targets[target_name]
+            ctx = self._recovery_context(environment, target_name, None, note)
+            await trio.to_thread.run_sync(
+                functools.partial(ctx.state_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
+            )
+            if target.rollout == REPLICA_ROLLOUT:
+                replica_target = cast(ReplicaTarget, target)
+                for replica in await replica_target.list_replicas(ctx, environment):
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + grace + 5
+                        await replica_target.stop(ctx, replica, grace)
+                    stopped += 1
+                    await note(f"stopped replica {replica.id} on port {replica.port}")
+            else:
+                remove = getattr(target, "remove", None)
+                assert remove is not None  # checked above
+                removed = await remove(ctx, environment)
+                stopped += int(removed or 0)
+                await note(f"removed the {target_name} service ({removed} replica(s))")
+        self.fleets[environment] = []
+        return stopped, proxies
 
     # -- live state -------------------------------------------------------------------
 

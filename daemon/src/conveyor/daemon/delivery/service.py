@@ -31,8 +31,9 @@ from conveyor.client.provenance import VerificationError, verify_envelope
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.config import Config
+from conveyor.daemon.delivery import dora, gitfacts
 from conveyor.daemon.delivery import environments as envs
-from conveyor.daemon.delivery import gitfacts
+from conveyor.daemon.delivery.dora import DoraFigures
 from conveyor.daemon.delivery.records import (
     Commit,
     DeploymentKind,
@@ -41,7 +42,7 @@ from conveyor.daemon.delivery.records import (
 )
 from conveyor.daemon.delivery.rollout import Ledger
 from conveyor.daemon.delivery.rollouts import ReplicaHealth, Rollouts
-from conveyor.daemon.delivery.target import DeployTarget, Environment
+from conveyor.daemon.delivery.target import DeployTarget, Environment, TargetError
 from conveyor.daemon.errors import (
     ConveyorError,
     FailedPrecondition,
@@ -67,6 +68,9 @@ DEFAULT_PAGE_SIZE = 50
 SUPERVISE_INTERVAL = 1.0
 #: What ``to`` of a rollback says for "the deployment before the current one".
 PREVIOUS = "previous"
+#: The shortest and longest window of DORA figures, in seconds.
+MIN_DORA_WINDOW = 60.0
+MAX_DORA_WINDOW = 3660 * 86400.0
 S = DeploymentStatus
 
 
@@ -95,6 +99,17 @@ class EnvironmentView:
     health_detail: str = ""
     #: What works on it now: "deployment ID", "recovery", or "".
     busy: str = ""
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """What ``StopEnvironment`` did."""
+
+    environment: str
+    #: The deployment that ran there, now marked stopped (None: nothing ran).
+    stopped: DeploymentRecord | None
+    replicas: int
+    proxy: bool
 
 
 @dataclass
@@ -885,6 +900,75 @@ class DeliveryService:
             busy=view.busy,
         )
 
+    async def _known(self, name: str) -> list[DeploymentRecord]:
+        """The environment's latest deployment (none yet: []); NotFound when
+        it is neither configured nor ever deployed to."""
+        self._check_name(name, "environment")
+        latest = await self.store.list_deployments(DeploymentFilter(environment=name), limit=1)
+        if not latest and name not in self.config.environments:
+            raise NotFound(
+                f"no environment {name!r}: it is not in the daemon's configuration and nothing"
+                " was ever deployed there",
+                field="environment",
+            )
+        return latest
+
+    async def stop_environment(self, name: str, *, by: str) -> StopResult:
+        """Stop what ``name`` runs (its replicas and front proxy) and mark
+        the deployment that ran there stopped: the environment runs nothing
+        until its next deployment, also after a restart. Nothing running is
+        not an error. FailedPrecondition while a deployment is in progress
+        or waits for approval, or when its target cannot stop environments."""
+        latest = await self._known(name)
+        with self._claim(name, "being stopped"):
+            await self._check_idle(name)
+            current = await self.store.current(name)
+            places: dict[tuple[str, int], float] = {}
+            for record in {r.id: r for r in [*latest, *([current] if current else [])]}.values():
+                spec, _, _ = envs.from_snapshot(record.environment_json)
+                places[spec.target, spec.port] = spec.stop_grace
+            configured = self.config.environments.get(name)
+            if configured is not None:
+                places.setdefault((configured.target, configured.port), configured.stop_grace)
+            about = current.id if current is not None else ""
+
+            async def note(message: str) -> None:
+                if about:
+                    await self.ledger.note(about, message)
+
+            try:
+                replicas, proxy = await self.rollouts.stop_environment(
+                    name, [(t, port, grace) for (t, port), grace in places.items()], note
+                )
+            except TargetError as exc:
+                raise FailedPrecondition(
+                    f"environment {name} cannot be stopped: {exc}", field="environment"
+                ) from None
+            stopped = None
+            if current is not None:
+                await self.store.update(current.id, stopped_at=time.time(), stopped_by=by)
+                await self.ledger.note(
+                    current.id, f"environment {name} stopped by {by}: it runs nothing now"
+                )
+                stopped = await self.store.get(current.id, events=False)
+        log.info("environment %s stopped by %s (%d replica(s))", name, by, replicas)
+        return StopResult(name, stopped, replicas, proxy)
+
+    async def dora(self, name: str, window: float | None = None) -> DoraFigures:
+        """The DORA figures of ``name`` over the ``window`` seconds up to now
+        (default: the ``dora_window_days`` setting). NotFound for an
+        unknown environment; InvalidArgument for a window out of range."""
+        await self._known(name)
+        if window is None:
+            window = self.config.dora_window_days * dora.DAY
+        if not MIN_DORA_WINDOW <= window <= MAX_DORA_WINDOW:
+            raise InvalidArgument(
+                f"window must be between {MIN_DORA_WINDOW:g} seconds and"
+                f" {MAX_DORA_WINDOW / dora.DAY:g} days; got {window:g} seconds",
+                field="window",
+            )
+        return await dora.compute(self.store, name, window=window, end=time.time())
+
     # -- following ---------------------------------------------------------------------
 
     async def follow(
@@ -990,4 +1074,4 @@ class StageDeployments:
         return deployment_view(final)
 
 
-__all__ = ["DeliveryService", "EnvironmentView", "StageDeployments"]
+__all__ = ["DeliveryService", "EnvironmentView", "StageDeployments", "StopResult"]

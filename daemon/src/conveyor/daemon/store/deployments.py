@@ -42,6 +42,8 @@ _COLUMNS: Final = {
     "decided_at",
     "decision_comment",
     "environment_json",
+    "stopped_at",
+    "stopped_by",
 }
 
 
@@ -115,6 +117,8 @@ def _record(row: sqlite3.Row) -> DeploymentRecord:
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
         decision_comment=row["decision_comment"],
+        stopped_at=row["stopped_at"],
+        stopped_by=row["stopped_by"],
     )
 
 
@@ -347,12 +351,15 @@ class DeploymentStore:
         return await self.db.read(query)
 
     async def current(self, environment: str) -> DeploymentRecord | None:
-        """The deployment the environment runs: its latest healthy one."""
-        return await self._one(
+        """The deployment the environment runs: its latest healthy one;
+        None when there is none or it was stopped (the environment runs
+        nothing until its next deployment)."""
+        latest = await self._one(
             "SELECT * FROM deployments WHERE environment = ? AND status = ? ORDER BY id DESC"
             " LIMIT 1",
             (environment, DeploymentStatus.HEALTHY.value),
         )
+        return latest if latest is not None and latest.stopped_at is None else None
 
     async def healthy_before(self, environment: str, before_id: str) -> DeploymentRecord | None:
         """The latest healthy deployment of ``environment`` older than ``before_id``."""
@@ -387,6 +394,21 @@ class DeploymentStore:
         def query(conn: sqlite3.Connection) -> list[DeploymentRecord]:
             rows = conn.execute(
                 "SELECT * FROM deployments WHERE status = ? ORDER BY id", (status.value,)
+            )
+            return [_record(row) for row in rows]
+
+        return await self.db.read(query)
+
+    async def since_finished(self, environment: str, since: float) -> list[DeploymentRecord]:
+        """Every deployment of ``environment`` (without events) from the
+        oldest one that finished at or after ``since`` on, oldest first:
+        what the DORA figures of a window starting at ``since`` need."""
+
+        def query(conn: sqlite3.Connection) -> list[DeploymentRecord]:
+            rows = conn.execute(
+                "SELECT * FROM deployments WHERE environment = ? AND id >= (SELECT MIN(id)"
+                " FROM deployments WHERE environment = ? AND finished_at >= ?) ORDER BY id",
+                (environment, environment, since),
             )
             return [_record(row) for row in rows]
 

@@ -257,6 +257,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (deployment_id, seq)
     );
     """,
+    # A stopped environment (StopEnvironment): the deployment that ran there
+    # is marked stopped, and the environment runs nothing until the next one.
+    """
+    ALTER TABLE deployments ADD COLUMN stopped_at REAL;
+    ALTER TABLE deployments ADD COLUMN stopped_by TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

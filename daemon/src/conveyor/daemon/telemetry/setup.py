@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from conveyor.client.address import conveyor_home
 from conveyor.daemon.telemetry import attributes as a
 from conveyor.daemon.telemetry.deployments import DeploymentTracing
+from conveyor.daemon.telemetry.dora import DoraGauges
 from conveyor.daemon.telemetry.export import (
     BoundedBatchSpanProcessor,
     ExportStats,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "conveyor"
 EXPORTERS = ("otlp", "console", "none")
+#: Seconds of history the DORA gauges cover unless told (30 days).
+DEFAULT_DORA_WINDOW = 30 * 86400.0
 
 
 class TelemetryConfigError(Exception):
@@ -96,6 +99,7 @@ class Telemetry:
         exporters: list[str],
         *,
         urls: RunUrls | None = None,
+        dora_window: float = DEFAULT_DORA_WINDOW,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
@@ -111,6 +115,7 @@ class Telemetry:
             tracer_provider.get_tracer("conveyor", _version()),
             meter_provider.get_meter("conveyor", _version()),
         )
+        self.dora = DoraGauges(meter_provider.get_meter("conveyor", _version()), window=dora_window)
 
     @property
     def stats(self) -> ExportStats:
@@ -152,6 +157,7 @@ def configure(
     endpoint: str = "",
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
+    dora_window: float = DEFAULT_DORA_WINDOW,
 ) -> Telemetry:
     """Build the providers. ``exporter``/``endpoint`` come from the daemon's
     configuration; ``OTEL_*`` variables take precedence. ``home`` is the
@@ -231,4 +237,6 @@ def configure(
             ",".join(metrics) or "none",
             otlp_endpoint or "-",
         )
-    return Telemetry(tracer_provider, meter_provider, processors, traces, urls=urls)
+    return Telemetry(
+        tracer_provider, meter_provider, processors, traces, urls=urls, dora_window=dora_window
+    )

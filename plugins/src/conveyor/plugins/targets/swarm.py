@@ -451,6 +451,36 @@ class SwarmTarget:
 
         return await call(f"listing the {environment} service's tasks", run)
 
+    async def remove(self, ctx: TargetContext, environment: str) -> int:
+        """Remove the environment's service (``StopEnvironment``) and wait,
+        up to the stop grace period and 30 seconds, until its containers
+        on this engine are gone; the number of replicas it ran (0 without
+        a service)."""
+
+        def run(client: docker.APIClient) -> tuple[str, int]:
+            service = _find_service(client, ctx.owner, environment)
+            if service is None:
+                return "", 0
+            current = _current_tasks(_service_tasks(client, service), _slots(service))
+            running = sum(1 for task in current.values() if _task_state(task) == "running")
+            client.remove_service(service["ID"])  # type: ignore[no-untyped-call]
+            return str(service["ID"]), running
+
+        service_id, running = await call(f"removing the {environment} service", run)
+        if not service_id:
+            return 0
+        label = {"label": [f"com.docker.swarm.service.id={service_id}"]}
+
+        def left(client: docker.APIClient) -> bool:
+            return bool(client.containers(filters=label))
+
+        with trio.move_on_after(ctx.stop_grace + 30):
+            while True:
+                if not await call(f"waiting for the {environment} service to stop", left):
+                    break
+                await trio.sleep(0.2)
+        return running
+
 
 @hookimpl
 def conveyor_deploy_targets() -> list[DeployTarget]:
