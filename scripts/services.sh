@@ -53,7 +53,7 @@ start_docker() {
   mkdir -p "$STATE"
   log "starting dockerd (no bridge, no iptables, pulls blocked)"
   HTTP_PROXY=$CLOSED_PROXY HTTPS_PROXY=$CLOSED_PROXY NO_PROXY=127.0.0.1,localhost,::1 \
-    nohup dockerd --bridge=none --iptables=false --ip6tables=false \
+    setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false \
       --pidfile "$STATE/dockerd.pid" >"$STATE/dockerd.log" 2>&1 &
   wait_for 60 docker info || { tail -20 "$STATE/dockerd.log" >&2; log "dockerd did not start"; exit 1; }
 }
@@ -75,7 +75,7 @@ http:
   addr: $REGISTRY_ADDR
 EOF
   log "starting docker-registry on $REGISTRY_ADDR"
-  nohup docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 &
+  setsid nohup docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 &
   echo $! >"$STATE/registry.pid"
   wait_for 30 curl_ok "http://$REGISTRY_ADDR/v2/" \
     || { tail -20 "$STATE/registry.log" >&2; log "registry did not start"; exit 1; }
