@@ -168,7 +168,9 @@ stages:
     )
     run = container_daemon.wait(container_daemon.submit(repo.path).id)
     isolated = stage(run, "isolated")
-    assert isolated.status == runs_pb2.STAGE_STATUS_FAILED, "network: none (the default) has no way out"
+    assert isolated.status == runs_pb2.STAGE_STATUS_FAILED, (
+        "network: none (the default) has no way out"
+    )
     assert isolated.exit_code != 0
     assert stage(run, "on-the-host").status == runs_pb2.STAGE_STATUS_SUCCEEDED
     assert b"reached" in container_daemon.logs(run.id, "on-the-host")
