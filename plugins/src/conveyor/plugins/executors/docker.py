@@ -59,7 +59,7 @@ from conveyor.plugin import (
     StageOutput,
     hookimpl,
 )
-from conveyor.plugins.docker.engine import explain, limiter
+from conveyor.plugins.docker.engine import STREAM_ERRORS, explain, limiter
 from conveyor.plugins.executors.common import (
     ContainerRequest,
     call,
@@ -87,7 +87,9 @@ KILL_WAIT: Final = 30.0
 _NANO: Final = 1_000_000_000
 
 
-def host_config(client: docker.APIClient, request: ContainerRequest) -> dict[str, Any]:
+def host_config(
+    client: docker.APIClient, request: ContainerRequest, auto_remove: bool = False
+) -> dict[str, Any]:
     """The container's host configuration (see the module docstring)."""
     spec = request.spec
     config: dict[str, Any] = client.create_host_config(
@@ -99,11 +101,14 @@ def host_config(client: docker.APIClient, request: ContainerRequest) -> dict[str
         nano_cpus=round(spec.cpus * _NANO) if spec.cpus is not None else None,
         log_config=LogConfig(type="none"),
         security_opt=None if spec.user.split(":")[0] == "0" else ["no-new-privileges"],
+        auto_remove=auto_remove,
     )
     return config
 
 
-def _create(client: docker.APIClient, request: ProcessRequest, checked: ContainerRequest) -> str:
+def _create(
+    client: docker.APIClient, request: ProcessRequest, checked: ContainerRequest, auto_remove: bool
+) -> str:
     spec = checked.spec
     try:
         container = client.create_container(
@@ -114,7 +119,7 @@ def _create(client: docker.APIClient, request: ProcessRequest, checked: Containe
             working_dir=checked.workdir,
             user=spec.user,
             labels=labels(spec, NAME),
-            host_config=host_config(client, checked),
+            host_config=host_config(client, checked, auto_remove),
             name=resource_name(spec),
             stdin_open=False,
             tty=False,
@@ -205,20 +210,149 @@ def _stop(client: docker.APIClient, container: str, grace: float) -> None:
 
 
 def _remove(client: docker.APIClient, container: str) -> None:
-    with contextlib.suppress(NotFound):
+    """Remove the container (killing it if it runs); when the engine is
+    removing it already (auto-removal), wait until it is gone."""
+    try:
         client.remove_container(container, v=True, force=True)
+    except NotFound:
+        return
+    except APIError as exc:
+        if exc.status_code != 409:  # not "removal already in progress"
+            raise
+        with contextlib.suppress(NotFound, requests.RequestException):
+            client.wait(container, condition="removed", timeout=int(KILL_WAIT))
 
 
-def _exit_status(client: docker.APIClient, container: str, check_memory: bool) -> tuple[int, bool]:
-    """The exit code of the stopped container, and whether the kernel killed
-    it for its memory limit."""
-    result = client.wait(container)
-    code = int(result.get("StatusCode", -1))
-    oom = False
-    if check_memory and code != 0:
-        details = client.inspect_container(container)
-        oom = bool((details.get("State") or {}).get("OOMKilled"))
-    return code, oom
+def _oom_killed(client: docker.APIClient, container: str) -> bool:
+    """Whether the kernel killed the ended container for its memory limit."""
+    details = client.inspect_container(container)
+    return bool((details.get("State") or {}).get("OOMKilled"))
+
+
+class _ContainerRun:
+    """One created container, from its start to its end: the output pump
+    and the engine's wait for its end run in worker threads meanwhile."""
+
+    def __init__(
+        self,
+        client: docker.APIClient,
+        container: str,
+        request: ProcessRequest,
+        req: ContainerRequest,
+        output: StageOutput,
+        auto_remove: bool,
+    ) -> None:
+        self.client = client
+        self.container = container
+        self.request = request
+        self.req = req
+        self.output = output
+        self.auto_remove = auto_remove
+        #: True once the engine said the container is gone.
+        self.removed = False
+        self._ended = trio.Event()
+        self._exited = trio.Event()
+        self._status: dict[str, Any] = {}
+        self._failed: list[OSError] = []
+        self._waiting = trio.CancelScope()
+        #: The engine's wait outlives a cancellation of the run (it says
+        #: when the stopped container is gone); :meth:`run` ends it.
+        self._wait_scope = trio.CancelScope(shield=True)
+        self._started = False
+
+    async def _pump(self, sock: Any) -> None:
+        try:
+            await trio.to_thread.run_sync(_pump, sock, self.output, limiter=pump_limiter())
+        except OSError as exc:
+            self._failed.append(exc)
+            self._waiting.cancel()
+        finally:
+            self._ended.set()
+
+    async def _wait(self) -> None:
+        """The engine's answer once the container ended (and, with
+        auto-removal, was removed). Given up (the thread abandoned) only
+        when :meth:`run` no longer needs it."""
+        client, container = self.client, self.container
+
+        def wait() -> dict[str, Any]:
+            if self.auto_remove:
+                return dict(client.wait(container, condition="removed"))
+            return dict(client.wait(container, condition="next-exit"))
+
+        with self._wait_scope:
+            try:
+                status = await trio.to_thread.run_sync(
+                    wait, abandon_on_cancel=True, limiter=pump_limiter()
+                )
+            except STREAM_ERRORS:
+                return  # gone: the run was cut short
+        if self._wait_scope.cancelled_caught:
+            return
+        self._status = dict(status)
+        self.removed = self.auto_remove
+        self._exited.set()
+
+    async def run(self) -> int:
+        sock = await call(
+            "attaching to the stage's container", lambda c: _attach(c, self.container), self.client
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, sock)
+                nursery.start_soon(self._wait)
+                try:
+                    argv0, image = self.request.argv[0], self.req.spec.image
+                    await call(
+                        "starting the stage's container",
+                        lambda c: _start(c, self.container, argv0, image),
+                        self.client,
+                    )
+                    self._started = True
+                    with self._waiting:
+                        await self._ended.wait()
+                        await self._exited.wait()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._cut_short(sock)
+                    self._wait_scope.cancel()  # if still waiting: no longer needed
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+        if self._failed:
+            raise self._failed[0]
+        code = int(self._status.get("StatusCode", -1))
+        if not self.auto_remove and code != 0:
+            container = self.container
+            if await call(
+                "inspecting the stage's container", lambda c: _oom_killed(c, container), self.client
+            ):
+                raise ProcessKilled(
+                    f"killed: out of memory (limit {self.req.spec.memory_text})",
+                    exit_code=code,
+                    error_type="out_of_memory",
+                )
+        return code
+
+    async def _cut_short(self, sock: Any) -> None:
+        """Unless the container ended by itself: SIGTERM, SIGKILL after the
+        grace; then the output stream must end (it does when a started
+        container does; its socket is shut after :data:`STREAM_DRAIN`
+        seconds, or at once when the container never started)."""
+        if not (self._ended.is_set() and self._exited.is_set()):
+            grace, container = self.request.kill_grace, self.container
+            await call(
+                "stopping the stage's container",
+                lambda c: _stop(c, container, grace),
+                self.client,
+            )
+        if self._started:
+            with trio.move_on_after(STREAM_DRAIN):
+                await self._ended.wait()
+                if self.auto_remove:  # the engine removes it: until it is gone
+                    await self._exited.wait()
+        if not self._ended.is_set():
+            _shut(sock)
 
 
 class DockerExecutor:
@@ -231,6 +365,11 @@ class DockerExecutor:
     async def run(self, request: ProcessRequest, output: StageOutput) -> int:
         """Run ``request.argv`` in a container; return its exit code.
 
+        As ``docker run --rm`` does, the wait for the container's end is
+        registered before it starts, and without a memory limit to check
+        the engine removes it as it ends (``AutoRemove``); with one, it is
+        inspected for an out-of-memory kill, then removed.
+
         Cancellation: SIGTERM, SIGKILL after ``request.kill_grace``, then the
         container is removed (shielded) before ``trio.Cancelled`` propagates.
         Errors: :class:`ExecutorError` (no image, the engine refused or is
@@ -238,91 +377,28 @@ class DockerExecutor:
         from the output (the container is stopped first).
         """
         req = checked(request, NAME)
+        auto_remove = req.spec.memory is None
         client = await trio.to_thread.run_sync(connect, limiter=limiter())
         try:
             container = await call(
-                "creating the stage's container", lambda c: _create(c, request, req), client
+                "creating the stage's container",
+                lambda c: _create(c, request, req, auto_remove),
+                client,
             )
+            run = _ContainerRun(client, container, request, req, output, auto_remove)
             try:
-                return await self._run_container(client, container, request, req, output)
+                return await run.run()
             finally:
-                with trio.CancelScope(shield=True):
-                    await call(
-                        "removing the stage's container", lambda c: _remove(c, container), client
-                    )
+                if not run.removed:
+                    with trio.CancelScope(shield=True):
+                        await call(
+                            "removing the stage's container",
+                            lambda c: _remove(c, container),
+                            client,
+                        )
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(client.close, limiter=limiter())
-
-    async def _run_container(
-        self,
-        client: docker.APIClient,
-        container: str,
-        request: ProcessRequest,
-        req: ContainerRequest,
-        output: StageOutput,
-    ) -> int:
-        sock = await call(
-            "attaching to the stage's container", lambda c: _attach(c, container), client
-        )
-        ended = trio.Event()
-        failed: list[OSError] = []
-        waiting = trio.CancelScope()
-
-        async def pump() -> None:
-            try:
-                await trio.to_thread.run_sync(_pump, sock, output, limiter=pump_limiter())
-            except OSError as exc:
-                failed.append(exc)
-                waiting.cancel()
-            finally:
-                ended.set()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump)
-                exited = False
-                try:
-                    argv0, image = request.argv[0], req.spec.image
-                    await call(
-                        "starting the stage's container",
-                        lambda c: _start(c, container, argv0, image),
-                        client,
-                    )
-                    with waiting:
-                        await ended.wait()
-                        exited = True
-                finally:
-                    with trio.CancelScope(shield=True):
-                        if not exited:
-                            grace = request.kill_grace
-                            await call(
-                                "stopping the stage's container",
-                                lambda c: _stop(c, container, grace),
-                                client,
-                            )
-                        with trio.move_on_after(STREAM_DRAIN):
-                            await ended.wait()
-                        if not ended.is_set():
-                            _shut(sock)
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()
-        if failed:
-            raise failed[0]
-        check_memory = req.spec.memory is not None
-        code, oom = await call(
-            "reading the container's exit code",
-            lambda c: _exit_status(c, container, check_memory),
-            client,
-        )
-        if oom:
-            raise ProcessKilled(
-                f"killed: out of memory (limit {req.spec.memory_text})",
-                exit_code=code,
-                error_type="out_of_memory",
-            )
-        return code
 
     async def cleanup(self, daemon: str, live_runs: Collection[str]) -> int:
         """Remove the containers this executor made for ``daemon`` whose run
