@@ -227,8 +227,24 @@ def test_cancel_of_a_container_ignoring_sigterm_ends_after_the_grace_and_leaves_
     assert took >= GRACE * 0.9, "SIGKILL came after the grace period, not before"
     # grace + 1 s is the goal; the margin is for a loaded machine
     assert took < GRACE + 1 + 3, f"cancel took {took:.2f} s"
-    assert b"got TERM" in container_daemon.logs(run.id, "hang"), "the process saw SIGTERM"
+    lines = container_daemon.logs(run.id, "hang").splitlines()
+    assert b"got TERM" in lines, "the process saw SIGTERM (its own line)"
     _nothing_left(run.id)
+
+
+def test_a_container_stage_past_its_timeout_is_timed_out_not_a_success_and_leaves_no_container(
+    container_daemon: DaemonProcess, pipeline_repo: Callable[[str], GitRepo]
+) -> None:
+    pipeline = STUBBORN.format(executor="docker", image=BASE_IMAGE)
+    repo = pipeline_repo(pipeline.replace("    run: |", "    timeout: 1s\n    run: |", 1))
+    final = container_daemon.wait(container_daemon.submit(repo.path).id)
+    assert final.status == runs_pb2.RUN_STATUS_TIMED_OUT
+    hang = stage(final, "hang")
+    assert hang.status == runs_pb2.STAGE_STATUS_TIMED_OUT
+    assert "timed out after 1s" in hang.reason
+    lines = container_daemon.logs(final.id, "hang").splitlines()
+    assert b"got TERM" in lines, "the process saw SIGTERM before it was killed"
+    _nothing_left(final.id)
 
 
 def test_a_daemon_killed_during_a_container_stage_removes_the_container_at_restart(
