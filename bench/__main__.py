@@ -21,6 +21,7 @@ from bench import (
     delivery,
     deploy_targets,
     docker_build,
+    executors,
     latency,
     logstream,
     overhead,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     auth.NAME: auth.run,
     delivery.NAME: delivery.run,
     deploy_targets.NAME: deploy_targets.run,
+    executors.NAME: executors.run,
 }
 
 

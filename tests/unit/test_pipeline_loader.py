@@ -381,8 +381,8 @@ def test_unknown_key_with_line() -> None:
     assert d.path == "stages.test.nedds"
     assert d.message == (
         "unknown field 'nedds'; expected one of: uses, run, needs, timeout, retries, env, "
-        "executor, secrets, with, inputs, require_clean, allow_dirty, overwrite_tags; did you mean"
-        " 'needs'?"
+        "executor, image, resources, placement, network, user, secrets, with, inputs,"
+        " require_clean, allow_dirty, overwrite_tags; did you mean 'needs'?"
     )
 
 
@@ -390,8 +390,8 @@ def test_unknown_top_level_key() -> None:
     d = only("name: x\nstage: {}\nstages: {a: {}}\n")
     assert (d.line, d.column, d.path) == (2, 1, "stage")
     assert d.message.startswith(
-        "unknown field 'stage'; expected one of: name, version, env, timeout, executor,"
-        " concurrency, secrets, stages"
+        "unknown field 'stage'; expected one of: name, version, env, timeout, executor, image,"
+        " resources, placement, network, user, concurrency, secrets, stages"
     )
     assert d.message.endswith("did you mean 'stages'?")
 

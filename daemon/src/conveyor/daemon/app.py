@@ -1,7 +1,8 @@
 """Wires the daemon together and runs it until SIGTERM/SIGINT.
 
 Start-up: open the store and close out runs a previous daemon left in
-flight (recovery), stop their leftover processes, load plugins, start the
+flight (recovery), stop their leftover processes, load plugins, let
+executors remove their leftover containers and services, start the
 plugins' notifier and the scheduler, remove the workspaces of finished runs
 and requeue acknowledged runs that never started, then serve gRPC. Every
 step can be done again: a start-up killed half-way is finished by the next
@@ -134,6 +135,8 @@ class Daemon:
             )
             plugins = Plugins(hook_timeout=config.hook_timeout, settings=config.plugin_settings)
             await trio.to_thread.run_sync(plugins.load_entry_points)
+            # Containers and services of interrupted runs (no run is live yet).
+            await plugins.cleanup_executors(artifacts.builder_id)
             telemetry.runs.use_stage_kinds(plugins.stage_kinds)
             bus = EventBus()
             logs = LogStore(config.logs_dir)
@@ -174,6 +177,7 @@ class Daemon:
                 secrets=secrets,
                 stage_user=user,
                 delivery=delivery,
+                daemon_id=artifacts.builder_id,
             )
             scheduler = Scheduler(deps)
             access = self.access = await AccessControl.open(

@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
@@ -323,6 +323,49 @@ class Plugins:
 
     def describe(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]
+
+    # -- executors' clean-up ----------------------------------------------------
+
+    async def cleanup_executors(self, daemon_id: str, live_runs: Collection[str] = ()) -> int:
+        """Let every executor with a ``cleanup`` method remove what it made
+        for this daemon's runs that are not in ``live_runs`` (containers,
+        services, volumes of runs a killed daemon left in flight); returns
+        how many things they removed.
+
+        Each executor gets at most ``hook_timeout`` seconds; one that raises
+        or takes longer is logged and skipped, never fatal.
+        """
+        removed = 0
+        for name, executor in sorted(self.executors.items()):
+            cleanup = getattr(executor, "cleanup", None)
+            if not callable(cleanup):
+                continue
+            owner = self._owner.get(f"executor:{name}", "?")
+            with trio.move_on_after(self.hook_timeout) as scope:
+                try:
+                    count = await cleanup(daemon_id, frozenset(live_runs))
+                except Exception as exc:
+                    log.warning(
+                        "executor %r (plugin %s) failed to clean up: %s",
+                        name,
+                        owner,
+                        _describe(exc),
+                    )
+                    continue
+            if scope.cancelled_caught:
+                log.warning(
+                    "executor %r (plugin %s) did not clean up within %g s",
+                    name,
+                    owner,
+                    self.hook_timeout,
+                )
+                continue
+            if isinstance(count, int) and count:
+                log.warning(
+                    "executor %r removed %d thing(s) left behind by interrupted runs", name, count
+                )
+                removed += count
+        return removed
 
     # -- lifecycle notifications ----------------------------------------------
 

@@ -37,6 +37,7 @@ from conveyor.daemon.errors import (
     Unavailable,
 )
 from conveyor.daemon.events import EventBus
+from conveyor.daemon.executors.base import container_fields
 from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.pipeline import (
     Diagnostic,
@@ -174,6 +175,11 @@ class RunService:
         return {
             "stage_kinds": {n: k.validate for n, k in self.plugins.stage_kinds.items()},
             "executors": self.plugins.executors.keys(),
+            "container_executors": {
+                name: fields
+                for name, executor in self.plugins.executors.items()
+                if (fields := container_fields(executor))
+            },
             "deploy_targets": {
                 name: TargetCheck(target.validate, bool(getattr(target, "requires_command", False)))
                 for name, target in self.plugins.deploy_targets.items()

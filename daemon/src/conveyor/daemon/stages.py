@@ -9,6 +9,7 @@ from typing import Protocol
 
 from conveyor.daemon.artifacts.model import Artifact, ArtifactOutput, RegistryCredential
 from conveyor.daemon.executors.base import (
+    ContainerSpec,
     Executor,
     ProcessRequest,
     StageOutput,
@@ -132,6 +133,10 @@ class StageContext:
     #: The daemon's deployments, for kinds that deploy (the ``deploy``
     #: kind): ``await ctx.deployments.deploy(environment, digest)``.
     deployments: Deployments = field(default_factory=_NoDeployments, repr=False)
+    #: The container the stage's processes run in (its executor runs
+    #: containers: ``executor: docker`` or ``swarm``), or None. Inside it,
+    #: the workspace is at ``container.container_path(ctx.workspace)``.
+    container: ContainerSpec | None = None
 
     def credential(self, name: str) -> RegistryCredential | None:
         """The daemon-side registry login called ``name``, if any."""
@@ -165,6 +170,7 @@ class StageContext:
             cwd=cwd or self.workspace,
             env={**self.env, **(env or {})},
             kill_grace=self.kill_grace,
+            container=self.container,
         )
         return await self.executor.run(request, self.log)
 

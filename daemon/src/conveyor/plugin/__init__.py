@@ -25,7 +25,12 @@ Executors (``conveyor_executors``):
     :class:`Executor` (the protocol), :class:`ProcessRequest`,
     :class:`ExecutorError`, :class:`StageUser`, :class:`StageOutput` and :class:`OutputWriter`
     (where output goes), :func:`run_in_process_group` (run a local process
-    group the way the ``local`` executor does).
+    group the way the ``local`` executor does); for executors that run
+    containers, :class:`ContainerSpec` (``request.container``),
+    :data:`CONTAINER_WORKSPACE`, the labels :data:`LABEL_RUN`,
+    :data:`LABEL_STAGE` and :data:`LABEL_DAEMON`, and :class:`ProcessKilled`
+    (a process killed by its container: out of memory, a node gone);
+    :func:`conveyor_line` (a line from Conveyor itself for a stage log).
 
 Lifecycle hooks (``conveyor_run_started``, ``conveyor_stage_finished``,
 ``conveyor_run_finished``, ``conveyor_deployment_finished``):
@@ -96,12 +101,19 @@ from conveyor.daemon.delivery.target import (
     TargetError,
 )
 from conveyor.daemon.executors.base import (
+    CONTAINER_WORKSPACE,
+    LABEL_DAEMON,
+    LABEL_RUN,
+    LABEL_STAGE,
+    ContainerSpec,
     Executor,
     ExecutorError,
     OutputWriter,
+    ProcessKilled,
     ProcessRequest,
     StageOutput,
     StageUser,
+    conveyor_line,
 )
 from conveyor.daemon.executors.process import run_in_process_group
 from conveyor.daemon.hookspecs import hookimpl
@@ -120,17 +132,22 @@ from conveyor.daemon.views import Deployment, Run, Stage
 from conveyor.plugin._parameters import Parameters, parameter_problems
 
 __all__ = [
+    "CONTAINER_WORKSPACE",
     "FILE",
+    "LABEL_DAEMON",
     "LABEL_DEPLOYMENT",
     "LABEL_DIGEST",
     "LABEL_ENVIRONMENT",
     "LABEL_OWNER",
     "LABEL_PORT",
+    "LABEL_RUN",
+    "LABEL_STAGE",
     "OCI_IMAGE",
     "REPLICA_ROLLOUT",
     "SERVICE_ROLLOUT",
     "Artifact",
     "ArtifactOutput",
+    "ContainerSpec",
     "DeployTarget",
     "Deployment",
     "DeploymentError",
@@ -146,6 +163,7 @@ __all__ = [
     "OutputWriter",
     "Parameters",
     "ProbeResult",
+    "ProcessKilled",
     "ProcessRequest",
     "RegistryCredential",
     "Replica",
@@ -170,6 +188,7 @@ __all__ = [
     "TargetError",
     "TestCaseResult",
     "TriggerKind",
+    "conveyor_line",
     "hookimpl",
     "is_running",
     "parameter_problems",

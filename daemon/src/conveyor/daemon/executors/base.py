@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -31,6 +32,102 @@ class StageUser:
     gid: int
 
 
+class ProcessKilled(Exception):
+    """The process was ended by what it ran in, not by its own doing: a
+    container killed for exceeding its memory limit, a node that went down
+    mid-stage. Raised by an executor instead of returning an exit code; the
+    stage attempt fails with :attr:`reason` (and is retried per its
+    ``retries``)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        exit_code: int | None = None,
+        error_type: str = "killed",
+        system_error: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        #: Why, for the stage's reason: ``killed: out of memory (limit 64m)``.
+        self.reason = reason
+        self.exit_code = exit_code
+        #: A short, low-cardinality class for telemetry (``out_of_memory``).
+        self.error_type = error_type
+        #: True when the machinery failed (a node went down), not the stage.
+        self.system_error = system_error
+
+
+#: Where container executors mount the run's workspace; the working
+#: directory of a stage's processes in a container (and its
+#: ``CONVEYOR_WORKSPACE``).
+CONTAINER_WORKSPACE: Final = "/workspace"
+#: Labels on every container and service a container executor makes: the
+#: run, the stage, and the daemon (its id, :attr:`ContainerSpec.daemon`),
+#: which is how a restarted daemon finds and removes what its interrupted
+#: runs left behind (``Executor.cleanup``).
+LABEL_RUN: Final = "conveyor.run"
+LABEL_STAGE: Final = "conveyor.stage"
+LABEL_DAEMON: Final = "conveyor.daemon"
+
+_SIZE_UNITS: Final = (("t", 1 << 40), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10))
+
+
+def format_size(nbytes: int) -> str:
+    """A byte count as a pipeline file writes it: ``64m``, ``1g``,
+    ``1536k``, else the plain number of bytes."""
+    for suffix, unit in _SIZE_UNITS:
+        if nbytes >= unit and nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return str(nbytes)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Where a stage's processes run when its executor runs containers
+    (``executor: docker`` or ``swarm``): the stage's ``image``,
+    ``resources``, ``placement``, ``network`` and ``user``, resolved by the
+    daemon from the pipeline file and its defaults.
+
+    The run's workspace is mounted at :data:`CONTAINER_WORKSPACE`;
+    :meth:`container_path` says where a folder of the workspace is inside.
+    """
+
+    #: The image, as the engine names it; never pulled by the ``docker``
+    #: executor.
+    image: str
+    #: The run's workspace folder on the daemon's machine.
+    workspace: Path
+    #: ``uid:gid`` the processes run as (the daemon resolves the default:
+    #: its stage user, its own user, or 65534:65534 when it is root).
+    user: str
+    #: ``none`` (loopback only) or ``host``.
+    network: str = "none"
+    #: CPU limit (number of CPUs, may be fractional), or None.
+    cpus: float | None = None
+    #: Memory limit in bytes, or None; a process killed for exceeding it
+    #: makes the executor raise :class:`ProcessKilled`.
+    memory: int | None = None
+    #: Swarm placement constraints (``node.labels.zone == eu``).
+    placement: tuple[str, ...] = ()
+    #: The daemon's id, the value of :data:`LABEL_DAEMON`.
+    daemon: str = ""
+    #: Labels to put on what the executor makes (:data:`LABEL_RUN`,
+    #: :data:`LABEL_STAGE`, :data:`LABEL_DAEMON`).
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def container_path(self, path: Path) -> str:
+        """Where ``path`` (the workspace or a folder in it, as the daemon
+        sees it) is in the container. Raises ``ValueError`` for a path
+        outside the workspace."""
+        relative = path.relative_to(self.workspace)  # ValueError outside it
+        return str(PurePosixPath(CONTAINER_WORKSPACE, relative))
+
+    @property
+    def memory_text(self) -> str:
+        """The memory limit as written in a pipeline file (``64m``), or ""."""
+        return format_size(self.memory) if self.memory is not None else ""
+
+
 @dataclass(frozen=True)
 class ProcessRequest:
     """One process of a stage: its command, folder and complete environment."""
@@ -44,6 +141,10 @@ class ProcessRequest:
     #: capabilities; None: as the daemon's user. Set by the daemon, never by
     #: a stage kind; an executor that cannot honour it must refuse to run.
     user: StageUser | None = None
+    #: The container to run the process in, for executors that run
+    #: containers (``container_fields``); None for the others. Set by the
+    #: daemon from the stage's pipeline fields.
+    container: ContainerSpec | None = None
 
 
 class OutputWriter(Protocol):
@@ -121,6 +222,26 @@ class Executor(Protocol):
         (``CONVEYOR_STAGE_PROCESS``): keep it in every process started, so a
         restarted daemon can clean up after a crash."""
         ...
+
+    # Optional attributes an executor may have (read with getattr):
+    #
+    # container_fields: Collection[str]
+    #     The executor runs containers: the pipeline fields it takes among
+    #     "image", "resources", "placement", "network" and "user". With
+    #     "image" in it, a stage on it needs an image; every request it gets
+    #     carries ``container`` (a :class:`ContainerSpec`).
+    # async def cleanup(self, daemon: str, live_runs: Collection[str]) -> int
+    #     Remove what the executor made for the daemon whose id is
+    #     ``daemon`` (:data:`LABEL_DAEMON`) for runs not in ``live_runs``;
+    #     return how many things it removed. Called at start-up, before any
+    #     run starts, after a daemon that was killed left runs in flight.
+
+
+def container_fields(executor: object) -> frozenset[str]:
+    """The pipeline fields ``executor`` takes (its optional
+    ``container_fields``); empty for an executor that runs no containers."""
+    fields: Collection[str] = getattr(executor, "container_fields", ()) or ()
+    return frozenset(fields)
 
 
 class _LineEnd:

@@ -16,7 +16,7 @@ from conveyor.daemon.pipeline.diagnostics import (
     parse_relative_path,
 )
 from conveyor.daemon.pipeline.graph import order_stages
-from conveyor.daemon.pipeline.model import PipelineSpec, StageSpec
+from conveyor.daemon.pipeline.model import CONTAINER_FIELDS, PipelineSpec, StageSpec
 
 __all__ = [
     "Limits",
@@ -100,15 +100,22 @@ def check_meaning(
     secrets: SecretsKnown | None = None,
     deploy_targets: Mapping[str, TargetCheck] | None = None,
     environments: Collection[str] = (),
+    container_executors: Mapping[str, Collection[str]] | None = None,
 ) -> None:
     """Report what makes a well-formed pipeline unusable. Suggestions
     ("did you mean") cost a scan of the names: they are made only while
     fewer than ``budget`` problems were found. With ``secrets``, secrets
     asked for must exist, and no value in the file may hold one's value.
     ``environments`` names the environments defined elsewhere (the daemon's
-    configuration), which ``promote_from`` may name too."""
+    configuration), which ``promote_from`` may name too.
+    ``container_executors`` maps the executors that run containers to the
+    container fields they take (``image``, ``resources``, ...): a stage on
+    one needs an image, and a stage may set only the fields its executor
+    takes."""
     meaning = _Meaning(spec, report, budget)
     meaning.check(stage_kinds, executors)
+    if container_executors is not None:
+        meaning.check_containers(container_executors, executors)
     meaning.check_environments(deploy_targets, environments)
     if secrets is not None:
         meaning.check_secrets(secrets)
@@ -192,6 +199,45 @@ class _Meaning:
         for name, stage in spec.stages.items():
             if stage.executor is not None and stage.executor not in executors:
                 self.report.report(("stages", name, "executor"), message(stage.executor))
+
+    def check_containers(
+        self, executors: Mapping[str, Collection[str]], known: Collection[str] | None
+    ) -> None:
+        """Stages on a container executor have an image (their own or the
+        pipeline's); a stage sets only the container fields its executor
+        takes (a stage on ``local`` none). Stages on an executor that is not
+        in ``known`` (reported already) are left out."""
+        spec = self.spec
+        for name, stage in spec.stages.items():
+            executor = spec.stage_executor(name)
+            if known is not None and executor not in known:
+                continue
+            takes = executors.get(executor)
+            path: FieldPath = ("stages", name)
+            if (
+                takes is not None
+                and "image" in takes
+                and spec.container_settings(name).image is None
+            ):
+                self.report.report(
+                    path,
+                    f"stage '{name}' runs on the {executor} executor, which needs an image:"
+                    " add image: (to the stage, or to the pipeline for all its stages)",
+                    at_key=True,
+                )
+            for field in CONTAINER_FIELDS:
+                if field not in stage.model_fields_set or (takes is not None and field in takes):
+                    continue
+                if takes is None or not takes:
+                    containers = one_of(sorted(executors)) if executors else "none installed"
+                    message = (
+                        f"'{field}' is for stages that run in a container, and stage"
+                        f" '{name}' runs on the {executor} executor; set executor: to a"
+                        f" container executor ({containers})"
+                    )
+                else:
+                    message = f"the {executor} executor does not take '{field}'"
+                self.report.report((*path, field), message, at_key=True)
 
     def check_environments(
         self, targets: Mapping[str, TargetCheck] | None, elsewhere: Collection[str]

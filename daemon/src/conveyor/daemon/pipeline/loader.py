@@ -39,6 +39,7 @@ def check_pipeline(
     secrets: SecretsKnown | None = None,
     deploy_targets: Mapping[str, TargetCheck] | None = None,
     environments: Collection[str] = (),
+    container_executors: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     """Parse and validate a pipeline file.
 
@@ -51,7 +52,9 @@ def check_pipeline(
     ``secrets`` are the secrets the pipeline may ask for; without it,
     ``secrets:`` is not checked. ``environments`` names environments defined
     outside the file (the daemon's configuration), which ``promote_from``
-    may name.
+    may name. ``container_executors`` maps the executors that run containers
+    to the container fields each takes (``image``, ``resources``,
+    ``placement``, ``network``, ``user``); when omitted, those are not checked.
 
     Raises :class:`PipelineTooLarge` when the file has more stages, or a
     stage more needs, than ``limits`` allow.
@@ -72,6 +75,7 @@ def check_pipeline(
             secrets=secrets,
             deploy_targets=deploy_targets,
             environments=environments,
+            container_executors=container_executors,
         )
     diagnostics = report.sorted(limits.max_diagnostics)
     return (spec if not diagnostics else None), diagnostics
@@ -87,6 +91,7 @@ def load_pipeline(
     secrets: SecretsKnown | None = None,
     deploy_targets: Mapping[str, TargetCheck] | None = None,
     environments: Collection[str] = (),
+    container_executors: Mapping[str, Collection[str]] | None = None,
 ) -> PipelineSpec:
     """Like :func:`check_pipeline` but raise :class:`PipelineError` on any diagnostic."""
     spec, diagnostics = check_pipeline(
@@ -98,6 +103,7 @@ def load_pipeline(
         secrets=secrets,
         deploy_targets=deploy_targets,
         environments=environments,
+        container_executors=container_executors,
     )
     if diagnostics or spec is None:
         raise PipelineError(diagnostics)

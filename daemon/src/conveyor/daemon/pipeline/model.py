@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -25,14 +26,18 @@ from conveyor.daemon.pipeline.graph import order_stages
 from conveyor.daemon.secrets.store import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
+    "CONTAINER_FIELDS",
     "ConcurrencySpec",
+    "ContainerSettings",
     "EnvironmentSpec",
     "HealthSpec",
     "PipelineSpec",
+    "ResourcesSpec",
     "RetryPolicy",
     "StageSpec",
     "describe_value",
     "inside_repository",
+    "parse_memory",
 ]
 
 #: Pattern for pipeline and stage names.
@@ -197,8 +202,146 @@ SemanticVersion = Annotated[
 ]
 
 
+# -- containers (executor: docker, swarm) --------------------------------------------
+
+#: The stage fields container executors take (see ``Executor.container_fields``).
+CONTAINER_FIELDS: Final = ("image", "resources", "placement", "network", "user")
+#: Docker's smallest memory limit.
+MIN_MEMORY: Final = 6 << 20
+_MEMORY_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_MEMORY_HINT: Final = "a number of bytes or a size like 512m or 2g (k, m, g, t: KiB, MiB, GiB, TiB)"
+#: The largest uid or gid (2**32 - 2; -1 means "unchanged" to the kernel).
+MAX_ID: Final = (1 << 32) - 2
+
+
+def parse_memory(value: Any) -> int:
+    """A memory size in bytes: an integer, or ``512m``, ``1.5g``, ``64MiB``
+    (binary units, as Docker reads them). Raises ``ValueError`` saying what
+    is expected, or when it is below Docker's minimum of 6m."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected {_MEMORY_HINT}, got {describe_value(value)}")
+    if isinstance(value, str):
+        match = _MEMORY_RE.match(value)
+        if match is None:
+            raise ValueError(f"invalid memory size {value!r}: expected {_MEMORY_HINT}")
+        nbytes = int(float(match[1]) * _MEMORY_UNITS[match[2].lower()])
+    else:
+        nbytes = int(value)
+    if nbytes < MIN_MEMORY:
+        raise ValueError(f"memory size {value!r} is too small: Docker's smallest limit is 6m")
+    return nbytes
+
+
+MemorySize = Annotated[
+    int,
+    BeforeValidator(parse_memory),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": MIN_MEMORY},
+                {"type": "string", "pattern": r"^ *[0-9]+(\.[0-9]+)? *[kmgtKMGT]?([iI]?[bB])? *$"},
+            ],
+            "description": f"A memory size: {_MEMORY_HINT}.",
+        }
+    ),
+]
+
+
+def _network(value: Any) -> Any:
+    if value not in ("none", "host"):
+        raise ValueError(f"expected 'none' (loopback only) or 'host', got {describe_value(value)}")
+    return value
+
+
+Network = Annotated[
+    str, BeforeValidator(_network), WithJsonSchema({"type": "string", "enum": ["none", "host"]})
+]
+_USER_RE: Final = re.compile(r"^(\d+)(?::(\d+))?$")
+
+
+def _container_user(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = _USER_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"expected a numeric uid or uid:gid (1000, '1000:1000'; 0 for root),"
+            f" got {describe_value(value)}"
+        )
+    if any(int(part) > MAX_ID for part in match.groups() if part is not None):
+        raise ValueError(f"uid and gid must be at most {MAX_ID}, got {value!r}")
+    return str(value)
+
+
+ContainerUser = Annotated[
+    str,
+    BeforeValidator(_container_user),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": _USER_RE.pattern},
+            ]
+        }
+    ),
+]
+
+
+def _image(value: str) -> str:
+    if not value or any(c.isspace() for c in value) or _CONTROL_RE.search(value):
+        raise ValueError(
+            f"expected an image name such as 127.0.0.1:5000/team/tools:1, got {value!r}"
+        )
+    return value
+
+
+Image = Annotated[str, AfterValidator(_image)]
+
+
+def _constraint(value: str) -> str:
+    if "==" not in value and "!=" not in value:
+        raise ValueError(
+            f"a placement constraint compares with == or != (node.labels.zone == eu), got {value!r}"
+        )
+    return value
+
+
+PlacementList = Annotated[
+    list[Annotated[str, AfterValidator(_constraint)]],
+    BeforeValidator(_str_list),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ResourcesSpec(_Model):
+    """What a stage's container may use: Swarm places it on a node that has it."""
+
+    cpus: float | None = Field(
+        default=None, gt=0, le=1024, description="CPUs (may be fractional: 0.5)."
+    )
+    memory: MemorySize | None = Field(
+        default=None,
+        description="Memory limit (512m, 2g); a stage killed for exceeding it fails with"
+        " 'killed: out of memory'.",
+    )
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """A stage's container fields with the pipeline's defaults applied."""
+
+    image: str | None
+    network: str
+    cpus: float | None
+    memory: int | None
+    placement: tuple[str, ...]
+    #: ``uid[:gid]`` as written, or None for the default.
+    user: str | None
 
 
 class RetryPolicy(_Model):
@@ -267,6 +410,30 @@ class StageSpec(_Model):
     env: EnvMap = Field(default_factory=dict, description="Environment variables.")
     executor: str | None = Field(
         default=None, min_length=1, description="Executor; overrides the pipeline default."
+    )
+    image: Image | None = Field(
+        default=None,
+        description="Container image (container executors: docker, swarm); never pulled by"
+        " the docker executor. Overrides the pipeline's.",
+    )
+    resources: ResourcesSpec | None = Field(
+        default=None,
+        description="CPU and memory limits of the stage's container; overrides the"
+        " pipeline's key by key.",
+    )
+    placement: PlacementList | None = Field(
+        default=None,
+        description="Swarm placement constraints (node.labels.zone == eu); overrides the"
+        " pipeline's.",
+    )
+    network: Network | None = Field(
+        default=None,
+        description="The container's network: none (loopback only, the default) or host.",
+    )
+    user: ContainerUser | None = Field(
+        default=None,
+        description="uid or uid:gid the container runs as (default: non-root, see"
+        " docs/pipeline.md).",
     )
     secrets: Annotated[SecretNames | None, WithJsonSchema(_SECRETS_SCHEMA)] = Field(
         default=None,
@@ -426,6 +593,21 @@ class PipelineSpec(_Model):
     env: EnvMap = Field(default_factory=dict, description="Environment for all stages.")
     timeout: PositiveDuration | None = Field(default=None, description="Whole-run timeout.")
     executor: str = Field(default="local", min_length=1, description="Default executor.")
+    image: Image | None = Field(
+        default=None, description="Default container image of stages on container executors."
+    )
+    resources: ResourcesSpec | None = Field(
+        default=None, description="Default CPU and memory limits of stages' containers."
+    )
+    placement: PlacementList | None = Field(
+        default=None, description="Default Swarm placement constraints of stages."
+    )
+    network: Network | None = Field(
+        default=None, description="Default network of stages' containers: none or host."
+    )
+    user: ContainerUser | None = Field(
+        default=None, description="Default uid or uid:gid of stages' containers."
+    )
     concurrency: ConcurrencySpec | None = None
     secrets: SecretNames = Field(
         default_factory=list,
@@ -447,6 +629,30 @@ class PipelineSpec(_Model):
         """The secrets stage ``name`` gets: its own list, else the pipeline's."""
         own = self.stages[name].secrets
         return list(self.secrets if own is None else own)
+
+    def stage_executor(self, name: str) -> str:
+        """The executor stage ``name`` runs on: its own, else the pipeline's."""
+        return self.stages[name].executor or self.executor
+
+    def container_settings(self, name: str) -> ContainerSettings:
+        """Stage ``name``'s container fields, each its own or else the
+        pipeline's (``resources`` key by key)."""
+        stage = self.stages[name]
+        own, default = stage.resources, self.resources
+        cpus = own.cpus if own is not None and own.cpus is not None else None
+        memory = own.memory if own is not None and own.memory is not None else None
+        if default is not None:
+            cpus = default.cpus if cpus is None else cpus
+            memory = default.memory if memory is None else memory
+        placement = stage.placement if stage.placement is not None else self.placement
+        return ContainerSettings(
+            image=stage.image or self.image,
+            network=stage.network or self.network or "none",
+            cpus=cpus,
+            memory=memory,
+            placement=tuple(placement or ()),
+            user=stage.user if stage.user is not None else self.user,
+        )
 
     def stage_order(self) -> list[str]:
         """Topological order of the stages, stable with respect to file order.

@@ -23,6 +23,7 @@ from conveyor.daemon.pipeline.model import (
     EnvironmentSpec,
     HealthSpec,
     PipelineSpec,
+    ResourcesSpec,
     RetryPolicy,
     StageSpec,
     describe_value,
@@ -139,6 +140,10 @@ def fields_at(parent: FieldPath) -> list[str]:
         model = StageSpec
     elif len(parent) == 3 and parent[0] == "stages" and parent[2] == "retries":
         model = RetryPolicy
+    elif parent == ("resources",) or (
+        len(parent) == 3 and parent[0] == "stages" and parent[2] == "resources"
+    ):
+        model = ResourcesSpec
     elif len(parent) == 2 and parent[0] == "environments":
         model = EnvironmentSpec
     elif len(parent) == 3 and parent[0] == "environments" and parent[2] == "health":

@@ -32,13 +32,20 @@ from conveyor.daemon.config import Config
 from conveyor.daemon.delivery.service import DeliveryService
 from conveyor.daemon.executors import stage_user
 from conveyor.daemon.executors.base import (
+    CONTAINER_WORKSPACE,
+    LABEL_DAEMON,
+    LABEL_RUN,
+    LABEL_STAGE,
+    ContainerSpec,
     Executor,
     ExecutorError,
     LogOutput,
     MaskedOutput,
+    ProcessKilled,
     ProcessRequest,
     StageOutput,
     StageUser,
+    container_fields,
     conveyor_line,
 )
 from conveyor.daemon.executors.process import STAGE_MARKER, stage_marker
@@ -84,6 +91,13 @@ class RunDeps:
     stage_user: StageUser | None = None
     #: Deployments, for ``ctx.deployments``; None: stages cannot deploy.
     delivery: DeliveryService | None = None
+    #: The daemon's id, on what container executors make (``LABEL_DAEMON``).
+    daemon_id: str = ""
+
+
+#: The uid and gid containers run as by default when the daemon runs as root
+#: without a stage user (``nobody``/``nogroup``).
+NOBODY = 65534
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -113,6 +127,9 @@ class RunExecution:
         self.done = {stage.name: trio.Event() for stage in run.stages}
         #: ``error.type`` of the run's span when it does not succeed.
         self.error_type = ""
+        #: The uid:gid the workspace was last handed over to, for containers.
+        self.workspace_user: tuple[int, int] | None = None
+        self.handing_over = trio.Lock()
         self.artifacts = RunArtifacts(deps.artifacts, run, spec, self.workspace, deps.plugins)
 
     # -- recording -----------------------------------------------------------
@@ -360,10 +377,16 @@ class RunExecution:
                 "run %s stage %s: cannot write to the stage log: %s", self.run.id, stage, exc
             )
 
-    def _stage_env(self, name: str, spec: StageSpec, secrets: Mapping[str, str]) -> dict[str, str]:
+    def _stage_env(
+        self, name: str, spec: StageSpec, secrets: Mapping[str, str], *, container: bool
+    ) -> dict[str, str]:
+        """The stage's environment. In a container, without what describes
+        this machine (the daemon's variables, the stage user's home), and
+        with the workspace where the container has it."""
         run = self.run
+        host = not container
         return {
-            **self.deps.base_env,
+            **(self.deps.base_env if host else {}),
             "CI": "true",
             "CONVEYOR": "true",
             "CONVEYOR_RUN_ID": run.id,
@@ -374,8 +397,8 @@ class RunExecution:
             "CONVEYOR_COMMIT": run.commit,
             "CONVEYOR_VERSION": run.version,
             "CONVEYOR_STAGE": name,
-            "CONVEYOR_WORKSPACE": str(self.workspace),
-            **self.user_env,
+            "CONVEYOR_WORKSPACE": str(self.workspace) if host else CONTAINER_WORKSPACE,
+            **(self.user_env if host else {}),
             **self.spec.env,
             **spec.env,
             **secrets,
@@ -413,12 +436,23 @@ class RunExecution:
         if missing:
             await self._finish_stage(stage, _missing_secrets(missing))
             return
+        container: ContainerSpec | None = None
+        user = deps.stage_user
+        if container_fields(executor):
+            try:
+                container, user = await self._container(stage.name)
+            except ExecutorError as exc:
+                await self._log(stage, str(exc))
+                reason = str(exc)
+                outcome = StageOutcome(StageStatus.FAILED, reason, error_type="executor_error")
+                await self._finish_stage(stage, outcome)
+                return
         live = deps.logs.open_live(self.run.id, stage.name)
         log_output: StageOutput = LogOutput(live)
         masker = deps.secrets.masker(self.secret_names)
         if masker:
             log_output = MaskedOutput(log_output, masker)
-        env = self._stage_env(stage.name, spec, secrets)
+        env = self._stage_env(stage.name, spec, secrets, container=container is not None)
         outcome = StageOutcome(StageStatus.FAILED, "never ran")
         attempts = spec.retries.max + 1
         for attempt in range(1, attempts + 1):
@@ -430,8 +464,8 @@ class RunExecution:
             if attempt == 1:
                 env = {**env, **deps.tracing.start_stage(self.run, stage)}
             reports_dir = self.reports_root / stage.name / f"attempt-{attempt}"
-            if deps.stage_user is not None:
-                executor = _AsStageUser(executor, deps.stage_user, self.reports_root, reports_dir)
+            if user is not None:
+                executor = _AsStageUser(executor, user, self.reports_root, reports_dir)
             ctx = StageContext(
                 run=run_view(self.run),
                 name=stage.name,
@@ -448,6 +482,7 @@ class RunExecution:
                 artifact_store=deps.config.artifacts_dir,
                 tag_lookup=self.artifacts.tag_digest,
                 credential_lookup=deps.config.registry_credential,
+                container=container,
             )
             if deps.delivery is not None:
                 ctx.deployments = deps.delivery.for_stage(
@@ -500,6 +535,15 @@ class RunExecution:
                 outcome = StageOutcome(
                     StageStatus.FAILED, str(exc), error_type="executor_error", system_error=True
                 )
+            except ProcessKilled as exc:
+                await self._quietly(ctx.name, ctx.log_line(f"stage failed: {exc.reason}"))
+                outcome = StageOutcome(
+                    StageStatus.FAILED,
+                    exc.reason,
+                    exc.exit_code,
+                    error_type=exc.error_type,
+                    system_error=exc.system_error,
+                )
             except Exception as exc:
                 if out_of_space(exc):
                     outcome = await self._no_space(ctx, exc)
@@ -524,6 +568,68 @@ class RunExecution:
             await self._quietly(ctx.name, ctx.log_line(f"stage {reason}"))
             outcome = StageOutcome(StageStatus.TIMED_OUT, reason, error_type="timeout")
         return _redacted(outcome)
+
+    async def _container(self, name: str) -> tuple[ContainerSpec, StageUser | None]:
+        """The container stage ``name`` runs in, and the user its processes
+        run as on this machine's terms (for ``request.user``), if any.
+
+        The container's user is the stage's ``user:``, else the daemon's
+        stage user, else the daemon's own user, or ``nobody`` (65534) when
+        the daemon is root. When the daemon is root without a stage user,
+        the workspace is handed over to a non-root container user (as to a
+        stage user) so it can write there. Raises :class:`ExecutorError`
+        when ``user:`` is not the stage user the daemon confines stages to.
+        """
+        settings = self.spec.container_settings(name)
+        if settings.image is None:  # the pipeline check requires one
+            raise ExecutorError(f"stage {name!r} runs in a container but names no image")
+        confined = self.deps.stage_user
+        euid = os.geteuid()
+        if settings.user is not None:
+            uid_text, _, gid_text = settings.user.partition(":")
+            ids = (int(uid_text), int(gid_text or uid_text))
+        elif confined is not None:
+            ids = (confined.uid, confined.gid)
+        elif euid != 0:
+            ids = (euid, os.getegid())
+        else:
+            ids = (NOBODY, NOBODY)
+        user = confined
+        if confined is not None and ids != (confined.uid, confined.gid):
+            raise ExecutorError(
+                f"user {settings.user}: this daemon runs every stage as its stage user"
+                f" {confined.name} ({confined.uid}:{confined.gid}); leave user: out"
+            )
+        if confined is None and euid == 0 and ids[0] != 0:
+            user = StageUser(name=str(ids[0]), uid=ids[0], gid=ids[1])
+            async with self.handing_over:
+                if self.workspace_user != ids:
+                    try:
+                        await trio.to_thread.run_sync(
+                            stage_user.hand_over_workspace, self.workspace, user
+                        )
+                    except OSError as exc:
+                        raise ExecutorError(
+                            f"cannot hand the workspace over to the container's user"
+                            f" {ids[0]}:{ids[1]}: {exc}"
+                        ) from exc
+                    self.workspace_user = ids
+        container = ContainerSpec(
+            image=settings.image,
+            workspace=self.workspace,
+            user=f"{ids[0]}:{ids[1]}",
+            network=settings.network,
+            cpus=settings.cpus,
+            memory=settings.memory,
+            placement=settings.placement,
+            daemon=self.deps.daemon_id,
+            labels={
+                LABEL_RUN: self.run.id,
+                LABEL_STAGE: name,
+                LABEL_DAEMON: self.deps.daemon_id,
+            },
+        )
+        return container, user
 
     async def _no_space(self, ctx: StageContext, exc: Exception) -> StageOutcome:
         """The outcome of an attempt whose output (or a file it needed) found

@@ -1,0 +1,2 @@
+"""Container executors: ``docker`` (a container on the local engine per
+stage process) and ``swarm`` (a Swarm ``replicated-job`` service)."""
