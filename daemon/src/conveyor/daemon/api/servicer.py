@@ -24,10 +24,9 @@ from conveyor.daemon.artifacts.catalog import ArtifactDetail
 from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.auth.admin import AccessAdmin, TokenRequest
 from conveyor.daemon.auth.identity import current_principal
-from conveyor.daemon.auth.permissions import Permission
+from conveyor.daemon.delivery.approvals import decide
 from conveyor.daemon.delivery.records import DeploymentRecord
 from conveyor.daemon.delivery.service import EnvironmentView
-from conveyor.daemon.errors import PermissionDenied
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
 from conveyor.daemon.store.audit import AuditFilter
@@ -338,34 +337,32 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     def Approve(
         self, request: delivery_pb2.ApproveRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
-        who, principal = caller(context), current_principal()
+        principal = current_principal()
 
         async def approve() -> DeploymentRecord:
-            delivery = self._service.delivery
-            record = await delivery.get(request.deployment_id)
-            if not principal.may(Permission.APPROVE, record.environment):
-                raise PermissionDenied(
-                    f"{principal.describe()} may not approve or reject deployments to"
-                    f" {record.environment} (needs the approver:{record.environment} role)"
-                )
-            return await delivery.approve(request.deployment_id, request.comment, approver=who)
+            return await decide(
+                self._service.delivery,
+                principal,
+                request.deployment_id,
+                request.comment,
+                approve=True,
+            )
 
         return convert.deployment_message(self._bridge.unary(context, approve))
 
     def Reject(
         self, request: delivery_pb2.RejectRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
-        who, principal = caller(context), current_principal()
+        principal = current_principal()
 
         async def reject() -> DeploymentRecord:
-            delivery = self._service.delivery
-            record = await delivery.get(request.deployment_id)
-            if not principal.may(Permission.APPROVE, record.environment):
-                raise PermissionDenied(
-                    f"{principal.describe()} may not approve or reject deployments to"
-                    f" {record.environment} (needs the approver:{record.environment} role)"
-                )
-            return await delivery.reject(request.deployment_id, request.comment, approver=who)
+            return await decide(
+                self._service.delivery,
+                principal,
+                request.deployment_id,
+                request.comment,
+                approve=False,
+            )
 
         return convert.deployment_message(self._bridge.unary(context, reject))
 
