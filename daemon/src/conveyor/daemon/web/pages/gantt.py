@@ -142,9 +142,9 @@ def gantt(run: RunRecord, events: Sequence[EventRecord], *, now: float | None = 
                 took += f" ({len(times.attempts)} attempts)"
         rows.append(_row(stage.name, badge(stage.status), started, took, bars))
     return html(
-        '<table class="gantt"><thead><tr><th>Stage</th><th>Status</th><th>Start</th>'
-        '<th>Duration</th><th class="axis"><span>0s</span><span>{}</span><span>{}</span>'
-        "</th></tr></thead><tbody>{}</tbody></table>",
+        '<table class="gantt"><thead><tr><th>Stage</th><th>Status</th><th class="num">Start</th>'
+        '<th class="num">Duration</th><th class="axis"><div><span>0s</span><span>{}</span>'
+        "<span>{}</span></div></th></tr></thead><tbody>{}</tbody></table>",
         format_duration(span / 2),
         format_duration(span),
         join(rows),
