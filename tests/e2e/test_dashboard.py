@@ -237,7 +237,7 @@ def test_a_50_mb_log_page_stays_small_and_responsive(
     daemon, base = site
     flood = (
         "awk 'BEGIN { for (i = 0; ; i++) printf \"\\033[32m%08d\\033[0m the quick brown fox"
-        f' jumps over the lazy dog \\033[1mok\\033[0m\\n\", i }}\' | head -c {50 * MB}\n'
+        f" jumps over the lazy dog \\033[1mok\\033[0m\\n\", i }}' | head -c {50 * MB}\n"
     )
     repo = make_repo(
         tmp_path / "repo",

@@ -185,7 +185,7 @@ def deployment_page(view: View, record: DeploymentRecord, notice: str) -> Markup
     body = html(
         '<p class="crumbs"><a href="/environments">Environments</a> / {env} / {short_id}</p>'
         "<h1>Deployment to {env} {status}</h1>{notice}{approval}"
-        '<p class="reason">{reason}</p>'
+        '<p class="reason" data-status="{status_name}">{reason}</p>'
         '<dl class="facts"><dt>Kind</dt><dd>{kind}</dd><dt>Artifact</dt><dd>{artifact}</dd>'
         '<dt>Version</dt><dd>{version}</dd><dt>Commit</dt><dd class="mono">{commit}</dd>'
         "<dt>Run</dt><dd>{run}</dd><dt>Deployer</dt><dd>{deployer}</dd>"
@@ -201,6 +201,7 @@ def deployment_page(view: View, record: DeploymentRecord, notice: str) -> Markup
         notice=notice_html,
         approval=decision_form(view, record),
         reason=record.reason,
+        status_name=record.status,
         kind=record.kind,
         artifact=link(record.artifact_name, "artifacts", record.digest),
         version=record.version,

@@ -7,7 +7,9 @@ from conveyor.daemon.web.pages.common import View, layout
 
 
 def login_page(next_url: str, message: str = "") -> Markup:
-    error = html('<p class="reason">{}</p>', message) if message else Markup("")
+    error = (
+        html('<p class="reason" data-status="failed">{}</p>', message) if message else Markup("")
+    )
     body = html(
         '<section class="login"><h1>Sign in</h1>{error}'
         '<form method="post" action="/login"><input type="hidden" name="next" value="{next}">'
@@ -25,7 +27,8 @@ def login_page(next_url: str, message: str = "") -> Markup:
 
 def error_page(view: View | None, status: int, title: str, message: str) -> Markup:
     body = html(
-        '<section class="error"><h1>{status} {title}</h1><p class="reason">{message}</p>'
+        '<section class="error"><h1>{status} {title}</h1>'
+        '<p class="reason" data-status="failed">{message}</p>'
         '<p><a href="/">Back to the runs</a></p></section>',
         status=str(status),
         title=title,

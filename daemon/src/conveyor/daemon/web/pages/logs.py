@@ -25,7 +25,11 @@ class Window:
 
 
 def stage_head(run: RunRecord, stage: StageRecord) -> Markup:
-    reason = html('<p class="reason">{}</p>', stage.reason) if stage.reason else Markup("")
+    reason = (
+        html('<p class="reason" data-status="{}">{}</p>', stage.status, stage.reason)
+        if stage.reason
+        else Markup("")
+    )
     return html(
         '<h1>{name} <span class="muted">{kind}</span> {status}</h1>{reason}'
         '<dl class="facts"><dt>Attempt</dt><dd>{attempt}</dd><dt>Exit code</dt><dd>{exit}</dd>'

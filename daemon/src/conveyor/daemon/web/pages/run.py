@@ -26,7 +26,11 @@ def human_size(size: float) -> str:
 
 
 def head(run: RunRecord) -> Markup:
-    reason = html('<p class="reason">{}</p>', run.reason) if run.reason else Markup("")
+    reason = (
+        html('<p class="reason" data-status="{}">{}</p>', run.status, run.reason)
+        if run.reason
+        else Markup("")
+    )
     return html(
         '<h1>Run #{number} <span class="muted">{pipeline}</span> {status}</h1>{reason}'
         '<dl class="facts">'

@@ -43,7 +43,7 @@ def server_page(view: View, status: ServerStatus, plugins: Sequence[PluginInfo])
         for p in plugins
     )
     refusing = (
-        html('<p class="reason">{}</p>', status.refusing_runs)
+        html('<p class="reason" data-status="failed">{}</p>', status.refusing_runs)
         if status.refusing_runs
         else Markup("")
     )
