@@ -10,6 +10,8 @@ One daemon and one browser for the module; screenshots of the pages go to
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -322,3 +324,25 @@ stages:
     earlier = page.get_attribute("#log-earlier", "href")
     assert earlier is not None and "offset=" in earlier
     assert page.query_selector("#log .skipped") is None  # it kept up: nothing skipped
+
+
+def test_the_cli_links_each_run_to_its_page(
+    site: tuple[DaemonProcess, str], page: Any, tmp_path: Path
+) -> None:
+    daemon, base = site
+    repo = _repo(tmp_path, "name: web-cli\nstages:\n  only:\n    run: echo hi\n")
+    cli = [sys.executable, "-m", "conveyor.client.cli", "--address", daemon.address]
+    submitted = subprocess.run(
+        [*cli, "submit", "--repo", str(repo), "--ref", "main"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.split()[1]
+    assert f"  {base}/runs/{run_id}\n" in submitted.stdout
+    daemon.wait(run_id)
+    trace = subprocess.run([*cli, "trace", run_id], capture_output=True, text=True, timeout=60)
+    assert trace.stdout.rstrip().endswith(f"page: {base}/runs/{run_id}")
+    page.goto(f"{base}/runs/{run_id}")
+    assert page.get_attribute("#run-head .badge", "data-status") == "succeeded"

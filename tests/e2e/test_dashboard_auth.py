@@ -11,7 +11,11 @@ in in a browser context of their own.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -225,3 +229,30 @@ def test_signing_out_ends_the_session(site: Site) -> None:
     page.goto(f"{site.base}/")
     assert page.url.startswith(f"{site.base}/login?")
     page.context.close()
+
+
+def test_a_login_link_signs_in_once_as_the_caller(site: Site) -> None:
+    cli = [sys.executable, "-m", "conveyor.client.cli", "--address", site.daemon.address]
+    made = subprocess.run([*cli, "web-login"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith(f"{site.base}/login/") and "works once" in made.stderr
+    page = site.user(None)
+    page.goto(link)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{site.base}/")
+    me = pwd.getpwuid(os.getuid()).pw_name  # the daemon's own user, on its socket
+    assert page.inner_text("form.who span") == me
+    again = site.user(None)
+    again.goto(link)
+    with again.expect_response(link) as answer:
+        again.click("button[type=submit]")
+    assert answer.value.status == 401 and "not valid" in again.inner_text(".reason")
+    logins = site.audit("WebLogin")
+    assert any(e.identity == me and "login link" in e.detail for e in logins)
+    assert any(e.identity == me for e in site.audit("CreateWebLogin"))
+
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=60)
+    assert f"dashboard:     {site.base}" in status.stdout
+    page.context.close()
+    again.context.close()

@@ -161,6 +161,7 @@ def _requests(s: Setup) -> dict[str, Message]:
         "GetEnvironment": delivery_pb2.GetEnvironmentRequest(environment="production"),
         "ListEnvironments": delivery_pb2.ListEnvironmentsRequest(),
         "WhoAmI": auth_pb2.WhoAmIRequest(),
+        "CreateWebLogin": auth_pb2.CreateWebLoginRequest(),
         "IssueToken": auth_pb2.IssueTokenRequest(name="x", identity="x", roles=["viewer"]),
         "ListTokens": auth_pb2.ListTokensRequest(),
         "RevokeToken": auth_pb2.RevokeTokenRequest(token_id="t_000000000000"),

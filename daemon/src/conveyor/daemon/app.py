@@ -218,12 +218,19 @@ class Daemon:
                     nursery.start_soon(_recover_when_space, service, bus)
                 async with trio.open_nursery() as streams:
                     bridge = TrioBridge(trio.lowlevel.current_trio_token(), streams)
-                    server = ApiServer(config, service, bridge, access)
+                    dashboard = web.app(service, access) if web is not None else None
+                    server = ApiServer(
+                        config,
+                        service,
+                        bridge,
+                        access,
+                        web_login=dashboard.login_link if dashboard is not None else None,
+                        web_url=web.url if web is not None else "",
+                    )
                     bound = await trio.to_thread.run_sync(server.start)
                     await server.serve_relays(streams)
                     log.info("conveyord listening on %s", ", ".join(bound))
                     if web is not None:
-                        web.app(service, access)
                         await streams.start(web.serve)
                         log.info("dashboard on %s", web.url)
                     if not config.auth:

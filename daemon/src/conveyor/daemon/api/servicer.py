@@ -12,7 +12,7 @@ into messages in the worker thread, not in the loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 
@@ -23,10 +23,11 @@ from conveyor.daemon.api.limits import LIST_BUDGET
 from conveyor.daemon.artifacts.catalog import ArtifactDetail
 from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.auth.admin import AccessAdmin, TokenRequest
-from conveyor.daemon.auth.identity import current_principal
+from conveyor.daemon.auth.identity import Principal, current_principal
 from conveyor.daemon.delivery.approvals import decide
 from conveyor.daemon.delivery.records import DeploymentRecord
 from conveyor.daemon.delivery.service import EnvironmentView
+from conveyor.daemon.errors import FailedPrecondition
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
 from conveyor.daemon.store.audit import AuditFilter
@@ -43,6 +44,9 @@ from conveyor.v1 import (
 
 VERSION = "0.1.0"
 _TRACE_HEADERS = ("traceparent", "tracestate")
+#: Makes a one-time dashboard login link for a principal: its URL and when
+#: it expires (see :meth:`conveyor.daemon.web.app.Dashboard.login_link`).
+WebLogin = Callable[[Principal], tuple[str, float]]
 
 
 def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
@@ -55,10 +59,20 @@ def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
 
 
 class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
-    def __init__(self, service: RunService, bridge: TrioBridge, admin: AccessAdmin) -> None:
+    def __init__(
+        self,
+        service: RunService,
+        bridge: TrioBridge,
+        admin: AccessAdmin,
+        *,
+        web_login: WebLogin | None = None,
+        web_url: str = "",
+    ) -> None:
         self._service = service
         self._bridge = bridge
         self._admin = admin
+        self._web_login = web_login
+        self._web_url = web_url
 
     def SubmitRun(
         self, request: runs_pb2.SubmitRunRequest, context: grpc.ServicerContext
@@ -186,6 +200,7 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 spans_failed=spans.failed,
                 spans_dropped=spans.dropped,
                 trace_exporters=telemetry.exporters,
+                web_url=self._web_url,
             )
 
         return self._bridge.unary(context, status)
@@ -246,6 +261,23 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         self, request: auth_pb2.WhoAmIRequest, context: grpc.ServicerContext
     ) -> auth_pb2.WhoAmIResponse:
         return convert.whoami_message(current_principal())
+
+    def CreateWebLogin(
+        self, request: auth_pb2.CreateWebLoginRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.CreateWebLoginResponse:
+        principal = current_principal()
+        web_login = self._web_login
+
+        async def create() -> tuple[str, float]:
+            if web_login is None:
+                raise FailedPrecondition(
+                    "the web dashboard is off: start conveyord with web_listen"
+                    " (e.g. --web-listen 127.0.0.1:7480)"
+                )
+            return web_login(principal)
+
+        url, expires = self._bridge.unary(context, create)
+        return auth_pb2.CreateWebLoginResponse(url=url, expires_at=convert.timestamp(expires))
 
     def IssueToken(
         self, request: auth_pb2.IssueTokenRequest, context: grpc.ServicerContext

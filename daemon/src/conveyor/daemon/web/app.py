@@ -189,6 +189,12 @@ class Dashboard:
         self._stream_scopes: set[trio.CancelScope] = set()
         self.closing = False
 
+    def login_link(self, principal: Principal) -> tuple[str, float]:
+        """A one-time link signing its opener in as ``principal``, and when
+        it expires (``conveyor web-login``; call it in the trio thread)."""
+        code, expires = self.sessions.login_link(principal)
+        return f"{self.origin}{url('login', code)}", expires
+
     def close(self) -> None:
         """End every event stream (the daemon is stopping)."""
         self.closing = True
