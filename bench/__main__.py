@@ -18,6 +18,7 @@ from bench import (
     artifacts,
     auth,
     concurrent,
+    dashboard,
     delivery,
     deploy_targets,
     docker_build,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     auth.NAME: auth.run,
     delivery.NAME: delivery.run,
     deploy_targets.NAME: deploy_targets.run,
+    dashboard.NAME: dashboard.run,
 }
 
 
