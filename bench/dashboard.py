@@ -267,9 +267,7 @@ def _run_page(
     return figures, samples
 
 
-def _latency(
-    daemon: DaemonProcess, root: Path, base: str, token: str, browser: Any
-) -> list[float]:
+def _latency(daemon: DaemonProcess, root: Path, base: str, token: str, browser: Any) -> list[float]:
     gates = root / "gates"
     gates.mkdir()
     stages: dict[str, dict[str, Any]] = {}

@@ -35,7 +35,8 @@ MB = 1 << 20
 def site() -> Iterator[tuple[DaemonProcess, str]]:
     b.require()
     home = Path(tempfile.mkdtemp(prefix="cv-", dir="/tmp"))
-    daemon, base = b.web_daemon(home)
+    # the demo service's test stage runs the pytest installed beside Conveyor
+    daemon, base = b.web_daemon(home, "--stage-inherit-venv")
     try:
         yield daemon, base
     finally:
@@ -346,3 +347,45 @@ def test_the_cli_links_each_run_to_its_page(
     assert trace.stdout.rstrip().endswith(f"page: {base}/runs/{run_id}")
     page.goto(f"{base}/runs/{run_id}")
     assert page.get_attribute("#run-head .badge", "data-status") == "succeeded"
+
+
+DEMO_SERVICE = Path(__file__).resolve().parents[2] / "examples" / "demo-service"
+
+
+def test_the_demo_pipeline_shows_its_reports_and_artifact(
+    site: tuple[DaemonProcess, str], page: Any, tmp_path: Path
+) -> None:
+    """The example service's pipeline (lint, test and scan with parsed
+    reports, a file artifact with signed provenance), page by page; the
+    screenshots of docs/dashboard.md come from here."""
+    daemon, base = site
+    files = {
+        str(path.relative_to(DEMO_SERVICE)): path.read_text()
+        for path in sorted(DEMO_SERVICE.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    repo = make_repo(tmp_path / "demo-service", files).path
+    run = daemon.submit(repo)
+    page.goto(f"{base}/runs/{run.id}")
+    page.wait_for_selector('#run-head .badge[data-status="succeeded"]', timeout=60_000)
+    reports = page.inner_text("#reports")
+    assert "gate passed" in reports and "passed 2" in reports.replace("\n", " ")
+    b.shoot(page, "demo-run")
+
+    page.goto(f"{base}/runs/{run.id}/stages/test")
+    assert "2 passed" in page.inner_text("#log")
+    b.shoot(page, "demo-log", full_page=False)
+
+    page.goto(f"{base}/")
+    b.shoot(page, "runs")
+
+    page.goto(f"{base}/artifacts")
+    page.click("td a:has-text('greeter.tar.gz')")
+    facts = page.inner_text("dl.facts")
+    assert "verified" in facts and "demo-service #" in facts
+    assert page.get_attribute("dd .badge", "data-status") == "succeeded"
+    b.shoot(page, "artifact")
+
+    page.goto(f"{base}/server")
+    assert "local_executor" in page.inner_text("main")
+    b.shoot(page, "server")

@@ -69,7 +69,7 @@ def check_listen_address(address: str) -> str:
 
 
 def check_web_listen(address: str) -> str:
-    """ "" (no dashboard) or ``HOST:PORT`` with HOST a loopback IP
+    """Empty (no dashboard) or ``HOST:PORT`` with HOST a loopback IP
     (``127.0.0.1``, ``[::1]``): the dashboard serves plain HTTP, so it never
     listens beyond loopback. Raises ValueError otherwise."""
     if not address:

@@ -22,10 +22,13 @@ from conveyor.daemon.web.html import Markup, escape
 __all__ = ["AnsiToHtml", "stylesheet"]
 
 #: A complete escape sequence: CSI (group 1 its parameters, group 2 its
-#: final byte), OSC (ended by BEL or ST), or a two-character one.
-_ESCAPE = re.compile(r"\x1b(?:\[([0-?]*)[ -/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+#: final byte), OSC (ended by BEL or ST), or another one (``ESC =``,
+#: ``ESC 7``, ``ESC ( B``: intermediate bytes, then a final byte).
+_ESCAPE = re.compile(
+    r"\x1b(?:\[([0-?]*)[ -/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])"
+)
 #: The start of an escape sequence that the next chunk may complete.
-_PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?")
+_PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[ -/]*)?")
 #: Longest partial sequence held back; a longer one is dropped.
 MAX_PARTIAL = 256
 #: Control characters other than tab and newline (a lone carriage return

@@ -222,7 +222,7 @@ class Dashboard:
 
     async def respond(self, scope: Scope, receive: Receive) -> Response | Stream:
         """The answer to one request (never raises)."""
-        view: View | None = None
+        context: Context | None = None
         try:
             host = _header(scope, b"host")
             if host not in self.hosts:
@@ -234,40 +234,40 @@ class Dashboard:
             public = await self._public(request)
             if public is not None:
                 return public
-            context = self._context(request)
-            if isinstance(context, Response):
-                return context
-            view = context.view
-            if request.method == "POST":
-                await self._check_post(context)
-            for route in self.routes:
-                params = route.match(request.method, request.segments)
-                if params is not None:
-                    answer = await route.handler(context, **params)
-                    answer.headers.extend(("set-cookie", c) for c in context.cookies)
-                    return answer
-            if any(r.match("GET", request.segments) is not None for r in self.routes):
-                raise HttpError(405, f"{request.method} is not allowed here")
-            raise HttpError(404, f"there is no page at {request.path}")
+            found = self._context(request)
+            if isinstance(found, Response):
+                return found
+            context = found
+            answer = await self._route(context)
         except HttpError as exc:
             status = exc.status
-            return Response.page(
-                error_page(view, status, exc.title or _TITLES.get(status, "Error"), str(exc)),
-                status,
-            )
+            answer = self._error(context, status, exc.title or _TITLES.get(status, "Error"), exc)
         except ConveyorError as exc:
             status = _status_of(exc)
-            return Response.page(
-                error_page(view, status, _TITLES.get(status, "Error"), str(exc)), status
-            )
+            answer = self._error(context, status, _TITLES.get(status, "Error"), exc)
         except Exception:
             log.exception("dashboard: %s %s failed", scope.get("method"), scope.get("path"))
-            return Response.page(
-                error_page(
-                    view, 500, _TITLES[500], "the daemon failed to answer (its log says why)"
-                ),
-                500,
-            )
+            message = "the daemon failed to answer (its log says why)"
+            answer = self._error(context, 500, _TITLES[500], message)
+        if context is not None:
+            answer.headers.extend(("set-cookie", c) for c in context.cookies)
+        return answer
+
+    async def _route(self, context: Context) -> Response | Stream:
+        request = context.request
+        if request.method == "POST":
+            await self._check_post(context)
+        for route in self.routes:
+            params = route.match(request.method, request.segments)
+            if params is not None:
+                return await route.handler(context, **params)
+        if any(r.match("GET", request.segments) is not None for r in self.routes):
+            raise HttpError(405, f"{request.method} is not allowed here")
+        raise HttpError(404, f"there is no page at {request.path}")
+
+    def _error(self, context: Context | None, status: int, title: str, message: object) -> Response:
+        view = context.view if context is not None else None
+        return Response.page(error_page(view, status, title, str(message)), status)
 
     async def _public(self, request: Request) -> Response | None:
         """Static files and signing in, which need no session."""
@@ -407,7 +407,7 @@ class Dashboard:
                     nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
                     if stream.keepalive:
                         nursery.start_soon(_keepalive, emit)
-                    await stream.produce(emit)
+                    await _produce(stream, emit)
                     nursery.cancel_scope.cancel()
                 finally:
                     self._stream_scopes.discard(nursery.cancel_scope)
@@ -448,6 +448,17 @@ _ACTIONS = {"approve": "Approve", "reject": "Reject", "logout": "WebLogout"}
 def _action_of(segments: list[str]) -> str:
     last = segments[-1] if segments else ""
     return _ACTIONS.get(last, re.sub(r"[^A-Za-z]", "", last.title()) or "WebPost")
+
+
+async def _produce(stream: Stream, emit: Callable[[bytes], Awaitable[None]]) -> None:
+    """Run a stream's producer; what goes wrong after the answer started
+    (its run vanished, a bug) ends the stream and is logged."""
+    try:
+        await stream.produce(emit)
+    except ConveyorError as exc:
+        log.info("dashboard: a live stream ended: %s", exc)
+    except Exception:
+        log.exception("dashboard: a live stream failed")
 
 
 async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

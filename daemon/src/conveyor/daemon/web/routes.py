@@ -25,7 +25,7 @@ from conveyor.daemon.records import RunRecord, RunStatus, StageRecord
 from conveyor.daemon.store import ArtifactFilter, RunFilter
 from conveyor.daemon.web import live
 from conveyor.daemon.web.ansi import AnsiToHtml
-from conveyor.daemon.web.html import Markup, url
+from conveyor.daemon.web.html import Markup, join, url
 from conveyor.daemon.web.http import HttpError, Request, Response, Stream
 from conveyor.daemon.web.pages.artifacts import artifact_page, artifacts_page
 from conveyor.daemon.web.pages.environments import (
@@ -166,7 +166,7 @@ class Routes:
             )
         start = offset if offset is not None else max(0, size - WINDOW)
         converter = AnsiToHtml(skip_to_newline=offset is None and start > 0)
-        parts: list[str] = []
+        parts: list[Markup] = []
         end = start
         full = False
         async for chunk_offset, data in self.service.stream_logs(
@@ -182,7 +182,7 @@ class Routes:
         if not full:
             parts.append(converter.feed(b"", final=True))
         follow = not full and not stage.status.finished
-        return Window(start, end, max(size, end), Markup("".join(parts)), follow)
+        return Window(start, end, max(size, end), join(parts), follow)
 
     async def live_log(self, context: Context, run_id: str, stage: str) -> Stream:
         run, record = await self._stage(run_id, stage)

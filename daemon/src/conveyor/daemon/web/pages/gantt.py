@@ -24,6 +24,13 @@ from conveyor.daemon.web.pages.common import badge
 SCALE = 1000.0
 
 
+def _short(seconds: float) -> str:
+    """``35ms`` under a second, else as the CLI says durations."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return format_duration(seconds)
+
+
 @dataclass
 class Attempt:
     number: int
@@ -37,7 +44,7 @@ class Attempt:
 class StageTimes:
     stage: StageRecord
     #: When its needs were all done (and the run had started): from then
-    #: on it waited for a free slot until its first attempt.
+    #: on it waited (for the checkout, for a free slot) until its first attempt.
     ready: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -113,7 +120,7 @@ def gantt(run: RunRecord, events: Sequence[EventRecord], *, now: float | None = 
             "run",
             badge(run.status),
             "+0s",
-            f"queued {format_duration(max(0.0, (queued_until or origin) - origin))}",
+            f"queued {_short(max(0.0, (queued_until or origin) - origin))}",
             bars,
         )
     )
@@ -124,20 +131,18 @@ def gantt(run: RunRecord, events: Sequence[EventRecord], *, now: float | None = 
         if times.ready is not None and (first is None or first > times.ready):
             wait_end = first if first is not None else (None if stage.status.finished else now)
             if wait_end is not None and wait_end > times.ready:
-                tip = f"waited {format_duration(wait_end - times.ready)} for a free slot"
+                tip = f"waited {_short(wait_end - times.ready)} to start (checkout, a slot)"
                 bars.append(_rect("waiting", times.ready, wait_end, origin, span, tip))
         for attempt in times.attempts:
             stop = attempt.end if attempt.end is not None else now
-            took = format_duration(stop - attempt.start)
+            took = _short(stop - attempt.start)
             tip = f"attempt {attempt.number}: {attempt.outcome}, {took}"
             bars.append(_rect(f"attempt {attempt.outcome}", attempt.start, stop, origin, span, tip))
-        started = f"+{format_duration(first - origin)}" if first is not None else "-"
+        started = f"+{_short(first - origin)}" if first is not None else "-"
         took = "-"
         if times.attempts:
             last = times.attempts[-1]
-            took = format_duration(
-                (last.end if last.end is not None else now) - times.attempts[0].start
-            )
+            took = _short((last.end if last.end is not None else now) - times.attempts[0].start)
             if len(times.attempts) > 1:
                 took += f" ({len(times.attempts)} attempts)"
         rows.append(_row(stage.name, badge(stage.status), started, took, bars))
@@ -145,8 +150,8 @@ def gantt(run: RunRecord, events: Sequence[EventRecord], *, now: float | None = 
         '<table class="gantt"><thead><tr><th>Stage</th><th>Status</th><th class="num">Start</th>'
         '<th class="num">Duration</th><th class="axis"><div><span>0s</span><span>{}</span>'
         "<span>{}</span></div></th></tr></thead><tbody>{}</tbody></table>",
-        format_duration(span / 2),
-        format_duration(span),
+        _short(span / 2),
+        _short(span),
         join(rows),
     )
 

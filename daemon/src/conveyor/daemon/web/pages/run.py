@@ -181,7 +181,7 @@ def reports(run: RunRecord) -> Markup:
     return join(sections)
 
 
-def parts(run: RunRecord, events: Sequence[EventRecord]) -> dict[str, str]:
+def parts(run: RunRecord, events: Sequence[EventRecord]) -> dict[str, Markup]:
     """The parts of the page that change while the run runs, by element id."""
     return {
         "run-head": head(run),
@@ -206,10 +206,10 @@ def run_page(view: View, run: RunRecord, events: Sequence[EventRecord]) -> Marku
         live=live,
         seq=str(run.last_event_seq),
         number=str(run.number),
-        head=Markup(sections["run-head"]),
-        dag=Markup(sections["dag"]),
-        gantt=Markup(sections["gantt"]),
-        stages=Markup(sections["stages"]),
-        reports=Markup(sections["reports"]),
+        head=sections["run-head"],
+        dag=sections["dag"],
+        gantt=sections["gantt"],
+        stages=sections["stages"],
+        reports=sections["reports"],
     )
     return layout(view, f"Run #{run.number} {run.pipeline}", body, section="Runs")
