@@ -87,27 +87,6 @@ def _big_pipeline() -> dict[str, dict[str, Any]]:
     return stages
 
 
-def _session_cookie(base: str, token: str) -> str:
-    """Sign in with ``token`` over HTTP; the session cookie."""
-    url = urllib.parse.urlsplit(base)
-    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
-    try:
-        connection.request(
-            "POST",
-            "/login",
-            urllib.parse.urlencode({"token": token, "next": "/"}),
-            {"content-type": "application/x-www-form-urlencoded", "origin": base},
-        )
-        answer = connection.getresponse()
-        answer.read()
-        cookie = answer.getheader("set-cookie") or ""
-    finally:
-        connection.close()
-    if answer.status != 303 or not cookie:
-        raise RuntimeError(f"signing in failed: HTTP {answer.status}")
-    return cookie.split(";", 1)[0]
-
-
 def _timed_get(base: str, path: str, cookie: str) -> tuple[float, float, int]:
     """Seconds to the first byte and to the end of the body, and its size,
     of one GET on a fresh connection."""
@@ -146,7 +125,7 @@ def run(quick: bool) -> BenchResult:
         base = f"http://127.0.0.1:{port}"
         try:
             token = daemon.issue_token("bench", ("viewer",))
-            cookie = _session_cookie(base, token)
+            cookie = b.session_cookie(base, token)
             page_figures, page_samples = _run_page(
                 daemon, root, base, token, cookie, browser, requests, loads
             )

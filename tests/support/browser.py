@@ -11,10 +11,12 @@ never skip silently). Each test module launches one browser
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +96,28 @@ def web_daemon(home: Path, *args: str) -> tuple[DaemonProcess, str]:
         home, args=["--kill-grace", "1", "--web-listen", f"127.0.0.1:{port}", *args]
     ).start()
     return daemon, f"http://127.0.0.1:{port}"
+
+
+def session_cookie(base: str, token: str) -> str:
+    """Sign in with ``token`` over plain HTTP (no browser); the session
+    cookie (``conveyor_session=...``) to send with later requests."""
+    url = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/login",
+            urllib.parse.urlencode({"token": token, "next": "/"}),
+            {"content-type": "application/x-www-form-urlencoded", "origin": base},
+        )
+        answer = connection.getresponse()
+        answer.read()
+        cookie = answer.getheader("set-cookie") or ""
+    finally:
+        connection.close()
+    if answer.status != 303 or not cookie:
+        raise RuntimeError(f"signing in failed: HTTP {answer.status}")
+    return cookie.split(";", 1)[0]
 
 
 def sign_in(page: Any, base: str, token: str) -> None:

@@ -134,7 +134,9 @@ def test_the_graph_puts_each_stage_after_what_it_needs() -> None:
     assert 'href="/runs/0123456789ab/stages/package"' in svg
 
 
-def _event(seq: int, time: float, kind: EventKind, stage: str = "", **fields: object) -> EventRecord:
+def _event(
+    seq: int, time: float, kind: EventKind, stage: str = "", **fields: object
+) -> EventRecord:
     return EventRecord("0123456789ab", seq, time, kind, stage=stage, **fields)  # type: ignore[arg-type]
 
 
