@@ -26,7 +26,7 @@ from tests.support import browser as b
 from tests.support.daemon import DaemonProcess, stage
 from tests.support.repos import make_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 MB = 1 << 20
 

@@ -30,7 +30,7 @@ from tests.support import delivery as d
 from tests.support.daemon import DaemonProcess
 from tests.support.repos import make_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @dataclass
