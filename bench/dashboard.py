@@ -6,14 +6,17 @@ signed in through the login form), Debian's Chromium driven by Playwright:
 
 - **run page of a 50-stage run** (5 columns of 10 stages, each needing two
   of the column before; finished): time to first byte and to the whole body
-  over HTTP (``http.client``, a fresh connection each), and in the browser
-  the navigation's response start and its ``load`` event (stylesheets and
-  script included);
+  over HTTP (``http.client``, a fresh connection each), against the same
+  run read with the API's GetRun (an open gRPC channel: the service layer's
+  read without the page); in the browser the navigation's response start
+  and its ``load`` event (stylesheets and script included), against the
+  load of the small server page (the floor of any page);
 - **event latency**: a run of 10 stages in a chain, each waiting for a file
   the benchmark creates; the browser shows the run page and records (a
   ``MutationObserver``) when each stage's node turns ``succeeded``; the
   latency is that moment minus the stage's ``finished_at`` as the daemon
-  recorded it (same machine, same clock);
+  recorded it (same machine, same clock); the baseline is the API's own
+  live stream (WatchRun) of the same run, received in the benchmark;
 - **CPU of idle pages**: a run whose stage waits; the daemon's CPU time
   over the same window with no page open, then with 20 pages of that run
   open (one browser context each: a browser opens at most 6 connections
@@ -24,6 +27,7 @@ signed in through the login form), Debian's Chromium driven by Playwright:
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -47,7 +51,7 @@ from bench.common import (
 )
 from conveyor.v1 import runs_pb2
 from tests.support import browser as b
-from tests.support.daemon import DaemonProcess, free_port
+from tests.support.daemon import FINISHED, DaemonProcess, free_port
 
 NAME = "dashboard"
 COLUMNS, ROWS = 5, 10
@@ -74,6 +78,12 @@ OBSERVER = """
   look();
 }
 """
+
+#: The navigation's response start and load event end, in ms.
+NAVIGATION = (
+    "() => { const n = performance.getEntriesByType('navigation')[0];"
+    " return [n.responseStart - n.requestStart, n.loadEventEnd - n.startTime]; }"
+)
 
 
 def _big_pipeline() -> dict[str, dict[str, Any]]:
@@ -129,11 +139,12 @@ def run(quick: bool) -> BenchResult:
             page_figures, page_samples = _run_page(
                 daemon, root, base, token, cookie, browser, requests, loads
             )
-            latency = _latency(daemon, root, base, token, browser)
+            latency, watch_latency = _latency(daemon, root, base, token, browser)
             cpu = _idle_cpu(daemon, root, base, token, browser, window)
         finally:
             daemon.stop()
     lat = describe(latency, 1000)
+    watch = describe(watch_latency, 1000)
     figures = [
         *page_figures,
         Figure(
@@ -141,9 +152,17 @@ def run(quick: bool) -> BenchResult:
             lat["p50"],
             "ms",
             target=TARGET_LATENCY_MS,
+            baseline=watch["p50"],
+            baseline_name="WatchRun (gRPC)",
             note=f"{CHAIN} stages; node colour observed by a MutationObserver",
         ),
-        Figure("stage finished -> browser shows it, max", lat["max"], "ms"),
+        Figure(
+            "stage finished -> browser shows it, max",
+            lat["max"],
+            "ms",
+            baseline=watch["max"],
+            baseline_name="WatchRun (gRPC)",
+        ),
         Figure(
             f"daemon CPU with {PAGES} run pages open, idle",
             cpu["with_pages_percent"],
@@ -172,8 +191,13 @@ def run(quick: bool) -> BenchResult:
             "idle_window_s": window,
             "authentication": "on (viewer token, session cookie)",
         },
-        samples={**page_samples, "latency_ms": ms(latency), "cpu": cpu},
-        summary={"latency_ms": lat},
+        samples={
+            **page_samples,
+            "latency_ms": ms(latency),
+            "watch_latency_ms": ms(watch_latency),
+            "cpu": cpu,
+        },
+        summary={"latency_ms": lat, "watch_latency_ms": watch},
     )
 
 
@@ -198,36 +222,52 @@ def _run_page(
         t_first, t_whole, size = _timed_get(base, path, cookie)
         first.append(t_first)
         whole.append(t_whole)
+    api = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        get_run(daemon, run_id)
+        api.append(time.perf_counter() - started)
     page = _page(browser, base, token)
-    nav_first, nav_load = [], []
+    nav_first, nav_load, floor = [], [], []
     for _ in range(loads):
         page.goto(base + path, wait_until="load")
-        timing = page.evaluate(
-            "() => { const n = performance.getEntriesByType('navigation')[0];"
-            " return [n.responseStart - n.requestStart, n.loadEventEnd - n.startTime]; }"
-        )
+        timing = page.evaluate(NAVIGATION)
         nav_first.append(timing[0] / 1000)
         nav_load.append(timing[1] / 1000)
     nodes = page.eval_on_selector_all("g.node", "nodes => nodes.length")
+    for _ in range(loads):
+        page.goto(base + "/server", wait_until="load")
+        floor.append(page.evaluate(NAVIGATION)[1] / 1000)
     page.context.close()
     if nodes != COLUMNS * ROWS:
         raise RuntimeError(f"the run page shows {nodes} stage nodes")
     http_first, http_whole = describe(first, 1000), describe(whole, 1000)
     load = describe(nav_load, 1000)
+    get = describe(api, 1000)["p50"]
     figures = [
         Figure(
             "50-stage run page: time to first byte, p50",
             http_first["p50"],
             "ms",
             target=TARGET_TTFB_MS,
+            baseline=get,
+            baseline_name="GetRun (gRPC)",
             note=f"HTTP, fresh connection; page {size / 1024:.0f} KiB",
         ),
-        Figure("50-stage run page: whole body, p50", http_whole["p50"], "ms"),
+        Figure(
+            "50-stage run page: whole body, p50",
+            http_whole["p50"],
+            "ms",
+            baseline=get,
+            baseline_name="GetRun (gRPC)",
+        ),
         Figure(
             "50-stage run page: full load in Chromium, p50",
             load["p50"],
             "ms",
             target=TARGET_LOAD_MS,
+            baseline=describe(floor, 1000)["p50"],
+            baseline_name="server page",
             note="navigation start to the load event",
         ),
         Figure(
@@ -242,11 +282,31 @@ def _run_page(
         "http_body_ms": ms(whole),
         "browser_first_byte_ms": ms(nav_first),
         "browser_load_ms": ms(nav_load),
+        "get_run_ms": ms(api),
+        "server_page_load_ms": ms(floor),
     }
     return figures, samples
 
 
-def _latency(daemon: DaemonProcess, root: Path, base: str, token: str, browser: Any) -> list[float]:
+def _watch(daemon: DaemonProcess, run_id: str, seen: dict[str, float]) -> None:
+    """Follow the run with WatchRun until it finishes, noting (wall clock)
+    when each stage's ``succeeded`` event arrives."""
+    call = daemon.stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id), timeout=120)
+    try:
+        for event in call:
+            if event.stage and event.stage_status == runs_pb2.STAGE_STATUS_SUCCEEDED:
+                seen.setdefault(event.stage, time.time())
+            if event.kind == runs_pb2.RUN_EVENT_KIND_RUN_STATUS and event.run_status in FINISHED:
+                return
+    finally:
+        call.cancel()  # type: ignore[no-untyped-call]
+
+
+def _latency(
+    daemon: DaemonProcess, root: Path, base: str, token: str, browser: Any
+) -> tuple[list[float], list[float]]:
+    """Seconds from each stage's finish to the browser showing it, and to
+    WatchRun delivering it."""
     gates = root / "gates"
     gates.mkdir()
     stages: dict[str, dict[str, Any]] = {}
@@ -260,6 +320,9 @@ def _latency(daemon: DaemonProcess, root: Path, base: str, token: str, browser: 
     repo = pipeline_repo(root / "chain", "latency", stages)
     run_id = submit(daemon, repo).id
     wait_stage_status(daemon, run_id, "step-0", runs_pb2.STAGE_STATUS_RUNNING)
+    watched: dict[str, float] = {}
+    watcher = threading.Thread(target=_watch, args=(daemon, run_id, watched), daemon=True)
+    watcher.start()
     page = _page(browser, base, token)
     page.goto(f"{base}/runs/{run_id}")
     page.evaluate(OBSERVER)
@@ -269,8 +332,13 @@ def _latency(daemon: DaemonProcess, root: Path, base: str, token: str, browser: 
     seen: dict[str, float] = page.evaluate("() => window.__seen")
     page.context.close()
     wait_finished(daemon, run_id)
+    watcher.join(timeout=30)
     run = get_run(daemon, run_id)
-    return [seen[str(i)] / 1000 - seconds(stage.finished_at) for i, stage in enumerate(run.stages)]
+    browser_latency = [
+        seen[str(i)] / 1000 - seconds(stage.finished_at) for i, stage in enumerate(run.stages)
+    ]
+    api_latency = [watched[stage.name] - seconds(stage.finished_at) for stage in run.stages]
+    return browser_latency, api_latency
 
 
 def _idle_cpu(

@@ -36,24 +36,17 @@ def test_the_dashboard_is_off_unless_asked_for(daemon: DaemonProcess) -> None:
     assert "web_listen" in str(refused.value.details())
 
 
-@pytest.mark.parametrize(
-    ("address", "why"),
-    [
-        ("0.0.0.0:7480", "loopback IP only"),
-        ("localhost:7480", "loopback IP only"),
-        ("127.0.0.1", "expected HOST:PORT"),
-    ],
-)
-def test_only_a_loopback_address_is_accepted(daemon_home: Path, address: str, why: str) -> None:
+def test_only_a_loopback_address_is_accepted(daemon_home: Path) -> None:
+    # each refused address: tests/unit/test_config.py
     result = subprocess.run(
-        [*DAEMON, "--home", str(daemon_home), "--web-listen", address],
+        [*DAEMON, "--home", str(daemon_home), "--web-listen", "0.0.0.0:7480"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
     assert "conveyord: configuration error: web_listen: invalid value" in result.stderr
-    assert why in result.stderr
+    assert "loopback IP only" in result.stderr
 
 
 def test_a_port_in_use_stops_the_start_saying_so(daemon_home: Path) -> None:
