@@ -18,6 +18,7 @@ from bench import (
     artifacts,
     auth,
     concurrent,
+    dashboard,
     delivery,
     deploy_targets,
     docker_build,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     delivery.NAME: delivery.run,
     deploy_targets.NAME: deploy_targets.run,
     executors.NAME: executors.run,
+    dashboard.NAME: dashboard.run,
 }
 
 

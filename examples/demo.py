@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "CONVEYOR_HOME": str(home),
         "PATH": path,
         "CONVEYOR_STAGE_INHERIT_VENV": "true",
+        # the web dashboard, on a free loopback port
+        "CONVEYOR_WEB_LISTEN": "127.0.0.1:0",
     }
     env.pop("CONVEYOR_ADDRESS", None)
     try:
@@ -222,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"listening on unix://{home / 'conveyord.sock'}")
         deployed = False
         try:
+            step("the web dashboard: this one-time link signs you in while the demo runs")
+            conveyor("web-login", cwd=repo, env=env)
             conveyor("plugins", cwd=repo, env=env)
             conveyor("validate", cwd=repo, env=env)
 

@@ -41,6 +41,9 @@ def check_demo(result: subprocess.CompletedProcess[str], pipeline: Path) -> None
     assert "Traceback" not in output
     assert "demo succeeded" in result.stdout
     assert "conveyord exited with 0" in result.stdout
+    # the dashboard: a sign-in link, and each submitted run's page
+    assert re.search(r"^http://127\.0\.0\.1:\d+/login/\S+$", result.stdout, re.M), output
+    assert re.search(r"^  http://127\.0\.0\.1:\d+/runs/[0-9a-f]+$", result.stdout, re.M)
     # the closing summary of `conveyor submit --watch`: one line per stage
     for name in stages:
         assert re.search(rf"^  {re.escape(name)} +succeeded ", result.stdout, re.M), name

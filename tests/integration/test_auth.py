@@ -163,6 +163,7 @@ def _requests(s: Setup) -> dict[str, Message]:
         "StopEnvironment": delivery_pb2.StopEnvironmentRequest(environment="production"),
         "GetDoraMetrics": delivery_pb2.GetDoraMetricsRequest(environment="production"),
         "WhoAmI": auth_pb2.WhoAmIRequest(),
+        "CreateWebLogin": auth_pb2.CreateWebLoginRequest(),
         "IssueToken": auth_pb2.IssueTokenRequest(name="x", identity="x", roles=["viewer"]),
         "ListTokens": auth_pb2.ListTokensRequest(),
         "RevokeToken": auth_pb2.RevokeTokenRequest(token_id="t_000000000000"),

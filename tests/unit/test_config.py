@@ -208,3 +208,26 @@ def test_every_setting_has_a_flag() -> None:
     overrides = flags()
     assert set(overrides) == {f.name for f in dataclasses.fields(Config)}
     assert all(value is None for value in overrides.values())
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("0.0.0.0:7480", "loopback IP only"),
+        ("localhost:7480", "loopback IP only"),
+        ("[::]:7480", "loopback IP only"),
+        ("127.0.0.1", "expected HOST:PORT"),
+        ("127.0.0.1:70000", "expected HOST:PORT"),
+    ],
+)
+def test_the_dashboard_listens_on_a_loopback_ip_only(address: str, why: str) -> None:
+    message = refused(environ=HOME, overrides=flags("--web-listen", address))
+    assert message.startswith(f"web_listen: invalid value {address!r} from flag --web-listen")
+    assert why in message
+
+
+def test_the_dashboard_is_off_by_default_and_takes_a_loopback_ip() -> None:
+    assert load_config(environ=HOME).web_listen == ""
+    for address in ("127.0.0.1:7480", "[::1]:0", "127.0.0.2:7480"):
+        config = load_config(environ={**HOME, "CONVEYOR_WEB_LISTEN": address})
+        assert config.web_listen == address

@@ -46,6 +46,7 @@ def test_state_changing_rpcs_are_audited_and_reads_are_not() -> None:
         "CancelRun",
         "IssueToken",
         "RevokeToken",
+        "CreateWebLogin",  # a one-time sign-in link is a credential
         "Deploy",
         "Promote",
         "Rollback",

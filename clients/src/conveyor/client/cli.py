@@ -362,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(subparsers, parents, "status", commands.cmd_status, "the daemon's status")
 
     _add(subparsers, parents, "whoami", commands.cmd_whoami, "who the daemon takes you for")
+    _add(
+        subparsers,
+        parents,
+        "web-login",
+        commands.cmd_web_login,
+        "a one-time link that signs you in to the web dashboard as yourself",
+    )
 
     sub = _add(
         subparsers, parents, "audit", commands.cmd_audit, "the audit log, newest first (admin)"

@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from google.protobuf.message import Message
 
 from conveyor.client import access, artifacts, baseline, delivery, hooks, render
-from conveyor.client.errors import CommandError
+from conveyor.client.errors import CommandError, ConveyorError
 from conveyor.client.gitinfo import resolve_target
 from conveyor.client.logs import logs
 from conveyor.client.provenance import VerificationError
@@ -59,6 +60,9 @@ def cmd_submit(args: argparse.Namespace, session: Session) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print(render.submitted(response), flush=True)
+    page = run_page(session, response.run.id)
+    if page:
+        print(f"  {printable(page)}", flush=True)
     if args.watch:
         return watch(session, response.run.id)
     return 0
@@ -114,6 +118,9 @@ def cmd_trace(args: argparse.Namespace, session: Session) -> int:
         print(render.to_json(run))
     else:
         _print_lines(timeline(run, now=time.time()))
+        page = run_page(session, run.id)
+        if page:
+            print(f"\npage: {printable(page)}")
     return 0
 
 
@@ -460,6 +467,30 @@ def cmd_hook_uninstall(args: argparse.Namespace, session: Session) -> int:
     if result.restored is not None:
         print(f"restored the previous hook from {result.restored}")
     return 0
+
+
+def cmd_web_login(args: argparse.Namespace, session: Session) -> int:
+    link = session.client.create_web_login()
+    if session.json:
+        print(render.to_json(link))
+    else:
+        print(printable(link.url))
+        print(
+            f"open it within {max(0, round(link.expires_at.seconds - time.time()))} s;"
+            " it works once",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_page(session: Session, run_id: str) -> str:
+    """The run's page on the web dashboard; "" when the daemon serves none
+    (or cannot say)."""
+    try:
+        web_url = session.client.server_status().web_url
+    except ConveyorError:
+        return ""
+    return f"{web_url}/runs/{quote(run_id, safe='')}" if web_url else ""
 
 
 def cmd_whoami(args: argparse.Namespace, session: Session) -> int:

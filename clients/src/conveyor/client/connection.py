@@ -278,6 +278,12 @@ class ConveyorClient:
             lambda: self._stub.GetServerStatus(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
         )
 
+    def create_web_login(self) -> auth_pb2.CreateWebLoginResponse:
+        request = auth_pb2.CreateWebLoginRequest()
+        return self._unary(
+            lambda: self._stub.CreateWebLogin(request, timeout=UNARY_TIMEOUT, metadata=self._auth)
+        )
+
     def whoami(self) -> auth_pb2.WhoAmIResponse:
         request = auth_pb2.WhoAmIRequest()
         return self._unary(

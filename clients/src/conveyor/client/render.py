@@ -478,4 +478,5 @@ def server_status(
         f"  stages:        {status.active_stages} active",
         f"  streams:       {status.active_streams} open",
         f"  spans:         {spans}",
+        f"  dashboard:     {printable(status.web_url) or 'off'}",
     ]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/auth.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x08\x41piToken\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x14\n\x0crepositories\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\n \x01(\t\"t\n\x11IssueTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0crepositories\x18\x04 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x05 \x01(\x03\"J\n\x12IssueTokenResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ApiToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x11ListTokensRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\";\n\x12ListTokensResponse\x12%\n\x06tokens\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.ApiToken\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\";\n\x13RevokeTokenResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ApiToken\"\x0f\n\rWhoAmIRequest\"\x86\x01\n\x0eWhoAmIResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x13\n\x0b\x61uth_method\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0crepositories\x18\x04 \x03(\t\x12\x16\n\x0e\x61ny_repository\x18\x05 \x01(\x08\x12\x10\n\x08token_id\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/auth.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x08\x41piToken\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x14\n\x0crepositories\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\n \x01(\t\"t\n\x11IssueTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0crepositories\x18\x04 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x05 \x01(\x03\"J\n\x12IssueTokenResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ApiToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x11ListTokensRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\";\n\x12ListTokensResponse\x12%\n\x06tokens\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.ApiToken\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\";\n\x13RevokeTokenResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ApiToken\"\x0f\n\rWhoAmIRequest\"\x17\n\x15\x43reateWebLoginRequest\"U\n\x16\x43reateWebLoginResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\x0eWhoAmIResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x13\n\x0b\x61uth_method\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0crepositories\x18\x04 \x03(\t\x12\x16\n\x0e\x61ny_repository\x18\x05 \x01(\x08\x12\x10\n\x08token_id\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKETOKENRESPONSE']._serialized_end=751
   _globals['_WHOAMIREQUEST']._serialized_start=753
   _globals['_WHOAMIREQUEST']._serialized_end=768
-  _globals['_WHOAMIRESPONSE']._serialized_start=771
-  _globals['_WHOAMIRESPONSE']._serialized_end=905
+  _globals['_CREATEWEBLOGINREQUEST']._serialized_start=770
+  _globals['_CREATEWEBLOGINREQUEST']._serialized_end=793
+  _globals['_CREATEWEBLOGINRESPONSE']._serialized_start=795
+  _globals['_CREATEWEBLOGINRESPONSE']._serialized_end=880
+  _globals['_WHOAMIRESPONSE']._serialized_start=883
+  _globals['_WHOAMIRESPONSE']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onveyor/v1/server.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05hooks\x18\x04 \x03(\t\x12\x10\n\x08provides\x18\x05 \x03(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\x14\n\x12ListPluginsRequest\";\n\x13ListPluginsResponse\x12$\n\x07plugins\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Plugin\"\x18\n\x16GetServerStatusRequest\"\xc3\x02\n\x17GetServerStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueued_runs\x18\x03 \x01(\x05\x12\x13\n\x0b\x61\x63tive_runs\x18\x04 \x01(\x05\x12\x15\n\ractive_stages\x18\x05 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x06 \x01(\x05\x12\x1b\n\x13max_concurrent_runs\x18\x07 \x01(\x05\x12\x13\n\x0bspans_ended\x18\x08 \x01(\x03\x12\x16\n\x0espans_exported\x18\t \x01(\x03\x12\x14\n\x0cspans_failed\x18\n \x01(\x03\x12\x15\n\rspans_dropped\x18\x0b \x01(\x03\x12\x17\n\x0ftrace_exporters\x18\x0c \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onveyor/v1/server.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05hooks\x18\x04 \x03(\t\x12\x10\n\x08provides\x18\x05 \x03(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\x14\n\x12ListPluginsRequest\";\n\x13ListPluginsResponse\x12$\n\x07plugins\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Plugin\"\x18\n\x16GetServerStatusRequest\"\xd4\x02\n\x17GetServerStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueued_runs\x18\x03 \x01(\x05\x12\x13\n\x0b\x61\x63tive_runs\x18\x04 \x01(\x05\x12\x15\n\ractive_stages\x18\x05 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x06 \x01(\x05\x12\x1b\n\x13max_concurrent_runs\x18\x07 \x01(\x05\x12\x13\n\x0bspans_ended\x18\x08 \x01(\x03\x12\x16\n\x0espans_exported\x18\t \x01(\x03\x12\x14\n\x0cspans_failed\x18\n \x01(\x03\x12\x15\n\rspans_dropped\x18\x0b \x01(\x03\x12\x17\n\x0ftrace_exporters\x18\x0c \x03(\t\x12\x0f\n\x07web_url\x18\r \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,5 +41,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERSTATUSREQUEST']._serialized_start=268
   _globals['_GETSERVERSTATUSREQUEST']._serialized_end=292
   _globals['_GETSERVERSTATUSRESPONSE']._serialized_start=295
-  _globals['_GETSERVERSTATUSRESPONSE']._serialized_end=618
+  _globals['_GETSERVERSTATUSRESPONSE']._serialized_end=635
 # @@protoc_insertion_point(module_scope)

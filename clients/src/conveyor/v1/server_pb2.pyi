@@ -127,6 +127,7 @@ class GetServerStatusResponse(_message.Message):
     SPANS_FAILED_FIELD_NUMBER: _builtins.int
     SPANS_DROPPED_FIELD_NUMBER: _builtins.int
     TRACE_EXPORTERS_FIELD_NUMBER: _builtins.int
+    WEB_URL_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     queued_runs: _builtins.int
     active_runs: _builtins.int
@@ -142,6 +143,10 @@ class GetServerStatusResponse(_message.Message):
     spans_exported: _builtins.int
     spans_failed: _builtins.int
     spans_dropped: _builtins.int
+    web_url: _builtins.str
+    """The web dashboard's address ("http://127.0.0.1:7480"); empty when it is
+    off. A run's page is <web_url>/runs/<run id>.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -163,10 +168,11 @@ class GetServerStatusResponse(_message.Message):
         spans_failed: _builtins.int = ...,
         spans_dropped: _builtins.int = ...,
         trace_exporters: _abc.Iterable[_builtins.str] | None = ...,
+        web_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "active_stages", b"active_stages", "active_streams", b"active_streams", "max_concurrent_runs", b"max_concurrent_runs", "queued_runs", b"queued_runs", "spans_dropped", b"spans_dropped", "spans_ended", b"spans_ended", "spans_exported", b"spans_exported", "spans_failed", b"spans_failed", "started_at", b"started_at", "trace_exporters", b"trace_exporters", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "active_stages", b"active_stages", "active_streams", b"active_streams", "max_concurrent_runs", b"max_concurrent_runs", "queued_runs", b"queued_runs", "spans_dropped", b"spans_dropped", "spans_ended", b"spans_ended", "spans_exported", b"spans_exported", "spans_failed", b"spans_failed", "started_at", b"started_at", "trace_exporters", b"trace_exporters", "version", b"version", "web_url", b"web_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -135,6 +135,11 @@ class ConveyorServiceStub:
                 request_serializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateWebLogin = channel.unary_unary(
+                '/conveyor.v1.ConveyorService/CreateWebLogin',
+                request_serializer=conveyor_dot_v1_dot_auth__pb2.CreateWebLoginRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_auth__pb2.CreateWebLoginResponse.FromString,
+                _registered_method=True)
         self.Deploy = channel.unary_unary(
                 '/conveyor.v1.ConveyorService/Deploy',
                 request_serializer=conveyor_dot_v1_dot_delivery__pb2.DeployRequest.SerializeToString,
@@ -348,6 +353,15 @@ class ConveyorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebLogin(self, request, context):
+        """A one-time link that signs its opener in to the web dashboard as the
+        caller (with the caller's roles), valid for two minutes. Any caller
+        that may read. FAILED_PRECONDITION: the dashboard is off (web_listen).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Deploy(self, request, context):
         """Delivery. Deploy, Promote and Rollback record a deployment and return it
         at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
@@ -534,6 +548,11 @@ def add_ConveyorServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'CreateWebLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebLogin,
+                    request_deserializer=conveyor_dot_v1_dot_auth__pb2.CreateWebLoginRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_auth__pb2.CreateWebLoginResponse.SerializeToString,
             ),
             'Deploy': grpc.unary_unary_rpc_method_handler(
                     servicer.Deploy,
@@ -1060,6 +1079,33 @@ class ConveyorService:
             '/conveyor.v1.ConveyorService/ListAuditEvents',
             conveyor_dot_v1_dot_audit__pb2.ListAuditEventsRequest.SerializeToString,
             conveyor_dot_v1_dot_audit__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ConveyorService/CreateWebLogin',
+            conveyor_dot_v1_dot_auth__pb2.CreateWebLoginRequest.SerializeToString,
+            conveyor_dot_v1_dot_auth__pb2.CreateWebLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -120,6 +120,11 @@ class ConveyorServiceStub:
     """The audit log, newest first, filtered by identity, action and time
     (admin). Records cannot be changed or deleted through the API.
     """
+    CreateWebLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CreateWebLoginRequest, _auth_pb2.CreateWebLoginResponse]
+    """A one-time link that signs its opener in to the web dashboard as the
+    caller (with the caller's roles), valid for two minutes. Any caller
+    that may read. FAILED_PRECONDITION: the dashboard is off (web_listen).
+    """
     Deploy: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.DeployRequest, _delivery_pb2.Deployment]
     """Delivery. Deploy, Promote and Rollback record a deployment and return it
     at once (PROGRESSING, or PENDING_APPROVAL when the environment requires
@@ -257,6 +262,11 @@ class ConveyorServiceAsyncStub(ConveyorServiceStub):
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """The audit log, newest first, filtered by identity, action and time
     (admin). Records cannot be changed or deleted through the API.
+    """
+    CreateWebLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateWebLoginRequest, _auth_pb2.CreateWebLoginResponse]  # type: ignore[assignment]
+    """A one-time link that signs its opener in to the web dashboard as the
+    caller (with the caller's roles), valid for two minutes. Any caller
+    that may read. FAILED_PRECONDITION: the dashboard is off (web_listen).
     """
     Deploy: _aio.UnaryUnaryMultiCallable[_delivery_pb2.DeployRequest, _delivery_pb2.Deployment]  # type: ignore[assignment]
     """Delivery. Deploy, Promote and Rollback record a deployment and return it
@@ -494,6 +504,17 @@ class ConveyorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.ListAuditEventsResponse, _abc.Awaitable[_audit_pb2.ListAuditEventsResponse]]:
         """The audit log, newest first, filtered by identity, action and time
         (admin). Records cannot be changed or deleted through the API.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWebLogin(
+        self,
+        request: _auth_pb2.CreateWebLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.CreateWebLoginResponse, _abc.Awaitable[_auth_pb2.CreateWebLoginResponse]]:
+        """A one-time link that signs its opener in to the web dashboard as the
+        caller (with the caller's roles), valid for two minutes. Any caller
+        that may read. FAILED_PRECONDITION: the dashboard is off (web_listen).
         """
 
     @_abc_1.abstractmethod

@@ -4,7 +4,9 @@ Start-up: open the store and close out runs a previous daemon left in
 flight (recovery), stop their leftover processes, load plugins, let
 executors remove their leftover containers and services, start the
 plugins' notifier and the scheduler, remove the workspaces of finished runs
-and requeue acknowledged runs that never started, then serve gRPC. Every
+and requeue acknowledged runs that never started, then serve gRPC (and the
+web dashboard, with ``web_listen``: its socket is bound before anything
+else starts, so that run URLs can name its port). Every
 step can be done again: a start-up killed half-way is finished by the next
 one.
 
@@ -20,9 +22,10 @@ Shutdown (SIGTERM/SIGINT, or :attr:`Daemon.shutdown_requested`): health
 turns NOT_SERVING and no run starts any more (runs submitted meanwhile are
 stored as queued, for the next start-up); running runs are cancelled or
 allowed to finish (``shutdown_mode``) and recorded as interrupted; state
-writes waiting for disk space give up at the grace deadline; the gRPC
-server stops; plugins' pending notifications are delivered for what is left
-of ``shutdown_timeout`` (counted from the signal), then cancelled; the store
+writes waiting for disk space give up at the grace deadline; the
+dashboard ends its live pages and stops; the gRPC server stops; plugins'
+pending notifications are delivered for what is left of
+``shutdown_timeout`` (counted from the signal), then cancelled; the store
 closes.
 """
 
@@ -69,6 +72,7 @@ from conveyor.daemon.store.deployments import DeploymentStore
 from conveyor.daemon.store.runs import Recovery
 from conveyor.daemon.telemetry import Telemetry
 from conveyor.daemon.telemetry import configure as configure_telemetry
+from conveyor.daemon.web.server import WebListener
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,7 @@ class Daemon:
             os.environ.pop(name, None)
         await trio.to_thread.run_sync(secrets.load)
         db = await trio.to_thread.run_sync(Database, config.database_path)
+        web: WebListener | None = None
         try:
             store = RunStore(db)
             recovery = await _recover(store)
@@ -120,11 +125,15 @@ class Daemon:
             killed = await trio.to_thread.run_sync(kill_leftover_processes, marker)
             if killed:
                 log.warning("stopped %d process(es) left behind by the previous daemon", killed)
+            # bound first, so that run URLs can name the dashboard's port
+            if config.web_listen:
+                web = await trio.to_thread.run_sync(WebListener.bind, config.web_listen)
             telemetry = configure_telemetry(
                 exporter=config.telemetry_exporter,
                 endpoint=config.otlp_endpoint,
                 home=config.home,
                 dora_window=config.dora_window_days * 86400.0,
+                web_url=web.url if web is not None else "",
             )
             key = await trio.to_thread.run_sync(signing.load_or_create, config.home)
             artifacts = ArtifactDeps(
@@ -216,10 +225,21 @@ class Daemon:
                     nursery.start_soon(_recover_when_space, service, bus)
                 async with trio.open_nursery() as streams:
                     bridge = TrioBridge(trio.lowlevel.current_trio_token(), streams)
-                    server = ApiServer(config, service, bridge, access)
+                    dashboard = web.app(service, access) if web is not None else None
+                    server = ApiServer(
+                        config,
+                        service,
+                        bridge,
+                        access,
+                        web_login=dashboard.login_link if dashboard is not None else None,
+                        web_url=web.url if web is not None else "",
+                    )
                     bound = await trio.to_thread.run_sync(server.start)
                     await server.serve_relays(streams)
                     log.info("conveyord listening on %s", ", ".join(bound))
+                    if web is not None:
+                        await streams.start(web.serve)
+                        log.info("dashboard on %s", web.url)
                     if not config.auth:
                         log.warning("authentication is off (auth = false): every caller is admin")
                     task_status.started(bound)
@@ -234,6 +254,8 @@ class Daemon:
                     nursery.start_soon(_release_held_writes_at, db, deadline)
                     server.health.enter_graceful_shutdown()
                     await scheduler.drain(config.shutdown_mode, config.shutdown_timeout)
+                    if web is not None:
+                        web.stop()
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
                 await plugins.notifier.aclose(deadline)
@@ -242,6 +264,8 @@ class Daemon:
             with trio.move_on_after(timeout + 1):
                 await trio.to_thread.run_sync(telemetry.shutdown, timeout, abandon_on_cancel=True)
         finally:
+            if web is not None:
+                web.close()
             db.close()
         log.info("conveyord stopped")
 

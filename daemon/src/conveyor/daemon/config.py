@@ -68,6 +68,23 @@ def check_listen_address(address: str) -> str:
     return address
 
 
+def check_web_listen(address: str) -> str:
+    """Empty (no dashboard) or ``HOST:PORT`` with HOST a loopback IP
+    (``127.0.0.1``, ``[::1]``): the dashboard serves plain HTTP, so it never
+    listens beyond loopback. Raises ValueError otherwise."""
+    if not address:
+        return address
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) > 65535 or not host:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:7480 (port 0 picks a free one)")
+    if not is_loopback_address(host):
+        raise ValueError(
+            "the dashboard listens on a loopback IP only (127.0.0.1:PORT or [::1]:PORT);"
+            " put a TLS-terminating proxy in front of it to reach it from elsewhere"
+        )
+    return address
+
+
 def _file_path(text: str) -> str:
     """A file setting: "" (not set), or the path made absolute."""
     return str(Path(text).expanduser().absolute()) if text else ""
@@ -109,6 +126,7 @@ AbsolutePath = Annotated[
     AfterValidator(_absolute),
 ]
 ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
+WebListenAddress = Annotated[str, AfterValidator(check_web_listen)]
 FilePath = Annotated[str, AfterValidator(_file_path)]
 SocketMode = Annotated[str, AfterValidator(_socket_mode)]
 Count = Annotated[int, Field(ge=1)]
@@ -189,6 +207,11 @@ class Config:
         help="gRPC listen address: unix:///path, or HOST:PORT (a loopback IP such as"
         " 127.0.0.1:PORT / [::1]:PORT, or any address with TLS and auth) (repeatable;"
         " default: the socket $CONVEYOR_HOME/conveyord.sock)",
+    )
+    web_listen: WebListenAddress = setting(
+        "",
+        help="address of the web dashboard: a loopback HOST:PORT such as 127.0.0.1:7480"
+        " (port 0 picks a free one); empty: no dashboard",
     )
     auth: bool = setting(
         True,

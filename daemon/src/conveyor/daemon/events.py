@@ -50,9 +50,18 @@ class Topic:
 class EventBus:
     def __init__(self) -> None:
         self._topics: dict[str, Topic] = {}
+        self._any = trio.Event()
+
+    @property
+    def any_run(self) -> trio.Event:
+        """Set at the next publish for any run (a new run, any event): take
+        it *before* reading, then wait on it (the dashboard's runs page)."""
+        return self._any
 
     def publish(self, run_id: str, record: EventRecord | None = None) -> None:
         """Wake the run's watchers (after ``record`` was stored)."""
+        self._any.set()
+        self._any = trio.Event()
         topic = self._topics.get(run_id)
         if topic is None:
             return

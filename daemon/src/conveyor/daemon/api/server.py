@@ -29,7 +29,7 @@ from conveyor.daemon.api.admission import Admission
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.limits import stream_slots
 from conveyor.daemon.api.reflection import enable_server_reflection
-from conveyor.daemon.api.servicer import ConveyorService
+from conveyor.daemon.api.servicer import ConveyorService, WebLogin
 from conveyor.daemon.auth.access import AccessControl
 from conveyor.daemon.auth.admin import AccessAdmin
 from conveyor.daemon.auth.gate import Gate
@@ -61,7 +61,14 @@ class ApiServer:
     blocking: call them in a thread."""
 
     def __init__(
-        self, config: Config, service: RunService, bridge: TrioBridge, access: AccessControl
+        self,
+        config: Config,
+        service: RunService,
+        bridge: TrioBridge,
+        access: AccessControl,
+        *,
+        web_login: WebLogin | None = None,
+        web_url: str = "",
     ) -> None:
         self.config = config
         self.access = access
@@ -84,7 +91,10 @@ class ApiServer:
             ],
         )
         service_pb2_grpc.add_ConveyorServiceServicer_to_server(
-            ConveyorService(service, bridge, AccessAdmin(access)), self.server
+            ConveyorService(
+                service, bridge, AccessAdmin(access), web_login=web_login, web_url=web_url
+            ),
+            self.server,
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -12,7 +12,7 @@ into messages in the worker thread, not in the loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 
@@ -23,12 +23,12 @@ from conveyor.daemon.api.limits import LIST_BUDGET
 from conveyor.daemon.artifacts.catalog import ArtifactDetail
 from conveyor.daemon.artifacts.model import Artifact
 from conveyor.daemon.auth.admin import AccessAdmin, TokenRequest
-from conveyor.daemon.auth.identity import current_principal
-from conveyor.daemon.auth.permissions import Permission
+from conveyor.daemon.auth.identity import Principal, current_principal
+from conveyor.daemon.delivery.approvals import decide
 from conveyor.daemon.delivery.dora import DoraFigures
 from conveyor.daemon.delivery.records import DeploymentRecord
 from conveyor.daemon.delivery.service import EnvironmentView, StopResult
-from conveyor.daemon.errors import PermissionDenied
+from conveyor.daemon.errors import FailedPrecondition
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
 from conveyor.daemon.store.audit import AuditFilter
@@ -45,6 +45,9 @@ from conveyor.v1 import (
 
 VERSION = "0.1.0"
 _TRACE_HEADERS = ("traceparent", "tracestate")
+#: Makes a one-time dashboard login link for a principal: its URL and when
+#: it expires (see :meth:`conveyor.daemon.web.app.Dashboard.login_link`).
+WebLogin = Callable[[Principal], tuple[str, float]]
 
 
 def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
@@ -57,10 +60,20 @@ def trace_carrier(context: grpc.ServicerContext) -> dict[str, str]:
 
 
 class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
-    def __init__(self, service: RunService, bridge: TrioBridge, admin: AccessAdmin) -> None:
+    def __init__(
+        self,
+        service: RunService,
+        bridge: TrioBridge,
+        admin: AccessAdmin,
+        *,
+        web_login: WebLogin | None = None,
+        web_url: str = "",
+    ) -> None:
         self._service = service
         self._bridge = bridge
         self._admin = admin
+        self._web_login = web_login
+        self._web_url = web_url
 
     def SubmitRun(
         self, request: runs_pb2.SubmitRunRequest, context: grpc.ServicerContext
@@ -188,6 +201,7 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
                 spans_failed=spans.failed,
                 spans_dropped=spans.dropped,
                 trace_exporters=telemetry.exporters,
+                web_url=self._web_url,
             )
 
         return self._bridge.unary(context, status)
@@ -248,6 +262,23 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         self, request: auth_pb2.WhoAmIRequest, context: grpc.ServicerContext
     ) -> auth_pb2.WhoAmIResponse:
         return convert.whoami_message(current_principal())
+
+    def CreateWebLogin(
+        self, request: auth_pb2.CreateWebLoginRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.CreateWebLoginResponse:
+        principal = current_principal()
+        web_login = self._web_login
+
+        async def create() -> tuple[str, float]:
+            if web_login is None:
+                raise FailedPrecondition(
+                    "the web dashboard is off: start conveyord with web_listen"
+                    " (e.g. --web-listen 127.0.0.1:7480)"
+                )
+            return web_login(principal)
+
+        url, expires = self._bridge.unary(context, create)
+        return auth_pb2.CreateWebLoginResponse(url=url, expires_at=convert.timestamp(expires))
 
     def IssueToken(
         self, request: auth_pb2.IssueTokenRequest, context: grpc.ServicerContext
@@ -339,34 +370,32 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
     def Approve(
         self, request: delivery_pb2.ApproveRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
-        who, principal = caller(context), current_principal()
+        principal = current_principal()
 
         async def approve() -> DeploymentRecord:
-            delivery = self._service.delivery
-            record = await delivery.get(request.deployment_id)
-            if not principal.may(Permission.APPROVE, record.environment):
-                raise PermissionDenied(
-                    f"{principal.describe()} may not approve or reject deployments to"
-                    f" {record.environment} (needs the approver:{record.environment} role)"
-                )
-            return await delivery.approve(request.deployment_id, request.comment, approver=who)
+            return await decide(
+                self._service.delivery,
+                principal,
+                request.deployment_id,
+                request.comment,
+                approve=True,
+            )
 
         return convert.deployment_message(self._bridge.unary(context, approve))
 
     def Reject(
         self, request: delivery_pb2.RejectRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
-        who, principal = caller(context), current_principal()
+        principal = current_principal()
 
         async def reject() -> DeploymentRecord:
-            delivery = self._service.delivery
-            record = await delivery.get(request.deployment_id)
-            if not principal.may(Permission.APPROVE, record.environment):
-                raise PermissionDenied(
-                    f"{principal.describe()} may not approve or reject deployments to"
-                    f" {record.environment} (needs the approver:{record.environment} role)"
-                )
-            return await delivery.reject(request.deployment_id, request.comment, approver=who)
+            return await decide(
+                self._service.delivery,
+                principal,
+                request.deployment_id,
+                request.comment,
+                approve=False,
+            )
 
         return convert.deployment_message(self._bridge.unary(context, reject))
 

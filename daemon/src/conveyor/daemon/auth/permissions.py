@@ -229,4 +229,5 @@ RULES: Final[Mapping[str, Rule]] = {
     method("ListTokens"): Rule(Permission.TOKENS),
     method("RevokeToken"): Rule(Permission.TOKENS, audit=True, target=("token_id",)),
     method("ListAuditEvents"): Rule(Permission.AUDIT),
+    method("CreateWebLogin"): Rule(Permission.READ, audit=True),
 }

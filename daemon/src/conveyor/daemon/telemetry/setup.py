@@ -158,17 +158,18 @@ def configure(
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
     dora_window: float = DEFAULT_DORA_WINDOW,
+    web_url: str = "",
 ) -> Telemetry:
     """Build the providers. ``exporter``/``endpoint`` come from the daemon's
     configuration; ``OTEL_*`` variables take precedence. ``home`` is the
     daemon's home folder (default: ``CONVEYOR_HOME``): it names the worker
-    and goes into run and stage URLs."""
+    and goes into run and stage URLs, unless the web dashboard serves at
+    ``web_url`` (``http://127.0.0.1:7480``): run and stage URLs are then its
+    pages."""
     env = os.environ if env is None else env
     home = (home if home is not None else conveyor_home()).absolute()
-    # A web dashboard's address, once there is one, replaces this line:
-    # urls = RunUrls(web_url) if web_url else RunUrls.of_daemon(home)
     host = socket.gethostname()
-    urls = RunUrls.of_daemon(home, host)
+    urls = RunUrls(web_url) if web_url else RunUrls.of_daemon(home, host)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         exporter, endpoint = "none", ""
         env = {k: v for k, v in env.items() if not k.endswith("_EXPORTER")}

@@ -2,18 +2,22 @@
 ``cicd.pipeline.task.run.url.full``, and of the daemon itself
 (``cicd.worker.url.full``).
 
-Until Conveyor serves a web dashboard, the URLs name the daemon and its home
-folder with the ``conveyor`` scheme::
+With the web dashboard on (``web_listen``), they are its pages::
+
+    http://127.0.0.1:7480                                      the daemon
+    http://127.0.0.1:7480/runs/<run id>                        a run
+    http://127.0.0.1:7480/runs/<run id>/stages/<stage>         a stage's log
+
+Without it, the URLs name the daemon and its home folder with the
+``conveyor`` scheme, which identifies a run uniquely across daemons (two
+daemons on one host have two homes)::
 
     conveyor://build-1/var/lib/conveyor                        the daemon
     conveyor://build-1/var/lib/conveyor/runs/<run id>          a run
     conveyor://build-1/var/lib/conveyor/runs/<run id>/stages/<stage>
 
-They identify a run uniquely across daemons (two daemons on one host have
-two homes) and stay the same for the run's life. When the dashboard exists,
-``RunUrls(web_url)`` gives the same paths under its address: only the line
-in :func:`conveyor.daemon.telemetry.setup.configure` that makes the
-``RunUrls`` changes.
+Either way they stay the same for the run's life (with the dashboard on a
+fixed port). :func:`conveyor.daemon.telemetry.setup.configure` picks one.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ SCHEME = "conveyor"
 
 
 class RunUrls:
-    """URLs under one base: the daemon's (``conveyor://host/home``) or,
-    later, the web dashboard's (``https://ci.example.org``)."""
+    """URLs under one base: the web dashboard's (``http://127.0.0.1:7480``)
+    or the daemon's (``conveyor://host/home``)."""
 
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
