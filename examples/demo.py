@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def make_repository(root: Path, ports: dict[str, int]) -> Path:
     repo = root / "demo-service"
-    shutil.copytree(SERVICE, repo, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    shutil.copytree(SERVICE, repo, ignore=shutil.ignore_patterns("__pycache__", ".*_cache", "dist"))
     for name in PIPELINES:
         path = repo / name
         text = path.read_text()
