@@ -442,6 +442,10 @@ def test_every_row_of_the_failure_table_has_a_test() -> None:
         "It implements a hook Conveyor does not have (a misspelled name)": (
             test_row_a_hook_conveyor_does_not_have
         ),
+        "`conveyor_configure` raises (bad settings)": (
+            "tests/unit/test_plugin_settings.py::"
+            "test_a_plugin_that_refuses_its_settings_is_taken_out_and_says_why"
+        ),
         "A registration hook raises": test_row_a_registration_hook_raises_one_good_one_failing,
         "A registration hook returns something else than a list of stage kinds, executors or"
         " deploy targets": (test_row_a_registration_hook_returns_something_else),
