@@ -1,5 +1,6 @@
-"""The trio bridge in-process: a real gRPC server and channel in this process,
-whose handlers call into the test's own trio loop through :class:`TrioBridge`."""
+"""The trio bridge in-process: a real gRPC server (grpcio's asyncio server on
+its own loop, as the daemon runs it) and channel in this process, whose
+handlers call into the test's own trio loop through :class:`TrioBridge`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from conveyor.daemon.api.bridge import (
     clip_message,
 )
 from conveyor.daemon.api.limits import MAX_ERROR_BYTES
+from conveyor.daemon.api.loop import ServerLoop
 from conveyor.daemon.errors import InvalidArgument, NotFound
 
 SERVICE = "test.Bridge"
@@ -78,8 +80,14 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
     def unary(fn: Callable[[bytes, grpc.ServicerContext], bytes]) -> Any:
         return grpc.unary_unary_rpc_method_handler(fn)
 
-    def stream(fn: Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]) -> Any:
-        return grpc.unary_stream_rpc_method_handler(fn)
+    def stream(agen_fn: Callable[..., AsyncIterator[bytes]], with_request: bool = False) -> Any:
+        # a streaming servicer is an asynchronous generator on the server's loop
+        async def relay(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            args = (request,) if with_request else ()
+            async for item in bridge.stream(context, agen_fn, *args):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(relay)
 
     return grpc.method_handlers_generic_handler(
         SERVICE,
@@ -87,33 +95,43 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
             "Echo": unary(lambda req, ctx: bridge.unary(ctx, echo, req)),
             "Fail": unary(lambda req, ctx: bridge.unary(ctx, fail, req)),
             "Hang": unary(lambda req, ctx: bridge.unary(ctx, hang)),
-            "Count": stream(lambda req, ctx: bridge.stream(ctx, count, req)),
-            "Forever": stream(lambda req, ctx: bridge.stream(ctx, forever)),
-            "ThenFail": stream(lambda req, ctx: bridge.stream(ctx, then_fail)),
+            "Count": stream(count, with_request=True),
+            "Forever": stream(forever),
+            "ThenFail": stream(then_fail),
         },
     )
 
 
 @asynccontextmanager
-async def bridged(tmp_path: Path, *, stream_slots: int = 8) -> AsyncIterator[tuple[Any, Probe]]:
+async def bridged(
+    tmp_path: Path, *, stream_slots: int = 8, workers: int = 16
+) -> AsyncIterator[tuple[Any, Probe]]:
     """A gRPC server in this process bridged to the current trio loop, and a
     channel to it. Yields ``(call, probe)``: ``call(method, request)`` runs a
     blocking call in a thread."""
     probe = Probe()
     async with trio.open_nursery() as nursery:
         bridge = TrioBridge(trio.lowlevel.current_trio_token(), nursery)
-        executor = ThreadPoolExecutor(max_workers=16)
-        server = grpc.server(executor, interceptors=[Admission(SERVICE, stream_slots)])
-        server.add_generic_rpc_handlers((_handlers(bridge, probe),))
+        executor = ThreadPoolExecutor(max_workers=workers)
+        admission = Admission(SERVICE, stream_slots, executor=executor)
+        loop = ServerLoop()
         address = f"unix://{tmp_path / 'bridge.sock'}"
-        server.add_insecure_port(address)
-        server.start()
+
+        async def serve() -> grpc.aio.Server:
+            server = grpc.aio.server(migration_thread_pool=executor, interceptors=[admission])
+            server.add_generic_rpc_handlers((_handlers(bridge, probe),))
+            server.add_insecure_port(address)
+            await server.start()
+            return server
+
+        server = await trio.to_thread.run_sync(loop.call, serve)
         channel = grpc.insecure_channel(address)
         try:
             yield channel, probe
         finally:
             channel.close()
-            await trio.to_thread.run_sync(lambda: server.stop(None).wait())
+            await trio.to_thread.run_sync(loop.call, lambda: server.stop(None))
+            await trio.to_thread.run_sync(loop.close)
             executor.shutdown(wait=False)
             nursery.cancel_scope.cancel()
 
@@ -261,8 +279,42 @@ async def test_streams_beyond_the_slots_are_refused_with_a_retry_hint(tmp_path: 
         assert await trio.to_thread.run_sync(third) == b"0"
 
 
+@asynccontextmanager
+async def reader_loop() -> AsyncIterator[ServerLoop]:
+    """An asyncio loop in a thread, as the server's: where a hand-off is read."""
+    loop = ServerLoop()
+    try:
+        yield loop
+    finally:
+        await trio.to_thread.run_sync(loop.close)
+
+
+async def test_open_streams_hold_no_worker_thread(tmp_path: Path) -> None:
+    # two worker threads, twenty open streams: unary calls still answer
+    async with bridged(tmp_path, stream_slots=100, workers=2) as (channel, _):
+        calls: list[Any] = []
+
+        def open_streams() -> None:
+            for _ in range(20):
+                call = _stream(channel, "Forever")(b"", timeout=30)
+                next(call)
+                calls.append(call)
+
+        await trio.to_thread.run_sync(open_streams)
+        echo = _unary(channel, "Echo")
+        for _ in range(3):
+            assert await trio.to_thread.run_sync(lambda: echo(b"ok", timeout=10)) == b"ko"
+        for call in calls:
+            call.cancel()
+
+
 async def test_the_handoff_holds_at_most_its_size(tmp_path: Path) -> None:
-    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), 2)
+    async with reader_loop() as reader:
+        await _holds_at_most_its_size(reader)
+
+
+async def _holds_at_most_its_size(reader: ServerLoop) -> None:
+    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), reader.loop, 2)
     await handoff.put(1)
     await handoff.put(2)
     done = trio.Event()
@@ -275,27 +327,28 @@ async def test_the_handoff_holds_at_most_its_size(tmp_path: Path) -> None:
         nursery.start_soon(third)
         await trio.testing.wait_all_tasks_blocked()
         assert not done.is_set(), "a full hand-off makes the producer wait"
-        assert await trio.to_thread.run_sync(handoff.get) == 1
+        assert await trio.to_thread.run_sync(reader.call, handoff.get) == 1
         with trio.fail_after(10):
             await done.wait()
     handoff.finish(_End())
-    items = [await trio.to_thread.run_sync(handoff.get) for _ in range(3)]
+    items = [await trio.to_thread.run_sync(reader.call, handoff.get) for _ in range(3)]
     assert items[:2] == [2, 3] and isinstance(items[2], _End)
 
 
-async def test_the_handoff_wakes_a_waiting_thread_on_finish() -> None:
-    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), 2)
-    error = ValueError("gone")
-    async with trio.open_nursery() as nursery:
-        result: list[object] = []
+async def test_the_handoff_wakes_a_waiting_reader_on_finish() -> None:
+    async with reader_loop() as loop:
+        handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), loop.loop, 2)
+        error = ValueError("gone")
+        async with trio.open_nursery() as nursery:
+            result: list[object] = []
 
-        async def reader() -> None:
-            result.append(await trio.to_thread.run_sync(handoff.get))
+            async def reader() -> None:
+                result.append(await trio.to_thread.run_sync(loop.call, handoff.get))
 
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        handoff.finish(_End(error))
-    assert isinstance(result[0], _End) and result[0].error is error
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            handoff.finish(_End(error))
+        assert isinstance(result[0], _End) and result[0].error is error
 
 
 @pytest.mark.parametrize("text", ["a" * 10_000, "\u00e9" * 10_000, "%\n" * 10_000])

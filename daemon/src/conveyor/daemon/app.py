@@ -223,7 +223,7 @@ class Daemon:
                     # longer than the grace period; the next start-up
                     # records those runs as interrupted.
                     nursery.start_soon(_release_held_writes_at, db, deadline)
-                    server.health.enter_graceful_shutdown()
+                    server.enter_graceful_shutdown()
                     await scheduler.drain(config.shutdown_mode, config.shutdown_timeout)
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
