@@ -244,9 +244,11 @@ def _prepare_workspace(repo: Path, workspace: Path, commit: str) -> None:
     if workspace.exists():
         shutil.rmtree(workspace)
     git_dir = workspace / ".git"
+    # Only the folders git needs to see a repository (refs/heads and
+    # refs/tags are made by git when something goes there): each mkdir
+    # costs a journal write.
     (git_dir / "objects" / "info").mkdir(parents=True)
-    (git_dir / "refs" / "heads").mkdir(parents=True)
-    (git_dir / "refs" / "tags").mkdir()
+    (git_dir / "refs").mkdir()
     (git_dir / "HEAD").write_text(commit + "\n")
     (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
     # Borrow the source repository's objects instead of copying them
@@ -276,6 +278,9 @@ def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
         (git_dir / "packed-refs").write_text("\n".join(lines) + "\n")
     tags = source_git_dir / "refs" / "tags"
     if tags.is_dir():
+        with os.scandir(tags) as entries:
+            if not any(entries):  # an empty folder: git makes it when a tag comes
+                return
         shutil.copytree(tags, git_dir / "refs" / "tags", dirs_exist_ok=True)
 
 
