@@ -228,6 +228,7 @@ class Daemon:
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
                 await plugins.notifier.aclose(deadline)
+                await service.aclose()
                 nursery.cancel_scope.cancel()
             timeout = config.telemetry_shutdown_timeout
             with trio.move_on_after(timeout + 1):
