@@ -124,7 +124,7 @@ async def test_a_full_disk_at_commit_fails_every_write_of_the_transaction(
 
         return fn
 
-    results, errors = await _with_first_write_held(db, [big(1), big(2)])
+    _, errors = await _with_first_write_held(db, [big(1), big(2)])
     assert len(errors) == 2 and all(out_of_space(e) for e in errors), errors
     assert await _values(db) == [], "nothing of a failed transaction is kept"
 
