@@ -85,3 +85,42 @@ async def test_idle_processes_are_closed(tmp_path: Path, started: list[Path]) ->
         assert list(readers._kept) == [two.path]
     finally:
         await readers.aclose()
+
+
+async def test_the_release_tags_of_the_commit_are_read_with_it(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"conveyor.yaml": "name: a\n"})
+    first = git("rev-parse", "HEAD", cwd=repo.path)
+    git("tag", "v0.9.0", cwd=repo.path)  # on the first commit only
+    second = repo.commit({"README": "x"})
+    git("tag", "v1.0.0", cwd=repo.path)  # lightweight
+    git("tag", "-a", "-m", "release", "1.1.0", cwd=repo.path)  # annotated
+    git("tag", "-a", "-m", "rc", "v2.0.0-rc.1", cwd=repo.path)
+    git("tag", "nightly", cwd=repo.path)  # not a version
+    git("pack-refs", "--all", cwd=repo.path)  # those are packed, peeled
+    git("tag", "-a", "-m", "loose", "v1.2.0", cwd=repo.path)  # loose, annotated
+    git("tag", "v1.3.0", first, cwd=repo.path)  # loose, elsewhere
+    readers = vcs.CatFiles()
+    try:
+        revision = await vcs.resolve(repo.path, "main", "conveyor.yaml", readers=readers)
+    finally:
+        await readers.aclose()
+    assert revision.commit == second
+    expected = [
+        tag
+        for tag in await vcs.commit_tags(repo.path, second)
+        if tag.removeprefix("refs/tags/")[:1].isdigit() or tag.startswith("refs/tags/v")
+    ]
+    assert sorted(expected) == [
+        "refs/tags/1.1.0",
+        "refs/tags/v1.0.0",
+        "refs/tags/v1.2.0",
+        "refs/tags/v2.0.0-rc.1",
+    ]
+    assert list(revision.release_tags or ()) == sorted(expected)
+
+
+async def test_without_kept_readers_the_tags_are_left_for_the_run_to_read(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"conveyor.yaml": "name: a\n"})
+    git("tag", "v1.0.0", cwd=repo.path)
+    revision = await vcs.resolve(repo.path, "main", "conveyor.yaml")
+    assert revision.release_tags is None

@@ -346,7 +346,7 @@ class RunService:
         self.bus.publish(stored.id)
         # While the daemon shuts down the run stays queued, stored, and
         # starts after the next start-up (see Scheduler.enqueue).
-        self.scheduler.enqueue(stored, spec)
+        self.scheduler.enqueue(stored, spec, tags=revision.release_tags)
         return stored, True
 
     async def _check_room(self) -> None:

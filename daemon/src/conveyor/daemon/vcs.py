@@ -41,6 +41,9 @@ class Revision:
     #: ``branch`` or ``tag``: what the submitted ref names; "" for a commit
     #: id or any other ref.
     ref_type: str = ""
+    #: The release-like tags (``refs/tags/v1.2.3``) pointing at the commit,
+    #: read with it; None when they were not read (ask :func:`commit_tags`).
+    release_tags: tuple[str, ...] | None = None
 
 
 def ref_type_of(ref: str) -> str:
@@ -119,13 +122,16 @@ async def resolve(
             f"pipeline_path {pipeline_path!r} must not contain control characters",
             field="pipeline_path",
         )
-    objects = await trio.to_thread.run_sync(_identified_objects_dir, repo)
+    objects, candidates = await trio.to_thread.run_sync(_read_repository, repo, readers is not None)
+    release_tags: tuple[str, ...] | None = None
     if readers is not None:
         async with readers.reader(repo, objects) as reader:
             kind, resolved, blob, content = await _cat_commit_file(
                 reader, repo, target, pipeline_path
             )
             ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
+            if candidates is not None:
+                release_tags = await _release_tags_at(reader, candidates, resolved)
     else:
         proc = await _open_cat_file(repo)
         try:
@@ -150,11 +156,119 @@ async def resolve(
         raise InvalidArgument(
             f"{pipeline_path}: not UTF-8 text ({exc})", field="pipeline_path"
         ) from None
-    return Revision(commit=resolved, pipeline_text=text, pipeline_blob=blob, ref_type=ref_type)
+    return Revision(
+        commit=resolved,
+        pipeline_text=text,
+        pipeline_blob=blob,
+        ref_type=ref_type,
+        release_tags=release_tags,
+    )
 
 
 #: Bytes of git's error output kept for the message.
 _STDERR_LIMIT = 4096
+
+
+#: Tag names that may be release versions (see artifacts.versioning); a
+#: superset, in characters safe to put on a cat-file request line.
+_RELEASE_TAG_RE = re.compile(r"^[vV]?[0-9]+\.[0-9]+\.[0-9]+[0-9A-Za-z.+-]*$")
+#: Questions to git about tags, at most, before leaving it to commit_tags.
+_MAX_TAG_QUESTIONS = 64
+
+
+@dataclass(frozen=True)
+class _TagCandidates:
+    """The release-like tags of a repository as its ref files say: the
+    commit each packed one peels to, the object each loose one names, and
+    those git itself must peel."""
+
+    packed: dict[str, str]
+    loose: dict[str, str]
+    ask: tuple[str, ...]
+
+
+def _read_repository(
+    repo: Path, with_tags: bool
+) -> tuple[tuple[Path, int, int], _TagCandidates | None]:
+    """Which repository ``repo`` is (see :func:`_identified_objects_dir`)
+    and, with ``with_tags``, its release-like tag candidates (None when its
+    refs are not plain files: reftable). Blocking."""
+    objects = _identified_objects_dir(repo)
+    if not with_tags:
+        return objects, None
+    try:
+        return objects, _tag_candidates(objects[0].parent)
+    except (OSError, UnicodeDecodeError):
+        return objects, None
+
+
+def _tag_candidates(git_dir: Path) -> _TagCandidates | None:
+    if (git_dir / "reftable").exists():
+        return None
+    packed: dict[str, str] = {}
+    ask: list[str] = []
+    packed_refs = git_dir / "packed-refs"
+    if packed_refs.is_file():
+        peeled = False
+        last = ""
+        for line in packed_refs.read_text().splitlines():
+            if line.startswith("#"):
+                peeled = " peeled" in line or " fully-peeled" in line
+                continue
+            if line.startswith("^"):
+                if last:
+                    packed[last] = line[1:].strip()
+                continue
+            sha, _, ref = line.partition(" ")
+            name = ref.removeprefix("refs/tags/")
+            last = ""
+            if name == ref or not _RELEASE_TAG_RE.match(name):
+                continue
+            if peeled:
+                packed[name] = sha
+                last = name
+            else:
+                ask.append(name)
+    loose: dict[str, str] = {}
+    tags = git_dir / "refs" / "tags"
+    if tags.is_dir():
+        with os.scandir(tags) as entries:
+            for entry in entries:
+                if not _RELEASE_TAG_RE.match(entry.name) or not entry.is_file():
+                    continue
+                content = Path(entry.path).read_text().strip()
+                if _SHA_RE.match(content):
+                    loose[entry.name] = content
+                else:  # a symbolic ref: git follows it
+                    ask.append(entry.name)
+    for name in loose:
+        packed.pop(name, None)  # a loose ref wins over its packed copy
+    return _TagCandidates(packed, loose, tuple(dict.fromkeys(ask)))
+
+
+async def _release_tags_at(
+    reader: _BatchReader, candidates: _TagCandidates, commit: str
+) -> tuple[str, ...] | None:
+    """The candidates that point at ``commit``; None when that would take
+    more than :data:`_MAX_TAG_QUESTIONS` questions to git."""
+    found = [name for name, peeled in candidates.packed.items() if peeled == commit]
+    questions: list[tuple[str, str]] = [(name, f"refs/tags/{name}") for name in candidates.ask]
+    for name, sha in candidates.loose.items():
+        if sha == commit:
+            found.append(name)
+        else:  # maybe an annotated tag object: git peels it
+            questions.append((name, sha))
+    if len(questions) > _MAX_TAG_QUESTIONS:
+        return None
+    for name, question in questions:
+        await reader.ask(f"{question}^{{commit}}")
+        header = await reader.header()
+        if header.endswith((b" missing", b" ambiguous")):
+            continue
+        await reader.body(int(header.split()[2]))
+        if header.split()[0].decode() == commit:
+            found.append(name)
+    return tuple(f"refs/tags/{name}" for name in sorted(set(found)))
 
 
 def _identified_objects_dir(repo: Path) -> tuple[Path, int, int]:

@@ -91,8 +91,19 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 class RunExecution:
-    def __init__(self, deps: RunDeps, run: RunRecord, spec: PipelineSpec, control: RunControl):
+    def __init__(
+        self,
+        deps: RunDeps,
+        run: RunRecord,
+        spec: PipelineSpec,
+        control: RunControl,
+        *,
+        tags: tuple[str, ...] | None = None,
+    ):
         self.deps = deps
+        #: The release tags on the run's commit when it was submitted; None:
+        #: read them when it starts.
+        self.tags = tags
         self.run = run
         self.spec = spec
         self.control = control
@@ -244,7 +255,7 @@ class RunExecution:
 
         async def read_version() -> None:
             try:
-                versions.append(await self.artifacts.version())
+                versions.append(await self.artifacts.version(self.tags))
             except (vcs.GitError, OSError) as exc:
                 failures.append(f"checkout failed: cannot read the commit's tags: {exc}")
 
