@@ -4,6 +4,7 @@ handlers call into the test's own trio loop through :class:`TrioBridge`."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,10 @@ class Probe:
     def __init__(self) -> None:
         self.cancelled = trio.Event()
         self.produced = 0
+        #: set by the client once it has its answer
+        self.answered = threading.Event()
+        #: what a handler did after its call was aborted
+        self.after_abort: list[str] = []
 
 
 def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
@@ -77,6 +82,15 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
         yield b"first"
         raise InvalidArgument("stage is required", field="stage")
 
+    def fail_then_record(request: bytes, context: grpc.ServicerContext) -> bytes:
+        # as the audit of a refused call: aborted, then recorded by the thread
+        try:
+            return bridge.unary(context, fail, b"invalid")
+        except BaseException:
+            probe.answered.wait(1.0)  # a client answered at the abort sets it at once
+            probe.after_abort.append("recorded")
+            raise
+
     def unary(fn: Callable[[bytes, grpc.ServicerContext], bytes]) -> Any:
         return grpc.unary_unary_rpc_method_handler(fn)
 
@@ -95,6 +109,7 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
             "Echo": unary(lambda req, ctx: bridge.unary(ctx, echo, req)),
             "Fail": unary(lambda req, ctx: bridge.unary(ctx, fail, req)),
             "Hang": unary(lambda req, ctx: bridge.unary(ctx, hang)),
+            "FailThenRecord": unary(fail_then_record),
             "Count": stream(count, with_request=True),
             "Forever": stream(forever),
             "ThenFail": stream(then_fail),
@@ -173,6 +188,23 @@ async def test_a_domain_error_becomes_its_status_with_the_field(tmp_path: Path) 
         assert [(v.field, v.description) for v in bad.field_violations] == [
             ("x", "x must be positive")
         ]
+
+
+async def test_an_aborted_call_ends_once_its_thread_is_done(tmp_path: Path) -> None:
+    # what the thread does after the abort (an audit record) is done before
+    # the client hears: a client may read the record right after its error
+    async with bridged(tmp_path) as (channel, probe):
+
+        def call() -> list[str]:
+            with pytest.raises(grpc.RpcError) as info:
+                _unary(channel, "FailThenRecord")(b"", timeout=10)
+            seen = list(probe.after_abort)
+            probe.answered.set()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == "x must be positive"
+            return seen
+
+        assert await trio.to_thread.run_sync(call) == ["recorded"]
 
 
 async def test_a_bug_is_internal_and_names_the_exception(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from google.protobuf.message import Message
 
 from conveyor.daemon.api.bridge import abort, abort_async, status_of
 from conveyor.daemon.api.limits import check_request
-from conveyor.daemon.api.loop import ThreadContext
+from conveyor.daemon.api.loop import ThreadContext, in_worker
 from conveyor.daemon.auth.gate import Gate, rule_of
 from conveyor.daemon.auth.identity import ANONYMOUS, Principal, acting_as
 from conveyor.daemon.errors import ConveyorError, InvalidArgument, ResourceExhausted
@@ -216,10 +216,7 @@ class Admission(_Interceptor):
             if not self._take(calls=True):
                 await abort_async(context, status_of(self._too_many_calls()))
             try:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    self._executor, in_thread, request, ThreadContext(context, loop)
-                )
+                return await in_worker(self._executor, in_thread, request, context)
             finally:
                 self._give_back(calls=True)
 
@@ -250,10 +247,7 @@ class Admission(_Interceptor):
             principal = ANONYMOUS
             # who is calling is settled before the call may hold a stream slot
             if checked or (guarded and gate is not None):
-                loop = asyncio.get_running_loop()
-                principal = await loop.run_in_executor(
-                    self._executor, admit, request, ThreadContext(context, loop)
-                )
+                principal = await in_worker(self._executor, admit, request, context)
             if not self._take(calls=False):
                 await abort_async(context, status_of(self._too_many_streams()))
             return principal

@@ -10,8 +10,11 @@ thread of its own (:class:`ServerLoop`). What each call costs there:
 - a unary call runs in a worker thread of the server's pool, because its
   servicer and the admission checks wait (for the trio loop, for an audit
   record to be stored). It sees its call through a :class:`ThreadContext`:
-  the synchronous ``grpc.ServicerContext`` API, whose ``abort`` ends the
-  call and raises, as in grpcio's thread-pool server.
+  the synchronous ``grpc.ServicerContext`` API, whose ``abort`` raises, as
+  in grpcio's thread-pool server; the call ends with that status once the
+  thread is done with it (:func:`in_worker`), so what the thread does
+  after an abort (the audit record of a refusal) is done before the
+  client hears of it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -72,13 +76,44 @@ class ServerLoop:
         self.loop.close()
 
 
+class Aborted(Exception):
+    """Raised in a worker thread by :meth:`ThreadContext.abort`: the call
+    ends with this status when the thread returns (see :func:`in_worker`)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Metadata) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.trailing_metadata = tuple(trailing_metadata)
+
+
+async def in_worker(
+    executor: Executor,
+    fn: Callable[[Any, grpc.ServicerContext], T],
+    request: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> T:
+    """``fn(request, view)`` in a worker thread of ``executor``, ``view``
+    being a :class:`ThreadContext` of ``context``; on the server's loop.
+    A call ``fn`` aborted ends with its status once ``fn`` has returned:
+    raises grpcio's abort error, which the caller lets through."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(executor, fn, request, ThreadContext(context, loop))
+    except Aborted as aborted:
+        # readable on the context afterwards too (the audit record of a stream)
+        context.set_code(aborted.code)
+        context.set_details(aborted.details)
+        await context.abort(aborted.code, aborted.details, aborted.trailing_metadata)
+        raise AssertionError("unreachable: abort raises") from aborted
+
+
 class ThreadContext(grpc.ServicerContext):
     """The context of a call on grpcio's asyncio server, as a worker thread
     uses it: the synchronous ``grpc.ServicerContext`` API.
 
-    :meth:`abort` ends the call on the server's loop and raises the error
-    grpcio's asyncio server expects back from an aborted handler (so the
-    abort is not reported as a servicer failure). :meth:`code` and
+    :meth:`abort` raises :class:`Aborted`, which :func:`in_worker` turns
+    into the end of the call once the thread is done. :meth:`code` and
     :meth:`details` say what the call was aborted with (None before).
     """
 
@@ -94,13 +129,7 @@ class ThreadContext(grpc.ServicerContext):
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()
     ) -> NoReturn:
         self._code, self._details = code, details
-        future = asyncio.run_coroutine_threadsafe(
-            self._context.abort(code, details, tuple(trailing_metadata)), self._loop
-        )
-        error = future.exception()
-        if error is None:  # grpcio's abort always raises
-            raise RuntimeError(f"the call could not be aborted with {code.name}: {details}")
-        raise error
+        raise Aborted(code, details, trailing_metadata)
 
     def abort_with_status(self, status: grpc.Status) -> NoReturn:
         self.abort(status.code, status.details, status.trailing_metadata)
