@@ -34,6 +34,9 @@ from bench.common import (
 from conveyor.v1 import runs_pb2, server_pb2
 
 NAME = "concurrent"
+TARGET_RUNS_S = 150.0
+#: Idle RSS after a burst, over the idle RSS before it.
+TARGET_RSS_KEPT_MB = 10.0
 DIAMOND: dict[str, dict[str, Any]] = {
     "a": {"run": "true"},
     "b": {"run": "true", "needs": ["a"]},
@@ -155,6 +158,8 @@ def run(quick: bool) -> BenchResult:
                 f"{tag} runs per second (submit to all done)",
                 burst["runs_per_second"],
                 "runs/s",
+                TARGET_RUNS_S if burst["max_concurrent_runs"] == MAX_RUNS else None,
+                higher_is_better=True,
                 headline=True,
             ),
             Figure(
@@ -180,6 +185,12 @@ def run(quick: bool) -> BenchResult:
                 baseline_name="idle",
             ),
             Figure(f"{tag} idle RSS after", burst["idle_rss_after_mb"], "MB"),
+            Figure(
+                f"{tag} RSS kept after the burst (idle after - idle before)",
+                burst["idle_rss_after_mb"] - burst["idle_rss_before_mb"],
+                "MB",
+                TARGET_RSS_KEPT_MB,
+            ),
         ]
     return BenchResult(
         name=NAME,

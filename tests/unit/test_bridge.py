@@ -1,8 +1,10 @@
-"""The trio bridge in-process: a real gRPC server and channel in this process,
-whose handlers call into the test's own trio loop through :class:`TrioBridge`."""
+"""The trio bridge in-process: a real gRPC server (grpcio's asyncio server on
+its own loop, as the daemon runs it) and channel in this process, whose
+handlers call into the test's own trio loop through :class:`TrioBridge`."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from conveyor.daemon.api.bridge import (
     clip_message,
 )
 from conveyor.daemon.api.limits import MAX_ERROR_BYTES
+from conveyor.daemon.api.loop import ServerLoop
 from conveyor.daemon.errors import InvalidArgument, NotFound
 
 SERVICE = "test.Bridge"
@@ -37,6 +40,10 @@ class Probe:
     def __init__(self) -> None:
         self.cancelled = trio.Event()
         self.produced = 0
+        #: set by the client once it has its answer
+        self.answered = threading.Event()
+        #: what a handler did after its call was aborted
+        self.after_abort: list[str] = []
 
 
 def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
@@ -75,11 +82,26 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
         yield b"first"
         raise InvalidArgument("stage is required", field="stage")
 
+    def fail_then_record(request: bytes, context: grpc.ServicerContext) -> bytes:
+        # as the audit of a refused call: aborted, then recorded by the thread
+        try:
+            return bridge.unary(context, fail, b"invalid")
+        except BaseException:
+            probe.answered.wait(1.0)  # a client answered at the abort sets it at once
+            probe.after_abort.append("recorded")
+            raise
+
     def unary(fn: Callable[[bytes, grpc.ServicerContext], bytes]) -> Any:
         return grpc.unary_unary_rpc_method_handler(fn)
 
-    def stream(fn: Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]) -> Any:
-        return grpc.unary_stream_rpc_method_handler(fn)
+    def stream(agen_fn: Callable[..., AsyncIterator[bytes]], with_request: bool = False) -> Any:
+        # a streaming servicer is an asynchronous generator on the server's loop
+        async def relay(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            args = (request,) if with_request else ()
+            async for item in bridge.stream(context, agen_fn, *args):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(relay)
 
     return grpc.method_handlers_generic_handler(
         SERVICE,
@@ -87,33 +109,44 @@ def _handlers(bridge: TrioBridge, probe: Probe) -> Any:
             "Echo": unary(lambda req, ctx: bridge.unary(ctx, echo, req)),
             "Fail": unary(lambda req, ctx: bridge.unary(ctx, fail, req)),
             "Hang": unary(lambda req, ctx: bridge.unary(ctx, hang)),
-            "Count": stream(lambda req, ctx: bridge.stream(ctx, count, req)),
-            "Forever": stream(lambda req, ctx: bridge.stream(ctx, forever)),
-            "ThenFail": stream(lambda req, ctx: bridge.stream(ctx, then_fail)),
+            "FailThenRecord": unary(fail_then_record),
+            "Count": stream(count, with_request=True),
+            "Forever": stream(forever),
+            "ThenFail": stream(then_fail),
         },
     )
 
 
 @asynccontextmanager
-async def bridged(tmp_path: Path, *, stream_slots: int = 8) -> AsyncIterator[tuple[Any, Probe]]:
+async def bridged(
+    tmp_path: Path, *, stream_slots: int = 8, workers: int = 16
+) -> AsyncIterator[tuple[Any, Probe]]:
     """A gRPC server in this process bridged to the current trio loop, and a
     channel to it. Yields ``(call, probe)``: ``call(method, request)`` runs a
     blocking call in a thread."""
     probe = Probe()
     async with trio.open_nursery() as nursery:
         bridge = TrioBridge(trio.lowlevel.current_trio_token(), nursery)
-        executor = ThreadPoolExecutor(max_workers=16)
-        server = grpc.server(executor, interceptors=[Admission(SERVICE, stream_slots)])
-        server.add_generic_rpc_handlers((_handlers(bridge, probe),))
+        executor = ThreadPoolExecutor(max_workers=workers)
+        admission = Admission(SERVICE, stream_slots, executor=executor)
+        loop = ServerLoop()
         address = f"unix://{tmp_path / 'bridge.sock'}"
-        server.add_insecure_port(address)
-        server.start()
+
+        async def serve() -> grpc.aio.Server:
+            server = grpc.aio.server(migration_thread_pool=executor, interceptors=[admission])
+            server.add_generic_rpc_handlers((_handlers(bridge, probe),))
+            server.add_insecure_port(address)
+            await server.start()
+            return server
+
+        server = await trio.to_thread.run_sync(loop.call, serve)
         channel = grpc.insecure_channel(address)
         try:
             yield channel, probe
         finally:
             channel.close()
-            await trio.to_thread.run_sync(lambda: server.stop(None).wait())
+            await trio.to_thread.run_sync(loop.call, lambda: server.stop(None))
+            await trio.to_thread.run_sync(loop.close)
             executor.shutdown(wait=False)
             nursery.cancel_scope.cancel()
 
@@ -155,6 +188,23 @@ async def test_a_domain_error_becomes_its_status_with_the_field(tmp_path: Path) 
         assert [(v.field, v.description) for v in bad.field_violations] == [
             ("x", "x must be positive")
         ]
+
+
+async def test_an_aborted_call_ends_once_its_thread_is_done(tmp_path: Path) -> None:
+    # what the thread does after the abort (an audit record) is done before
+    # the client hears: a client may read the record right after its error
+    async with bridged(tmp_path) as (channel, probe):
+
+        def call() -> list[str]:
+            with pytest.raises(grpc.RpcError) as info:
+                _unary(channel, "FailThenRecord")(b"", timeout=10)
+            seen = list(probe.after_abort)
+            probe.answered.set()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == "x must be positive"
+            return seen
+
+        assert await trio.to_thread.run_sync(call) == ["recorded"]
 
 
 async def test_a_bug_is_internal_and_names_the_exception(tmp_path: Path) -> None:
@@ -261,8 +311,42 @@ async def test_streams_beyond_the_slots_are_refused_with_a_retry_hint(tmp_path: 
         assert await trio.to_thread.run_sync(third) == b"0"
 
 
+@asynccontextmanager
+async def reader_loop() -> AsyncIterator[ServerLoop]:
+    """An asyncio loop in a thread, as the server's: where a hand-off is read."""
+    loop = ServerLoop()
+    try:
+        yield loop
+    finally:
+        await trio.to_thread.run_sync(loop.close)
+
+
+async def test_open_streams_hold_no_worker_thread(tmp_path: Path) -> None:
+    # two worker threads, twenty open streams: unary calls still answer
+    async with bridged(tmp_path, stream_slots=100, workers=2) as (channel, _):
+        calls: list[Any] = []
+
+        def open_streams() -> None:
+            for _ in range(20):
+                call = _stream(channel, "Forever")(b"", timeout=30)
+                next(call)
+                calls.append(call)
+
+        await trio.to_thread.run_sync(open_streams)
+        echo = _unary(channel, "Echo")
+        for _ in range(3):
+            assert await trio.to_thread.run_sync(lambda: echo(b"ok", timeout=10)) == b"ko"
+        for call in calls:
+            call.cancel()
+
+
 async def test_the_handoff_holds_at_most_its_size(tmp_path: Path) -> None:
-    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), 2)
+    async with reader_loop() as reader:
+        await _holds_at_most_its_size(reader)
+
+
+async def _holds_at_most_its_size(reader: ServerLoop) -> None:
+    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), reader.loop, 2)
     await handoff.put(1)
     await handoff.put(2)
     done = trio.Event()
@@ -275,27 +359,28 @@ async def test_the_handoff_holds_at_most_its_size(tmp_path: Path) -> None:
         nursery.start_soon(third)
         await trio.testing.wait_all_tasks_blocked()
         assert not done.is_set(), "a full hand-off makes the producer wait"
-        assert await trio.to_thread.run_sync(handoff.get) == 1
+        assert await trio.to_thread.run_sync(reader.call, handoff.get) == 1
         with trio.fail_after(10):
             await done.wait()
     handoff.finish(_End())
-    items = [await trio.to_thread.run_sync(handoff.get) for _ in range(3)]
+    items = [await trio.to_thread.run_sync(reader.call, handoff.get) for _ in range(3)]
     assert items[:2] == [2, 3] and isinstance(items[2], _End)
 
 
-async def test_the_handoff_wakes_a_waiting_thread_on_finish() -> None:
-    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), 2)
-    error = ValueError("gone")
-    async with trio.open_nursery() as nursery:
-        result: list[object] = []
+async def test_the_handoff_wakes_a_waiting_reader_on_finish() -> None:
+    async with reader_loop() as loop:
+        handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), loop.loop, 2)
+        error = ValueError("gone")
+        async with trio.open_nursery() as nursery:
+            result: list[object] = []
 
-        async def reader() -> None:
-            result.append(await trio.to_thread.run_sync(handoff.get))
+            async def reader() -> None:
+                result.append(await trio.to_thread.run_sync(loop.call, handoff.get))
 
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        handoff.finish(_End(error))
-    assert isinstance(result[0], _End) and result[0].error is error
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            handoff.finish(_End(error))
+        assert isinstance(result[0], _End) and result[0].error is error
 
 
 @pytest.mark.parametrize("text", ["a" * 10_000, "\u00e9" * 10_000, "%\n" * 10_000])

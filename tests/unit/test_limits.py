@@ -6,7 +6,7 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from conveyor.daemon.api.convert import fit_run, run_message
-from conveyor.daemon.api.limits import REQUEST_FIELDS, RUN_BUDGET, check_request, stream_slots
+from conveyor.daemon.api.limits import REQUEST_FIELDS, RUN_BUDGET, check_request
 from conveyor.daemon.errors import InvalidArgument
 from conveyor.daemon.records import RunRecord, RunStatus, StageRecord, TriggerKind
 from conveyor.daemon.reports import Finding, StageReport
@@ -73,16 +73,6 @@ def test_pipeline_content_is_checked_for_size_only() -> None:
     check_request(pipelines_pb2.ValidatePipelineRequest(content="name: x\x00\x1b"))
     err = _rejected(pipelines_pb2.ValidatePipelineRequest(content="#" * ((1 << 20) + 1)))
     assert err.field == "content"
-
-
-@pytest.mark.parametrize(
-    ("workers", "max_streams", "slots"),
-    [(64, 48, 48), (64, 1000, 48), (64, 10, 10), (8, 48, 4), (2, 48, 1), (2, 0, 1)],
-)
-def test_stream_slots_leave_workers_for_other_calls(
-    workers: int, max_streams: int, slots: int
-) -> None:
-    assert stream_slots(workers, max_streams) == slots
 
 
 def _run_record(

@@ -250,6 +250,38 @@ def test_spans_are_counted_as_ended_when_nothing_is_exported(tmp_path: Path) -> 
         telemetry.shutdown(1)
 
 
+def test_with_nothing_exported_spans_are_not_recorded_but_carry_the_run_s_trace(
+    tmp_path: Path,
+) -> None:
+    telemetry = configure(env={}, home=tmp_path)
+    try:
+        run = _run()
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        trace_id, span_id = telemetry.runs.start_run(run, {"traceparent": parent})
+        run.stages[0].started_at = time.time()
+        env = telemetry.runs.start_stage(run, run.stages[0])
+        span = telemetry.runs._stages[(run.id, run.stages[0].name)]
+        assert not span.is_recording(), "nothing exports spans: none is recorded"
+        assert trace_id == "0af7651916cd43dd8448eb211c80319c", "the caller's trace goes on"
+        assert span_id != "b7ad6b7169203331" and len(span_id) == 16
+        version, stage_trace, stage_span, flags = env["TRACEPARENT"].split("-")
+        assert (version, stage_trace, flags) == ("00", trace_id, "01")
+        assert stage_span not in (span_id, "0" * 16), "the stage span has an id of its own"
+        run.stages[0].status, run.stages[0].finished_at = StageStatus.SUCCEEDED, time.time()
+        telemetry.runs.end_stage(run, run.stages[0])
+        run.status, run.finished_at = RunStatus.SUCCEEDED, time.time()
+        telemetry.runs.end_run(run)
+        assert telemetry.stats.ended == 2
+        fresh = _run()
+        fresh.id = "01a2000000000000beef"
+        new_trace, _ = telemetry.runs.start_run(fresh)
+        assert new_trace != trace_id and new_trace != "0" * 32, (
+            "a run without a caller's trace starts one"
+        )
+    finally:
+        telemetry.shutdown(1)
+
+
 async def test_resolve_tells_branches_from_tags(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"conveyor.yaml": "name: x\n"})
     first = git("rev-parse", "HEAD", cwd=repo.path)

@@ -252,13 +252,14 @@ class Daemon:
                     # longer than the grace period; the next start-up
                     # records those runs as interrupted.
                     nursery.start_soon(_release_held_writes_at, db, deadline)
-                    server.health.enter_graceful_shutdown()
+                    server.enter_graceful_shutdown()
                     await scheduler.drain(config.shutdown_mode, config.shutdown_timeout)
                     if web is not None:
                         web.stop()
                     await trio.to_thread.run_sync(server.stop, 2.0)
                     streams.cancel_scope.cancel()
                 await plugins.notifier.aclose(deadline)
+                await service.aclose()
                 nursery.cancel_scope.cancel()
             timeout = config.telemetry_shutdown_timeout
             with trio.move_on_after(timeout + 1):

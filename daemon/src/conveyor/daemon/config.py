@@ -261,15 +261,19 @@ class Config:
         5.0, help="seconds between SIGTERM and SIGKILL when a stage is cancelled or times out"
     )
     grpc_workers: Annotated[int, Field(ge=2)] = setting(
-        64, help="gRPC worker threads (each open stream holds one)"
+        64,
+        help="gRPC worker threads for unary calls (a call holds one while it runs; streams"
+        " hold none)",
     )
     max_streams: Count = setting(
-        48,
-        help="WatchRun/StreamLogs streams open at once; more get RESOURCE_EXHAUSTED (at most"
-        " grpc_workers - 16, so threads stay free for other calls and health checks)",
+        2048,
+        help="WatchRun/StreamLogs streams open at once; more get RESOURCE_EXHAUSTED (each"
+        " open stream costs memory, no thread)",
     )
     max_concurrent_rpcs: Count = setting(
-        256, help="RPCs in progress at once; beyond that, RESOURCE_EXHAUSTED"
+        256,
+        help="unary calls in progress at once; beyond that, RESOURCE_EXHAUSTED (streams are"
+        " bounded by max_streams)",
     )
     shutdown_mode: Literal["cancel", "finish"] = setting(
         "cancel", help="on SIGTERM/SIGINT: 'cancel' running runs, or let them 'finish'"

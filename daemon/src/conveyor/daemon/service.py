@@ -7,6 +7,7 @@ Each method validates its input and raises a domain error
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -79,6 +80,10 @@ MAX_PAGE_SIZE = 500
 MIB = 1 << 20
 #: Seconds a client refused for lack of space is told to wait.
 SPACE_RETRY_AFTER = 30.0
+#: A reading of the free space far above the floor (by ROOMY_MARGIN bytes)
+#: is trusted this long, so a burst of submits does not ask for each.
+ROOMY_SECONDS = 1.0
+ROOMY_MARGIN = 1 << 30
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +170,10 @@ class RunService:
         #: Why SubmitRun refuses new runs whatever the free space ("" when it
         #: does not): set while start-up waits for space to record recovery.
         self.refusing_runs = ""
+        #: The last reading of the free space: (monotonic time, bytes).
+        self._roomy: tuple[float, int] = (-math.inf, 0)
+        #: git processes kept to read what is submitted (see vcs.CatFiles).
+        self._git = vcs.CatFiles()
 
     # -- pipelines -------------------------------------------------------------
 
@@ -284,7 +293,9 @@ class RunService:
             if existing is not None:
                 return existing, False
         await self._check_room()
-        revision = await vcs.resolve(repo, request.ref, pipeline_path, commit=request.commit)
+        revision = await vcs.resolve(
+            repo, request.ref, pipeline_path, commit=request.commit, readers=self._git
+        )
         if not caller.any_repository:
             await trio.to_thread.run_sync(check_unchanged, caller, repo)
         loaded = await self._load_cached(revision, pipeline_path)
@@ -341,7 +352,7 @@ class RunService:
         self.bus.publish(stored.id)
         # While the daemon shuts down the run stays queued, stored, and
         # starts after the next start-up (see Scheduler.enqueue).
-        self.scheduler.enqueue(stored, spec)
+        self.scheduler.enqueue(stored, spec, tags=revision.release_tags)
         return stored, True
 
     async def _check_room(self) -> None:
@@ -350,7 +361,7 @@ class RunService:
         start-up that waits for space to record its recovery."""
         floor = self.config.min_free_space
         if floor:
-            free = await trio.to_thread.run_sync(free_space, self.config.home)
+            free = await self._free_space(floor * MIB)
             if free < floor * MIB:
                 raise ResourceExhausted(
                     f"not enough free space for new runs: {free / MIB:.1f} MiB free on the file"
@@ -360,6 +371,23 @@ class RunService:
                 )
         if self.refusing_runs:
             raise ResourceExhausted(self.refusing_runs, retry_after=SPACE_RETRY_AFTER)
+
+    async def _free_space(self, floor: int) -> int:
+        """Bytes free in the home: a reading of less than
+        :data:`ROOMY_SECONDS` ago when it was far above ``floor`` (by
+        :data:`ROOMY_MARGIN`: no disk fills that fast), else a new one (in a
+        worker thread)."""
+        now = time.monotonic()
+        read_at, free = self._roomy
+        if now - read_at < ROOMY_SECONDS and free >= floor + ROOMY_MARGIN:
+            return free
+        free = await trio.to_thread.run_sync(free_space, self.config.home)
+        self._roomy = (time.monotonic(), free)
+        return free
+
+    async def aclose(self) -> None:
+        """Let go of what the service keeps between calls (git processes)."""
+        await self._git.aclose()
 
     async def remove_stale_workspaces(self) -> int:
         """Remove every workspace (and ``.reports`` and ``.home`` folder) under

@@ -5,19 +5,21 @@ Git runs as subprocesses through trio; the little file work runs in threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import trio
 
-from conveyor.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor.daemon.errors import ConveyorError, FailedPrecondition, InvalidArgument, NotFound
 from conveyor.daemon.executors.base import StageUser
-from conveyor.daemon.executors.process import STAGE_UMASK
+from conveyor.daemon.executors.process import STAGE_UMASK, resolved_program
 from conveyor.daemon.executors.stage_user import hand_over_workspace
 
 _REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")
@@ -39,6 +41,9 @@ class Revision:
     #: ``branch`` or ``tag``: what the submitted ref names; "" for a commit
     #: id or any other ref.
     ref_type: str = ""
+    #: The release-like tags (``refs/tags/v1.2.3``) pointing at the commit,
+    #: read with it; None when they were not read (ask :func:`commit_tags`).
+    release_tags: tuple[str, ...] | None = None
 
 
 def ref_type_of(ref: str) -> str:
@@ -89,7 +94,14 @@ def _git_env() -> dict[str, str]:
     return {**os.environ, **_GIT_ENV}
 
 
-async def resolve(repo: Path, ref: str, pipeline_path: str, *, commit: str = "") -> Revision:
+async def resolve(
+    repo: Path,
+    ref: str,
+    pipeline_path: str,
+    *,
+    commit: str = "",
+    readers: CatFiles | None = None,
+) -> Revision:
     """Resolve ``commit`` (or, without it, ``ref``) to a commit and read
     ``pipeline_path`` at that commit; tell whether ``ref`` names a branch or
     a tag.
@@ -97,7 +109,8 @@ async def resolve(repo: Path, ref: str, pipeline_path: str, *, commit: str = "")
     One ``git cat-file --batch`` process answers all of it, so the file is
     read from exactly the commit returned. A short ``ref`` (``main``) is a
     tag if ``refs/tags/main`` exists, else a branch if ``refs/heads/main``
-    does (git's own order when it resolves the name).
+    does (git's own order when it resolves the name). With ``readers``, the
+    process is one they keep for the repository between calls.
     """
     target = commit or ref
     if not _REF_RE.match(target) or target.startswith("-"):
@@ -109,33 +122,30 @@ async def resolve(repo: Path, ref: str, pipeline_path: str, *, commit: str = "")
             f"pipeline_path {pipeline_path!r} must not contain control characters",
             field="pipeline_path",
         )
-    await trio.to_thread.run_sync(git_objects_dir, repo)
-    proc = await trio.lowlevel.open_process(
-        ["git", "-C", str(repo), "cat-file", "--batch"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_git_env(),
-    )
-    try:
-        reader = _BatchReader(proc)
-        kind, resolved, blob, content = await _cat_commit_file(reader, repo, target, pipeline_path)
-        ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
-    except (GitError, trio.BrokenResourceError):
-        # git gave up before answering (it refuses to trust the repository,
-        # the repository is corrupt...): its reason is on stderr
-        raise _refused(repo, await _error_output(proc)) from None
-    finally:
-        with trio.CancelScope(shield=True):
-            if proc.stdin is not None:
-                await proc.stdin.aclose()
-            if proc.stderr is not None:
-                await proc.stderr.aclose()
-            with trio.move_on_after(5):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    objects, candidates = await trio.to_thread.run_sync(_read_repository, repo, readers is not None)
+    release_tags: tuple[str, ...] | None = None
+    if readers is not None:
+        async with readers.reader(repo, objects) as reader:
+            kind, resolved, blob, content = await _cat_commit_file(
+                reader, repo, target, pipeline_path
+            )
+            ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
+            if candidates is not None:
+                release_tags = await _release_tags_at(reader, candidates, resolved)
+    else:
+        proc = await _open_cat_file(repo)
+        try:
+            reader = _BatchReader(proc)
+            kind, resolved, blob, content = await _cat_commit_file(
+                reader, repo, target, pipeline_path
+            )
+            ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
+        except (GitError, trio.BrokenResourceError):
+            # git gave up before answering (it refuses to trust the repository,
+            # the repository is corrupt...): its reason is on stderr
+            raise _refused(repo, await _error_output(proc)) from None
+        finally:
+            await _close_cat_file(proc)
     if kind != b"blob":
         raise InvalidArgument(
             f"{pipeline_path!r} at {resolved[:12]} is not a file", field="pipeline_path"
@@ -146,11 +156,245 @@ async def resolve(repo: Path, ref: str, pipeline_path: str, *, commit: str = "")
         raise InvalidArgument(
             f"{pipeline_path}: not UTF-8 text ({exc})", field="pipeline_path"
         ) from None
-    return Revision(commit=resolved, pipeline_text=text, pipeline_blob=blob, ref_type=ref_type)
+    return Revision(
+        commit=resolved,
+        pipeline_text=text,
+        pipeline_blob=blob,
+        ref_type=ref_type,
+        release_tags=release_tags,
+    )
 
 
 #: Bytes of git's error output kept for the message.
 _STDERR_LIMIT = 4096
+
+
+#: Tag names that may be release versions (see artifacts.versioning); a
+#: superset, in characters safe to put on a cat-file request line.
+_RELEASE_TAG_RE = re.compile(r"^[vV]?[0-9]+\.[0-9]+\.[0-9]+[0-9A-Za-z.+-]*$")
+#: Questions to git about tags, at most, before leaving it to commit_tags.
+_MAX_TAG_QUESTIONS = 64
+
+
+@dataclass(frozen=True)
+class _TagCandidates:
+    """The release-like tags of a repository as its ref files say: the
+    commit each packed one peels to, the object each loose one names, and
+    those git itself must peel."""
+
+    packed: dict[str, str]
+    loose: dict[str, str]
+    ask: tuple[str, ...]
+
+
+def _read_repository(
+    repo: Path, with_tags: bool
+) -> tuple[tuple[Path, int, int], _TagCandidates | None]:
+    """Which repository ``repo`` is (see :func:`_identified_objects_dir`)
+    and, with ``with_tags``, its release-like tag candidates (None when its
+    refs are not plain files: reftable). Blocking."""
+    objects = _identified_objects_dir(repo)
+    if not with_tags:
+        return objects, None
+    try:
+        return objects, _tag_candidates(objects[0].parent)
+    except (OSError, UnicodeDecodeError):
+        return objects, None
+
+
+def _tag_candidates(git_dir: Path) -> _TagCandidates | None:
+    if (git_dir / "reftable").exists():
+        return None
+    packed: dict[str, str] = {}
+    ask: list[str] = []
+    packed_refs = git_dir / "packed-refs"
+    if packed_refs.is_file():
+        peeled = False
+        last = ""
+        for line in packed_refs.read_text().splitlines():
+            if line.startswith("#"):
+                peeled = " peeled" in line or " fully-peeled" in line
+                continue
+            if line.startswith("^"):
+                if last:
+                    packed[last] = line[1:].strip()
+                continue
+            sha, _, ref = line.partition(" ")
+            name = ref.removeprefix("refs/tags/")
+            last = ""
+            if name == ref or not _RELEASE_TAG_RE.match(name):
+                continue
+            if peeled:
+                packed[name] = sha
+                last = name
+            else:
+                ask.append(name)
+    loose: dict[str, str] = {}
+    tags = git_dir / "refs" / "tags"
+    if tags.is_dir():
+        with os.scandir(tags) as entries:
+            for entry in entries:
+                if not _RELEASE_TAG_RE.match(entry.name) or not entry.is_file():
+                    continue
+                content = Path(entry.path).read_text().strip()
+                if _SHA_RE.match(content):
+                    loose[entry.name] = content
+                else:  # a symbolic ref: git follows it
+                    ask.append(entry.name)
+    for name in loose:
+        packed.pop(name, None)  # a loose ref wins over its packed copy
+    return _TagCandidates(packed, loose, tuple(dict.fromkeys(ask)))
+
+
+async def _release_tags_at(
+    reader: _BatchReader, candidates: _TagCandidates, commit: str
+) -> tuple[str, ...] | None:
+    """The candidates that point at ``commit``; None when that would take
+    more than :data:`_MAX_TAG_QUESTIONS` questions to git."""
+    found = [name for name, peeled in candidates.packed.items() if peeled == commit]
+    questions: list[tuple[str, str]] = [(name, f"refs/tags/{name}") for name in candidates.ask]
+    for name, sha in candidates.loose.items():
+        if sha == commit:
+            found.append(name)
+        else:  # maybe an annotated tag object: git peels it
+            questions.append((name, sha))
+    if len(questions) > _MAX_TAG_QUESTIONS:
+        return None
+    for name, question in questions:
+        await reader.ask(f"{question}^{{commit}}")
+        header = await reader.header()
+        if header.endswith((b" missing", b" ambiguous")):
+            continue
+        await reader.body(int(header.split()[2]))
+        if header.split()[0].decode() == commit:
+            found.append(name)
+    return tuple(f"refs/tags/{name}" for name in sorted(set(found)))
+
+
+def _identified_objects_dir(repo: Path) -> tuple[Path, int, int]:
+    """:func:`git_objects_dir` with its device and inode: which repository
+    the path names now (blocking)."""
+    objects = git_objects_dir(repo)
+    try:
+        info = objects.stat()
+    except OSError as exc:
+        raise InvalidArgument(
+            f"repository {str(repo)!r} cannot be read: {exc.strerror or exc}", field="repository"
+        ) from None
+    return objects, info.st_dev, info.st_ino
+
+
+async def _open_cat_file(repo: Path) -> trio.Process:
+    env = _git_env()
+    return await trio.lowlevel.open_process(
+        ["git", "-C", str(repo), "cat-file", "--batch"],
+        executable=resolved_program("git", env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+async def _close_cat_file(proc: trio.Process) -> None:
+    """End a ``cat-file`` process: its input closed, then killed if it
+    does not go within 5 s (shielded)."""
+    with trio.CancelScope(shield=True):
+        if proc.stdin is not None:
+            await proc.stdin.aclose()
+        if proc.stderr is not None:
+            await proc.stderr.aclose()
+        with trio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if proc.stdout is not None:
+            await proc.stdout.aclose()
+
+
+class _CatFile:
+    """One kept ``git cat-file --batch`` process and what it serves."""
+
+    def __init__(self, proc: trio.Process, identity: tuple[Path, int, int]) -> None:
+        self.proc = proc
+        self.reader = _BatchReader(proc)
+        self.identity = identity
+        self.lock = trio.Lock()
+        self.used = trio.current_time()
+
+
+class CatFiles:
+    """``git cat-file --batch`` processes kept between calls of
+    :func:`resolve`, one per repository (at most ``size``, each closed after
+    ``idle`` seconds unused), so a submit costs no git process start.
+
+    A kept process answers as a new one would: git reads the refs again for
+    each question, and finds packs made since it started. It serves the
+    repository it was started for only: when the path names another
+    repository (another device and inode of its object folder), or the
+    process fails, a new one is started. One question at a time per process.
+
+    Resource handling: :meth:`aclose` ends them all; a process whose daemon
+    is gone ends too (its input closes).
+    """
+
+    def __init__(self, *, size: int = 16, idle: float = 60.0) -> None:
+        self.size = size
+        self.idle = idle
+        self._kept: dict[Path, _CatFile] = {}
+
+    @contextlib.asynccontextmanager
+    async def reader(
+        self, repo: Path, identity: tuple[Path, int, int]
+    ) -> AsyncIterator[_BatchReader]:
+        """The kept reader for ``repo`` (started if needed), for one
+        exchange. An exchange that fails or is cancelled closes the process
+        (a half-read answer would confuse the next one); git's reason for a
+        failure is raised as FailedPrecondition."""
+        now = trio.current_time()
+        for path, other in list(self._kept.items()):
+            if now - other.used > self.idle:
+                await self._retire(path, other)
+        kept = self._kept.get(repo)
+        if kept is not None and (kept.identity != identity or kept.proc.returncode is not None):
+            await self._retire(repo, kept)
+            kept = None
+        if kept is None:
+            if len(self._kept) >= self.size:
+                oldest = min(self._kept, key=lambda path: self._kept[path].used)
+                await self._retire(oldest, self._kept[oldest])
+            kept = self._kept[repo] = _CatFile(await _open_cat_file(repo), identity)
+        async with kept.lock:
+            kept.used = trio.current_time()
+            try:
+                yield kept.reader
+            except ConveyorError:
+                raise  # a question answered (an unknown ref...): the process is fine
+            except (GitError, trio.BrokenResourceError):
+                self._forget(repo, kept)
+                why = await _error_output(kept.proc)
+                await _close_cat_file(kept.proc)
+                raise _refused(repo, why) from None
+            except BaseException:
+                self._forget(repo, kept)
+                await _close_cat_file(kept.proc)
+                raise
+
+    def _forget(self, repo: Path, kept: _CatFile) -> None:
+        if self._kept.get(repo) is kept:
+            del self._kept[repo]
+
+    async def _retire(self, repo: Path, kept: _CatFile) -> None:
+        """Close a process nobody else will get, once its exchange (if one
+        is under way) ends."""
+        self._forget(repo, kept)
+        async with kept.lock:
+            await _close_cat_file(kept.proc)
+
+    async def aclose(self) -> None:
+        for repo, kept in list(self._kept.items()):
+            await self._retire(repo, kept)
 
 
 async def _error_output(proc: trio.Process) -> str:
@@ -244,9 +488,11 @@ def _prepare_workspace(repo: Path, workspace: Path, commit: str) -> None:
     if workspace.exists():
         shutil.rmtree(workspace)
     git_dir = workspace / ".git"
+    # Only the folders git needs to see a repository (refs/heads and
+    # refs/tags are made by git when something goes there): each mkdir
+    # costs a journal write.
     (git_dir / "objects" / "info").mkdir(parents=True)
-    (git_dir / "refs" / "heads").mkdir(parents=True)
-    (git_dir / "refs" / "tags").mkdir()
+    (git_dir / "refs").mkdir()
     (git_dir / "HEAD").write_text(commit + "\n")
     (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
     # Borrow the source repository's objects instead of copying them
@@ -276,6 +522,9 @@ def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
         (git_dir / "packed-refs").write_text("\n".join(lines) + "\n")
     tags = source_git_dir / "refs" / "tags"
     if tags.is_dir():
+        with os.scandir(tags) as entries:
+            if not any(entries):  # an empty folder: git makes it when a tag comes
+                return
         shutil.copytree(tags, git_dir / "refs" / "tags", dirs_exist_ok=True)
 
 
@@ -291,10 +540,12 @@ async def checkout(
     if not _SHA_RE.match(commit):
         raise InvalidArgument(f"not a full commit id: {commit!r}")
     await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit)
+    env = _git_env()
     result = await trio.run_process(
         ["git", "-c", "core.hooksPath=/dev/null", "reset", "-q", "--hard", commit],
+        executable=resolved_program("git", env),
         cwd=str(workspace),
-        env=_git_env(),
+        env=env,
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -311,10 +562,12 @@ async def checkout(
 async def _git(argv: list[str], *, stdin: bytes = b"", env: dict[str, str] | None = None) -> bytes:
     """Run git and return its stdout; :class:`GitError` with git's own
     words when it fails."""
+    env = env or _git_env()
     result = await trio.run_process(
         ["git", *argv],
+        executable=resolved_program("git", env),
         stdin=stdin,
-        env=env or _git_env(),
+        env=env,
         capture_stdout=True,
         capture_stderr=True,
         check=False,

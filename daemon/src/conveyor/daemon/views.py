@@ -94,18 +94,54 @@ def _report_copy(report: StageReport | None) -> StageReport | None:
     )
 
 
+_STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Stage))
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(Run))
+
+
 def stage_view(record: StageRecord) -> Stage:
     """A frozen snapshot of ``record``."""
-    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Stage)}
+    values = {name: getattr(record, name) for name in _STAGE_FIELDS}
     values.update(needs=tuple(record.needs), report=_report_copy(record.report))
     return Stage(**values)
 
 
-def run_view(record: RunRecord) -> Run:
-    """A frozen snapshot of ``record`` and its stages."""
-    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(Run)}
-    values.update(stages=tuple(stage_view(stage) for stage in record.stages))
+def run_view(record: RunRecord, stages: tuple[Stage, ...] | None = None) -> Run:
+    """A frozen snapshot of ``record`` and its stages (``stages``: snapshots
+    of them taken already, see :class:`RunViews`)."""
+    values = {name: getattr(record, name) for name in _RUN_FIELDS}
+    if stages is None:
+        stages = tuple(stage_view(stage) for stage in record.stages)
+    values.update(stages=stages)
     return Run(**values)
+
+
+class RunViews:
+    """Snapshots of one run while it executes, for its stage attempts.
+
+    A stage's snapshot is taken again only after :meth:`changed` says the
+    stage changed, so a run of n stages costs n snapshots per attempt's
+    view instead of n stage copies (what made the view quadratic in the
+    number of stages).
+    """
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self._stages: dict[str, Stage] = {}
+
+    def changed(self, stage: str) -> None:
+        """The stage's record changed: its next snapshot is taken anew."""
+        self._stages.pop(stage, None)
+
+    def view(self) -> Run:
+        """A frozen snapshot of the run as it is now."""
+        cached = self._stages
+        stages = []
+        for record in self.record.stages:
+            snapshot = cached.get(record.name)
+            if snapshot is None:
+                snapshot = cached[record.name] = stage_view(record)
+            stages.append(snapshot)
+        return run_view(self.record, tuple(stages))
 
 
 @dataclass(frozen=True)

@@ -12,41 +12,53 @@ Health checking is open; reflection is authenticated when the setting
 For every ``ConveyorService`` call it also turns an undecodable request (garbage,
 a truncated message, invalid UTF-8 in a string) into INVALID_ARGUMENT instead
 of grpcio's INTERNAL, and checks the request against the limits table
-(:func:`conveyor.daemon.api.limits.check_request`). For every streaming call
-of any service it takes a stream slot, or answers RESOURCE_EXHAUSTED with a
-retry hint: each open stream holds one gRPC worker thread, so the slots stay
-below the pool and unary calls and health checks always find a thread.
+(:func:`conveyor.daemon.api.limits.check_request`). It bounds what is in
+progress, answering RESOURCE_EXHAUSTED with a retry hint beyond:
+``ConveyorService`` unary calls (setting ``max_concurrent_rpcs``) and open
+streams of any service (``max_streams``). A stream holds no thread (see
+:mod:`conveyor.daemon.api.loop`), so the bound on streams is one of memory,
+and health checks never wait behind streams.
 
-All of it runs in the worker thread of the call, never in the trio loop.
+The interceptor runs on the server's asyncio loop; the checks that may wait
+(authentication, authorization and audit records, which wait for the
+store) run in a worker thread of the server's pool (``executor``), never in
+the trio loop and never on the server's loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import grpc.aio
 from google.protobuf.message import Message
 
-from conveyor.daemon.api.bridge import abort
+from conveyor.daemon.api.bridge import abort, abort_async, status_of
 from conveyor.daemon.api.limits import check_request
+from conveyor.daemon.api.loop import ThreadContext, in_worker
 from conveyor.daemon.auth.gate import Gate, rule_of
 from conveyor.daemon.auth.identity import ANONYMOUS, Principal, acting_as
 from conveyor.daemon.errors import ConveyorError, InvalidArgument, ResourceExhausted
 
-#: Seconds a client refused a stream slot is told to wait.
+#: Seconds a client refused a stream slot, or a call, is told to wait.
 STREAM_RETRY_AFTER = 1.0
+CALL_RETRY_AFTER = 1.0
 #: Method prefix of the reflection services.
 REFLECTION_PREFIX = "/grpc.reflection."
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+AioContext = grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.ServerInterceptor
+    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class _Undecodable:
@@ -88,8 +100,10 @@ def _admit(request: Any, context: grpc.ServicerContext) -> None:
 class Admission(_Interceptor):
     """Authenticates and authorizes calls (with ``gate``; without one every
     caller is an anonymous admin), checks ``service``'s requests; bounds
-    open streams to ``stream_slots``. ``authenticated_reflection``: callers
-    of the reflection services must be authenticated too."""
+    open streams to ``stream_slots`` and ``service``'s unary calls in
+    progress to ``max_calls`` (0: unbounded). ``authenticated_reflection``:
+    callers of the reflection services must be authenticated too.
+    ``executor`` runs the unary servicers and the checks that may wait."""
 
     def __init__(
         self,
@@ -97,13 +111,18 @@ class Admission(_Interceptor):
         stream_slots: int,
         gate: Gate | None = None,
         *,
+        executor: Executor,
+        max_calls: int = 0,
         authenticated_reflection: bool = False,
     ) -> None:
         self._prefix = f"/{service}/"
         self._gate = gate
+        self._executor = executor
         self._authenticated_reflection = authenticated_reflection
         self.stream_slots = stream_slots
+        self.max_calls = max_calls
         self._open = 0
+        self._calls = 0
         self._lock = threading.Lock()
         self._handlers: dict[str, Handler] = {}
 
@@ -111,16 +130,16 @@ class Admission(_Interceptor):
     def open_streams(self) -> int:
         return self._open
 
-    def intercept_service(
+    async def intercept_service(  # type: ignore[override]
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         method: str = handler_call_details.method
         wrapped = self._handlers.get(method)
         if wrapped is not None:
             return wrapped
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         checked = method.startswith(self._prefix)
@@ -157,7 +176,8 @@ class Admission(_Interceptor):
 
     def _caller(self, request: Any, context: grpc.ServicerContext, method: str) -> Principal:
         """Authenticate, check the request, authorize: the principal, or the
-        call ends (UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED)."""
+        call ends (UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED).
+        In a worker thread."""
         gate = self._gate
         if gate is None:
             _admit(request, context)
@@ -179,61 +199,129 @@ class Admission(_Interceptor):
             abort(context, exc)
         return principal
 
-    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+    def _unary(self, behaviour: Behaviour, method: str) -> Callable[[Any, AioContext], Any]:
+        """``behaviour`` (a synchronous servicer method) in a worker thread,
+        after the checks, as the caller."""
         rule = rule_of(method)
         gate = self._gate
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def in_thread(request: Any, context: grpc.ServicerContext) -> Any:
             principal = self._caller(request, context, method)
             with acting_as(principal):
                 if gate is not None and rule is not None and rule.audit:
                     return gate.audited(principal, method, rule, request, context, behaviour)
                 return behaviour(request, context)
 
+        async def unary(request: Any, context: AioContext) -> Any:
+            if not self._take(calls=True):
+                await abort_async(context, status_of(self._too_many_calls()))
+            try:
+                return await in_worker(self._executor, in_thread, request, context)
+            finally:
+                self._give_back(calls=True)
+
         return unary
 
     def _stream(
         self, behaviour: Behaviour, method: str, *, checked: bool, guarded: bool
-    ) -> Behaviour:
+    ) -> Callable[[Any, AioContext], Any]:
+        """``behaviour`` (an asynchronous generator, or a coroutine writing
+        to its context) on the server's loop, once the checks (in a worker
+        thread) let the call in and it has a stream slot."""
         rule = rule_of(method)
         gate = self._gate
+        audited = checked and gate is not None and rule is not None and rule.audit
 
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            # who is calling is settled before the call may hold a stream slot
+        def admit(request: Any, context: grpc.ServicerContext) -> Principal:
             if checked:
-                principal = self._caller(request, context, method)
-            elif guarded and gate is not None:
+                return self._caller(request, context, method)
+            if guarded and gate is not None:
                 try:
-                    principal = gate.authenticate(context, method)
+                    return gate.authenticate(context, method)
                 except ConveyorError as exc:
                     abort(context, exc)
-            else:
-                principal = ANONYMOUS
-            self._take_slot(context)
+            return ANONYMOUS
+
+        async def enter(request: Any, context: AioContext) -> Principal:
+            """Admit the call and take a stream slot (or end the call)."""
+            principal = ANONYMOUS
+            # who is calling is settled before the call may hold a stream slot
+            if checked or (guarded and gate is not None):
+                principal = await in_worker(self._executor, admit, request, context)
+            if not self._take(calls=False):
+                await abort_async(context, status_of(self._too_many_streams()))
+            return principal
+
+        if inspect.iscoroutinefunction(behaviour):
+            # grpcio's other form of a stream: the servicer writes to the context
+
+            async def writer(request: Any, context: AioContext) -> None:
+                await enter(request, context)
+                try:
+                    await behaviour(request, context)  # type: ignore[arg-type]
+                finally:
+                    self._give_back(calls=False)
+
+            return writer
+
+        async def stream(request: Any, context: AioContext) -> AsyncIterator[Any]:
+            principal = await enter(request, context)
             try:
-                with acting_as(principal):
-                    responses = behaviour(request, context)
-                    if checked and gate is not None and rule is not None and rule.audit:
-                        responses = gate.audited_stream(
-                            principal, method, rule, request, context, responses
-                        )
-                    yield from responses
+                responses: AsyncIterator[Any] = behaviour(request, context)  # type: ignore[arg-type]
+                if not audited:
+                    async for response in responses:
+                        yield response
+                    return
+                assert gate is not None and rule is not None
+                loop = asyncio.get_running_loop()
+                view = ThreadContext(context, loop)
+                try:
+                    async for response in responses:
+                        yield response
+                except BaseException:
+                    await loop.run_in_executor(
+                        self._executor, gate.stream_failed, principal, method, rule, request, view
+                    )
+                    raise
+                await loop.run_in_executor(
+                    self._executor, gate.stream_succeeded, principal, method, rule, request
+                )
             finally:
-                with self._lock:
-                    self._open -= 1
+                self._give_back(calls=False)
 
         return stream
 
-    def _take_slot(self, context: grpc.ServicerContext) -> None:
+    def _take(self, *, calls: bool) -> bool:
+        """Count one more unary call (``calls``) or open stream; False when
+        the bound is reached."""
         with self._lock:
-            if self._open < self.stream_slots:
+            if calls:
+                if self.max_calls and self._calls >= self.max_calls:
+                    return False
+                self._calls += 1
+            else:
+                if self._open >= self.stream_slots:
+                    return False
                 self._open += 1
-                return
-        abort(
-            context,
-            ResourceExhausted(
-                f"{self.stream_slots} streams are open, the most this daemon serves at once"
-                f" (setting max_streams); close one or retry in {STREAM_RETRY_AFTER:g}s",
-                retry_after=STREAM_RETRY_AFTER,
-            ),
+            return True
+
+    def _give_back(self, *, calls: bool) -> None:
+        with self._lock:
+            if calls:
+                self._calls -= 1
+            else:
+                self._open -= 1
+
+    def _too_many_streams(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{self.stream_slots} streams are open, the most this daemon serves at once"
+            f" (setting max_streams); close one or retry in {STREAM_RETRY_AFTER:g}s",
+            retry_after=STREAM_RETRY_AFTER,
+        )
+
+    def _too_many_calls(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{self.max_calls} calls are in progress, the most this daemon serves at once"
+            f" (setting max_concurrent_rpcs); retry in {CALL_RETRY_AFTER:g}s",
+            retry_after=CALL_RETRY_AFTER,
         )

@@ -1,22 +1,29 @@
-"""Calls from grpcio's worker threads into the trio loop.
+"""Calls from the gRPC server into the trio loop.
 
-grpcio has no trio support, so servicers run in grpcio's thread pool. They
-never touch daemon state: they hand each call to the trio loop with the
-:class:`trio.lowlevel.TrioToken` captured at start-up, and translate domain
-errors into gRPC status codes. A server stream is a trio task feeding a
-bounded hand-off queue that the worker thread drains; when the client goes
-away or its deadline passes, grpcio's termination callback cancels the trio
-task, so nothing keeps running for a client that left.
+grpcio has no trio support. The server runs grpcio's asyncio server on an
+event loop in a thread of its own (see :mod:`conveyor.daemon.api.loop`).
+Servicers never touch daemon state: they hand each call to the trio loop
+with the :class:`trio.lowlevel.TrioToken` captured at start-up, and
+translate domain errors into gRPC status codes.
+
+- A unary call runs in a worker thread of the server's pool, which waits
+  for the trio side (:meth:`TrioBridge.unary`).
+- A server stream holds no thread: it is a trio task feeding a bounded
+  hand-off queue that an asynchronous generator on the server's loop drains
+  (:meth:`TrioBridge.stream`). When the client goes away or its deadline
+  passes, grpcio cancels the generator, which cancels the trio task, so
+  nothing keeps running for a client that left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
@@ -109,24 +116,39 @@ def rich_status(
     return rpc_status.to_status(status)
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
-    """End the call with the status code of a domain error (INTERNAL, logged
-    with its traceback, for anything else). The one place errors leave the
-    daemon: see :func:`rich_status`."""
+def status_of(exc: BaseException) -> grpc.Status:
+    """The status a call ends with when ``exc`` ends it: the code of a
+    domain error, INTERNAL (logged with its traceback) for anything else.
+    The one place errors leave the daemon: see :func:`rich_status`."""
     for kind, code in _CODES:
         if isinstance(exc, kind):
-            context.abort_with_status(rich_status(code, str(exc), exc))
+            return rich_status(code, str(exc), exc)
     log.error("internal error in %s", type(exc).__name__, exc_info=exc)
-    context.abort_with_status(
-        rich_status(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-    )
+    return rich_status(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call (in a worker thread) with the status of ``exc`` (see
+    :func:`status_of`)."""
+    context.abort_with_status(status_of(exc))
     raise AssertionError("unreachable: abort_with_status raises")
 
 
 def abort_with(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    """End the call with ``code`` and ``message`` (cut like every error message)."""
+    """End the call (in a worker thread) with ``code`` and ``message`` (cut
+    like every error message)."""
     context.abort_with_status(rich_status(code, message))
     raise AssertionError("unreachable: abort_with_status raises")
+
+
+async def abort_async(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
+    """End the call (on the server's loop) with ``status``: raises grpcio's
+    abort error, which the caller lets through. The code and details stay
+    readable on ``context`` (for the audit record of the call)."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")
 
 
 class _End:
@@ -176,22 +198,25 @@ class TrioBridge:
         except Exception as exc:
             abort(context, exc)
 
-    def stream(
+    async def stream(
         self,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         agen_fn: Callable[..., AsyncIterator[T]],
         *args: Any,
-    ) -> Iterator[T]:
-        """Yield the items of ``agen_fn(*args)``, produced in the trio loop.
+    ) -> AsyncIterator[T]:
+        """Yield the items of ``agen_fn(*args)``, produced in the trio loop;
+        iterate it on the server's asyncio loop.
 
         Cancellation: the producing task is cancelled when the client
-        disconnects, its deadline passes, or the server stops.
+        disconnects, its deadline passes, or the server stops (each cancels
+        this generator).
 
         Resource handling: the hand-off holds at most :data:`STREAM_BUFFER`
-        items, so a slow client slows its producer instead of growing memory.
+        items, so a slow client slows its producer instead of growing memory;
+        a waiting stream holds no thread.
         """
         scope = trio.CancelScope()
-        handoff: _Handoff[T] = _Handoff(self._token, STREAM_BUFFER)
+        handoff: _Handoff[T] = _Handoff(self._token, asyncio.get_running_loop(), STREAM_BUFFER)
 
         async def produce() -> None:
             self.active_streams += 1
@@ -213,15 +238,15 @@ class TrioBridge:
         try:
             self._token.run_sync_soon(self._nursery.start_soon, produce)
         except trio.RunFinishedError:
-            abort_with(context, grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
-        if not context.add_callback(stop):  # the call already ended
-            stop()
+            await abort_async(
+                context, rich_status(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
+            )
         try:
             while True:
-                item = handoff.get()
+                item = await handoff.get()
                 if isinstance(item, _End):
                     if item.error is not None:
-                        abort(context, item.error)
+                        await abort_async(context, status_of(item.error))
                     return
                 yield item
         finally:
@@ -229,53 +254,67 @@ class TrioBridge:
 
 
 class _Handoff(Generic[T]):
-    """A bounded queue from one trio task to one blocking thread.
+    """A bounded queue from one trio task to one asyncio task (on another
+    thread's loop).
 
-    The thread blocks on a condition variable, not on the trio loop, so
-    handing over an item costs the loop a lock and a notify; only a full
-    queue makes the producer wait (for a trio event the thread sets).
+    Handing over an item costs the trio side a lock, and a wake-up of the
+    asyncio loop only when its reader waits; only a full queue makes the
+    producer wait (for a trio event the reader sets).
     """
 
-    def __init__(self, token: trio.lowlevel.TrioToken, size: int) -> None:
+    def __init__(
+        self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, size: int
+    ) -> None:
         self._token = token
+        self._loop = loop
         self._size = size
         self._items: deque[T | _End] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        #: Set while the reader waits for an item.
+        self._reader: asyncio.Future[None] | None = None
+        #: Set while the producer waits for room.
         self._space: trio.Event | None = None
 
     async def put(self, item: T) -> None:
         """Trio side: wait while the queue is full."""
         while True:
-            with self._cond:
+            with self._lock:
                 if len(self._items) < self._size:
                     self._items.append(item)
-                    self._cond.notify()
-                    return
+                    reader, self._reader = self._reader, None
+                    break
                 space = self._space = trio.Event()
             await space.wait()
+        self._wake(reader)
 
     def finish(self, end: _End) -> None:
         """Trio side: the last item; never waits."""
-        with self._cond:
+        with self._lock:
             self._items.append(end)
-            self._cond.notify()
+            reader, self._reader = self._reader, None
+        self._wake(reader)
 
-    def get(self) -> T | _End:
-        """Thread side: the next item, or an end marker if the loop is gone."""
-        with self._cond:
-            while not self._items:
-                if not self._cond.wait(timeout=5.0) and not self._loop_alive():
-                    return _End()
-            item = self._items.popleft()
-            space, self._space = self._space, None
+    def _wake(self, reader: asyncio.Future[None] | None) -> None:
+        if reader is not None:
+            with contextlib.suppress(RuntimeError):  # the server's loop is closed
+                self._loop.call_soon_threadsafe(_resolve, reader)
+
+    async def get(self) -> T | _End:
+        """Asyncio side: the next item."""
+        while True:
+            with self._lock:
+                if self._items:
+                    item = self._items.popleft()
+                    space, self._space = self._space, None
+                    break
+                reader = self._reader = self._loop.create_future()
+            await reader
         if space is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(space.set)
         return item
 
-    def _loop_alive(self) -> bool:
-        try:
-            self._token.run_sync_soon(lambda: None)
-        except trio.RunFinishedError:
-            return False
-        return True
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

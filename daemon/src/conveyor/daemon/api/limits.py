@@ -24,11 +24,9 @@ __all__ = [
     "MAX_PATH_COMPONENT",
     "MAX_RESPONSE_TEXT",
     "REQUEST_FIELDS",
-    "RESERVED_WORKERS",
     "RUN_BUDGET",
     "FieldLimit",
     "check_request",
-    "stream_slots",
 ]
 
 Characters = Literal["line", "text", "any"]
@@ -101,19 +99,8 @@ LIST_BUDGET: Final = 1 << 20
 #: "Stream removed".
 MAX_ERROR_BYTES: Final = 2048
 
-#: gRPC worker threads kept free of streams, for unary calls and health checks.
-RESERVED_WORKERS: Final = 16
-
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def stream_slots(grpc_workers: int, max_streams: int) -> int:
-    """How many streams may be open at once: ``max_streams``, but never so
-    many that fewer than :data:`RESERVED_WORKERS` threads (half the pool for
-    small pools) are left for everything else; at least one."""
-    reserved = min(RESERVED_WORKERS, grpc_workers // 2)
-    return max(1, min(max_streams, grpc_workers - reserved))
 
 
 def _utf8_size(text: str) -> int:

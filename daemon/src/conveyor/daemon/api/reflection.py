@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
+import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import _async, reflection, reflection_pb2, reflection_pb2_grpc
 
 V1_FILE = "grpc/reflection/v1/reflection.proto"
 V1_PACKAGE = "grpc.reflection.v1"
@@ -53,11 +54,12 @@ def _register_v1() -> None:
         pool.AddSerializedFile(v1_file_descriptor().SerializeToString())
 
 
-def enable_server_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
-    """Serve reflection v1 and v1alpha for ``service_names`` and themselves."""
+def enable_server_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+    """Serve reflection v1 and v1alpha for ``service_names`` and themselves,
+    on grpcio's asyncio server."""
     _register_v1()
     names = [*service_names, V1_SERVICE, V1ALPHA_SERVICE]
-    servicer = reflection.ReflectionServicer(names)
+    servicer = _async.ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.method_handlers_generic_handler(
         V1_SERVICE,

@@ -13,6 +13,10 @@ Listeners:
   with ``tls_client_ca_file``), certificates re-read when their files
   change; plaintext otherwise, which the configuration allows only on
   loopback IPs (see :func:`conveyor.daemon.config.listener_problems`).
+
+The server is grpcio's asyncio server, on an event loop in a thread of its
+own (see :mod:`conveyor.daemon.api.loop`): streams hold no thread; unary
+calls run in a pool of ``grpc_workers`` threads.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import trio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.daemon.api.admission import Admission
 from conveyor.daemon.api.bridge import TrioBridge
-from conveyor.daemon.api.limits import stream_slots
+from conveyor.daemon.api.loop import ServerLoop
 from conveyor.daemon.api.reflection import enable_server_reflection
 from conveyor.daemon.api.servicer import ConveyorService, WebLogin
 from conveyor.daemon.auth.access import AccessControl
@@ -48,6 +54,7 @@ from conveyor.daemon.service import RunService
 from conveyor.v1 import service_pb2, service_pb2_grpc
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ConveyorService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: gRPC's own socket when unix sockets are relayed, in the home's ``run`` folder.
 PRIVATE_SOCKET = "grpc.sock"
 
@@ -57,8 +64,9 @@ class ListenError(Exception):
 
 
 class ApiServer:
-    """Owns the grpcio server. All methods but :meth:`serve_relays` are
-    blocking: call them in a thread."""
+    """Owns the gRPC server and its loop. All methods but :meth:`serve_relays`
+    are blocking: call them in a thread (:meth:`enter_graceful_shutdown`
+    only schedules, it may be called from the trio loop)."""
 
     def __init__(
         self,
@@ -77,19 +85,14 @@ class ApiServer:
         )
         self.admission = Admission(
             SERVICE_NAME,
-            stream_slots(config.grpc_workers, config.max_streams),
+            config.max_streams,
             Gate(access) if access.enabled else None,
+            executor=self._executor,
+            max_calls=config.max_concurrent_rpcs,
             authenticated_reflection=config.reflection == "authenticated",
         )
-        self.server = grpc.server(
-            self._executor,
-            interceptors=[self.admission],
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            options=[
-                ("grpc.max_send_message_length", 8 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        self._loop = ServerLoop()
+        self.server: grpc.aio.Server = self._loop.call(self._make_server)
         service_pb2_grpc.add_ConveyorServiceServicer_to_server(
             ConveyorService(
                 service, bridge, AccessAdmin(access), web_login=web_login, web_url=web_url
@@ -99,7 +102,7 @@ class ApiServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.reflection != "off":
-            enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME], self.server)
+            enable_server_reflection([SERVICE_NAME, HEALTH_SERVICE], self.server)
         self.bound: list[str] = []
         #: The relays of the unix sockets (authentication on); see serve_relays.
         self.relays: list[SocketRelay] = []
@@ -107,6 +110,17 @@ class ApiServer:
         self.certificates: ReloadingCertificates | None = None
         self._private: Path | None = None
         self._direct: list[Path] = []
+
+    async def _make_server(self) -> grpc.aio.Server:
+        # made on its loop: grpcio's asyncio server belongs to the loop it is made on
+        return grpc.aio.server(
+            migration_thread_pool=self._executor,
+            interceptors=[self.admission],
+            options=[
+                ("grpc.max_send_message_length", 8 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
 
     def start(self) -> list[str]:
         """Bind every listen address and start serving; returns the bound
@@ -146,21 +160,29 @@ class ApiServer:
             if address.endswith(":0"):
                 address = f"{address.rsplit(':', 1)[0]}:{port}"
             self.bound.append(address)
-        self.server.start()
+        self._loop.call(self.server.start)
         for spot, public in staged:
             publish(spot, public, mode, gid)
             self._direct.append(public)
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        async def serving() -> None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        self._loop.call(serving)
         return self.bound
 
     def _add_port(
         self, target: str, address: str, credentials: grpc.ServerCredentials | None = None
     ) -> int:
-        try:
+
+        async def add() -> int:
             if credentials is None:
                 return self.server.add_insecure_port(target)
             return self.server.add_secure_port(target, credentials)
+
+        try:
+            return self._loop.call(add)
         except RuntimeError as exc:
             raise ListenError(f"cannot listen on {address}: {exc}") from None
 
@@ -198,10 +220,15 @@ class ApiServer:
         for relay in self.relays:
             await nursery.start(relay.serve)
 
+    def enter_graceful_shutdown(self) -> None:
+        """Health says NOT_SERVING from now on (schedules it; never blocks)."""
+        self._loop.soon(self.health.enter_graceful_shutdown)
+
     def stop(self, grace: float) -> None:
         """Stop taking calls, give calls in progress ``grace`` s, then end them."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self._loop.call(self.health.enter_graceful_shutdown)
+        self._loop.call(lambda: self.server.stop(grace))
+        self._loop.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         for path in self._direct:
             path.unlink(missing_ok=True)

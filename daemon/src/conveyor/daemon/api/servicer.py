@@ -1,7 +1,9 @@
 """``ConveyorService``: thin adapters from gRPC calls to :class:`RunService`.
 
-Every method runs in a grpcio worker thread and does only two things:
-translate messages, and hand the work to the trio loop through the bridge.
+Every unary method runs in a worker thread of the server's pool, every
+streaming method on the server's asyncio loop (see
+:mod:`conveyor.daemon.api.loop`), and does only two things: translate
+messages, and hand the work to the trio loop through the bridge.
 Requests were checked against the limits table, and the caller
 authenticated and authorized, before they get here (see
 :mod:`conveyor.daemon.api.admission`); :func:`current_principal` is the
@@ -12,9 +14,11 @@ into messages in the worker thread, not in the loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
+import grpc.aio
 
 from conveyor.daemon.api import convert
 from conveyor.daemon.api.bridge import TrioBridge
@@ -44,6 +48,7 @@ from conveyor.v1 import (
 )
 
 VERSION = "0.1.0"
+AioContext = grpc.aio.ServicerContext[Any, Any]
 _TRACE_HEADERS = ("traceparent", "tracestate")
 #: Makes a one-time dashboard login link for a principal: its URL and when
 #: it expires (see :meth:`conveyor.daemon.web.app.Dashboard.login_link`).
@@ -129,25 +134,27 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         response.next_page_token = token
         return response
 
-    def WatchRun(
-        self, request: runs_pb2.WatchRunRequest, context: grpc.ServicerContext
-    ) -> Iterator[runs_pb2.RunEvent]:
+    async def WatchRun(
+        self, request: runs_pb2.WatchRunRequest, context: AioContext
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
         async def events() -> AsyncIterator[runs_pb2.RunEvent]:
             async for event in self._service.watch(request.run_id, request.after_seq):
                 yield convert.event_message(event)
 
-        return self._bridge.stream(context, events)
+        async for message in self._bridge.stream(context, events):
+            yield message
 
-    def StreamLogs(
-        self, request: runs_pb2.StreamLogsRequest, context: grpc.ServicerContext
-    ) -> Iterator[runs_pb2.LogChunk]:
+    async def StreamLogs(
+        self, request: runs_pb2.StreamLogsRequest, context: AioContext
+    ) -> AsyncIterator[runs_pb2.LogChunk]:
         async def chunks() -> AsyncIterator[runs_pb2.LogChunk]:
             async for offset, data in self._service.stream_logs(
                 request.run_id, request.stage, request.offset, request.follow
             ):
                 yield runs_pb2.LogChunk(stage=request.stage, offset=offset, data=data)
 
-        return self._bridge.stream(context, chunks)
+        async for message in self._bridge.stream(context, chunks):
+            yield message
 
     def CancelRun(
         self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext

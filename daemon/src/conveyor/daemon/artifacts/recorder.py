@@ -116,15 +116,18 @@ class RunArtifacts:
 
     # -- the run ----------------------------------------------------------------
 
-    async def version(self) -> str:
-        """The run's version (see :func:`versioning.version_for_run`).
+    async def version(self, tags: tuple[str, ...] | None = None) -> str:
+        """The run's version (see :func:`versioning.version_for_run`), from
+        ``tags`` on the commit (its release tags, read when the run was
+        submitted) or, without them, from the tags the commit has now.
 
         Raises :class:`vcs.GitError` when the commit's tags cannot be read.
         """
         run = self.run
-        tags = await vcs.commit_tags(Path(run.repository), run.commit)
+        if tags is None:
+            tags = tuple(await vcs.commit_tags(Path(run.repository), run.commit))
         version = versioning.version_for_run(
-            tags=tags, base=self.spec.version, run_number=run.number, commit=run.commit
+            tags=list(tags), base=self.spec.version, run_number=run.number, commit=run.commit
         )
         return str(version)
 

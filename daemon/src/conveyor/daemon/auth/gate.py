@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -150,22 +150,22 @@ class Gate:
         )
         return response
 
-    def audited_stream(
+    def stream_succeeded(self, principal: Principal, method: str, rule: Rule, request: Any) -> None:
+        """Record that an audited stream ended well (blocking: in a worker
+        thread; the stream itself runs on the server's loop)."""
+        self._record(self._outcome(principal, method, rule, request, Outcome.OK, "OK", ""))
+
+    def stream_failed(
         self,
         principal: Principal,
         method: str,
         rule: Rule,
         request: Any,
         context: grpc.ServicerContext,
-        responses: Iterator[Any],
-    ) -> Iterator[Any]:
-        """Yield a stream's ``responses`` and record its outcome at its end."""
-        try:
-            yield from responses
-        except BaseException:
-            self._record_failure(principal, method, rule, request, context)
-            raise
-        self._record(self._outcome(principal, method, rule, request, Outcome.OK, "OK", ""))
+    ) -> None:
+        """Record that an audited stream failed, with the status ``context``
+        ended with (blocking: in a worker thread)."""
+        self._record_failure(principal, method, rule, request, context)
 
     def _record_failure(
         self,

@@ -1,23 +1,23 @@
 """Run a command in its own process group, pumping its output into a log.
 
-The output pipe is drained by a worker thread that writes straight to the
-log file (through an :class:`~conveyor.daemon.executors.base.OutputWriter`),
-so the trio loop never blocks on disk and memory stays bounded whatever the
-process writes. When the process ends, or the caller is
-cancelled, the whole process group is stopped: SIGTERM, a grace period, then
-SIGKILL, so grandchildren that ignore SIGTERM do not outlive their stage.
+The output pipe is drained by the daemon's log pump, one thread for every
+stage's pipe, that writes straight to the log file (through an
+:class:`~conveyor.daemon.executors.base.OutputWriter`, see
+:mod:`~conveyor.daemon.executors.pump`), so the trio loop never blocks on
+disk and memory stays bounded whatever the process writes. When the process
+ends, or the caller is cancelled, the whole process group is stopped:
+SIGTERM, a grace period, then SIGKILL, so grandchildren that ignore SIGTERM
+do not outlive their stage.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
-import select
+import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,21 +25,13 @@ from typing import Any
 import trio
 
 from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput, StageUser
-from conveyor.daemon.logstore import CHUNK
+from conveyor.daemon.executors.pump import output_pump
 
-#: One pump thread per running process; kept apart from trio's default limiter
-#: so blocked pumps never starve database or file work.
-PUMP_LIMITER_SIZE = 1024
-_pump_limiter: trio.CapacityLimiter | None = None
 #: Threads scanning /proc for what is left of stopped process groups.
 SCAN_LIMITER_SIZE = 4
 _scan_limiter: trio.CapacityLimiter | None = None
 #: Seconds between /proc scans while waiting for a stopped group to empty.
 GROUP_POLL_INTERVAL = 0.05
-
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-#: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
-PIPE_SIZE = 1 << 20
 
 #: Put in every stage process's environment, set to :func:`stage_marker` of
 #: the daemon's home, so a restarted daemon can find and stop processes its
@@ -69,39 +61,11 @@ def as_user(user: StageUser | None) -> dict[str, Any]:
     return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
-def _limiter() -> trio.CapacityLimiter:
-    global _pump_limiter
-    if _pump_limiter is None:
-        _pump_limiter = trio.CapacityLimiter(PUMP_LIMITER_SIZE)
-    return _pump_limiter
-
-
 def _scans() -> trio.CapacityLimiter:
     global _scan_limiter
     if _scan_limiter is None:
         _scan_limiter = trio.CapacityLimiter(SCAN_LIMITER_SIZE)
     return _scan_limiter
-
-
-def _pump(rfd: int, output: StageOutput, stop: threading.Event) -> None:
-    """Copy the pipe into the stage output until EOF (or ``stop`` and no data)."""
-    with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
-        fcntl.fcntl(rfd, F_SETPIPE_SZ, PIPE_SIZE)
-    buffer = bytearray(CHUNK)
-    poller = select.poll()
-    poller.register(rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    with output.open_writer() as writer:
-        while True:
-            # Once the process group is gone, drain what is buffered and stop,
-            # even if an escaped descendant still holds the pipe open.
-            if not poller.poll(0 if stop.is_set() else 200):
-                if stop.is_set():
-                    return
-                continue
-            nbytes = os.readv(rfd, [buffer])
-            if not nbytes:
-                return
-            writer.write(memoryview(buffer)[:nbytes])
 
 
 def _group_exists(pgid: int) -> bool:
@@ -181,7 +145,7 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
     always stopped), and Cancelled is re-raised.
 
     Resource handling: after the main process exits, anything left in its
-    process group is killed; the pump thread and pipe are always closed.
+    process group is killed; the pipe is always let go of by the pump and closed.
 
     Identity: with ``request.user``, the process runs as that user, with
     its primary group only (no supplementary groups) and, since it is not
@@ -199,6 +163,10 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
         try:
             proc = await trio.lowlevel.open_process(
                 request.argv,
+                # as another user, the PATH search is that user's to make
+                executable=request.argv[0]
+                if request.user is not None
+                else resolved_program(request.argv[0], request.env),
                 cwd=str(request.cwd),
                 env=request.env,
                 stdin=subprocess.DEVNULL,
@@ -213,40 +181,53 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
         finally:
             os.close(wfd)
         pgid = proc.pid
-        stop = threading.Event()
+        pump = output_pump()
         waiting = trio.CancelScope()
-        pump_failed: list[OSError] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_pump, rfd, output, stop, waiting, pump_failed)
-            try:
-                with waiting:
-                    await proc.wait()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await _stop_group(proc, pgid, request.kill_grace)
-                    stop.set()
-        if pump_failed:
-            raise pump_failed[0]
+        feed = pump.start(rfd, output, waiting)
+        try:
+            with waiting:
+                await proc.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop_group(proc, pgid, request.kill_grace)
+                # Once the process group is gone, copy what the pipe holds and
+                # stop, even if an escaped descendant still holds it open.
+                pump.finish(feed)
+                await feed.done.wait()
+        if feed.error is not None:
+            raise feed.error
         assert proc.returncode is not None
         return proc.returncode
     finally:
         os.close(rfd)
 
 
-async def _run_pump(
-    rfd: int,
-    output: StageOutput,
-    stop: threading.Event,
-    waiting: trio.CancelScope,
-    failed: list[OSError],
-) -> None:
-    """Pump until EOF; if the output cannot take more (``OSError``: a full
-    disk), keep the error in ``failed`` and stop waiting for the process."""
-    try:
-        await trio.to_thread.run_sync(_pump, rfd, output, stop, limiter=_limiter())
-    except OSError as exc:
-        failed.append(exc)
-        waiting.cancel()
+#: Programs found on a PATH, by (name, PATH): see :func:`resolved_program`.
+_programs: dict[tuple[str, str], str] = {}
+
+
+def resolved_program(name: str, env: dict[str, str]) -> str:
+    """``name`` as the path the process's ``PATH`` (in ``env``) finds it at,
+    so starting it tries no other folder; ``name`` itself when it has a
+    slash or is not found (starting it then fails as it would have).
+
+    Found paths are remembered, and checked again (one ``access`` call)
+    before each use."""
+    if "/" in name:
+        return name
+    path = env.get("PATH", os.defpath)
+    key = (name, path)
+    known = _programs.get(key)
+    if known is not None and os.access(known, os.X_OK):
+        return known
+    found = shutil.which(name, path=path)
+    if found is None or not os.path.isabs(found):
+        _programs.pop(key, None)
+        return name
+    if len(_programs) > 1024:
+        _programs.clear()
+    _programs[key] = found
+    return found
 
 
 def kill_leftover_processes(marker: str) -> int:

@@ -78,8 +78,12 @@ class Scheduler:
             task_status.started()
             await trio.sleep_forever()
 
-    def enqueue(self, run: RunRecord, spec: PipelineSpec) -> None:
+    def enqueue(
+        self, run: RunRecord, spec: PipelineSpec, *, tags: tuple[str, ...] | None = None
+    ) -> None:
         """Queue a stored run. Cancels older runs of its group if it asks to.
+        ``tags``: the release tags on its commit, read when it was submitted
+        (None: read when it starts).
 
         While draining, the run is left as it is stored (queued): the next
         start-up runs it.
@@ -97,9 +101,15 @@ class Scheduler:
             group.members.append(control)
         self._controls[run.id] = control
         self._idle = trio.Event()
-        self._nursery.start_soon(self._lifecycle, control, run, spec, name=f"run {run.id}")
+        self._nursery.start_soon(self._lifecycle, control, run, spec, tags, name=f"run {run.id}")
 
-    async def _lifecycle(self, control: RunControl, run: RunRecord, spec: PipelineSpec) -> None:
+    async def _lifecycle(
+        self,
+        control: RunControl,
+        run: RunRecord,
+        spec: PipelineSpec,
+        tags: tuple[str, ...] | None = None,
+    ) -> None:
         group = self._groups.get(control.group) if control.group else None
         try:
             with control.cancel_scope:
@@ -107,7 +117,7 @@ class Scheduler:
                     if not self._accepting:
                         return  # draining: stays queued for the next start-up
                     control.started = True
-                    await RunExecution(self.deps, run, spec, control).execute()
+                    await RunExecution(self.deps, run, spec, control, tags=tags).execute()
             if not control.started and control.cancel_status is RunStatus.CANCELLED:
                 _, reason = control.decide(RunStatus.CANCELLED, control.cancel_reason)
                 with trio.CancelScope(shield=True):

@@ -61,7 +61,7 @@ from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import EventDraft
 from conveyor.daemon.telemetry.tracing import RunTracing
-from conveyor.daemon.views import run_view
+from conveyor.daemon.views import RunViews
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,19 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 class RunExecution:
-    def __init__(self, deps: RunDeps, run: RunRecord, spec: PipelineSpec, control: RunControl):
+    def __init__(
+        self,
+        deps: RunDeps,
+        run: RunRecord,
+        spec: PipelineSpec,
+        control: RunControl,
+        *,
+        tags: tuple[str, ...] | None = None,
+    ):
         self.deps = deps
+        #: The release tags on the run's commit when it was submitted; None:
+        #: read them when it starts.
+        self.tags = tags
         self.run = run
         self.spec = spec
         self.control = control
@@ -131,6 +142,10 @@ class RunExecution:
         self.workspace_user: tuple[int, int] | None = None
         self.handing_over = trio.Lock()
         self.artifacts = RunArtifacts(deps.artifacts, run, spec, self.workspace, deps.plugins)
+        #: What stage attempts see of the run (``ctx.run``).
+        self.views = RunViews(run)
+        #: When the run left the queue: its ``started_at`` once checked out.
+        self._left_queue_at = time.time()
 
     # -- recording -----------------------------------------------------------
 
@@ -156,6 +171,7 @@ class RunExecution:
         for key, value in columns.items():
             if hasattr(stage, key):
                 setattr(stage, key, value)
+        self.views.changed(stage.name)
         event = await self.deps.journal.record(
             self.run.id,
             EventDraft(
@@ -208,14 +224,16 @@ class RunExecution:
     async def execute(self) -> None:
         """Run to a final status, recorded even when cancelled."""
         status, reason = RunStatus.FAILED, "run did not complete"
+        self._left_queue_at = time.time()
         try:
-            version = await self._version()
-            await self._record_run(RunStatus.RUNNING, started_at=time.time(), version=version)
-            self.deps.tracing.run_started(self.run)
-            self.deps.plugins.run_started(self.run)
             timeout = self.spec.timeout or math.inf
             with trio.move_on_after(timeout) as timeout_scope:
-                await self._checkout()
+                version = await self._prepare()
+                await self._record_run(
+                    RunStatus.RUNNING, started_at=self._left_queue_at, version=version
+                )
+                self.deps.tracing.run_started(self.run)
+                self.deps.plugins.run_started(self.run)
                 await self._run_dag()
             if timeout_scope.cancelled_caught:
                 status = RunStatus.TIMED_OUT
@@ -245,11 +263,28 @@ class RunExecution:
             with trio.CancelScope(shield=True):
                 await self._close_out(decided, reason)
 
-    async def _version(self) -> str:
-        try:
-            return await self.artifacts.version()
-        except (vcs.GitError, OSError) as exc:
-            raise _CheckoutFailed(f"checkout failed: cannot read the commit's tags: {exc}") from exc
+    async def _prepare(self) -> str:
+        """Check out the workspace and read the run's version (the commit's
+        tags), both at once; returns the version. Raises
+        :class:`_CheckoutFailed` when either fails."""
+        versions: list[str] = []
+        failures: list[str] = []
+
+        async def read_version() -> None:
+            try:
+                versions.append(await self.artifacts.version(self.tags))
+            except (vcs.GitError, OSError) as exc:
+                failures.append(f"checkout failed: cannot read the commit's tags: {exc}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_version)
+            try:
+                await self._checkout()
+            except _CheckoutFailed as exc:
+                failures.insert(0, str(exc))
+        if failures:
+            raise _CheckoutFailed(failures[0])
+        return versions[0]
 
     async def _checkout(self) -> None:
         user = self.deps.stage_user
@@ -302,9 +337,9 @@ class RunExecution:
         await self._record_run(status, reason, finished_at=time.time())
         self.deps.tracing.end_run(self.run, self.error_type)
         if not self.deps.config.keep_workspaces:
-            await trio.to_thread.run_sync(shutil.rmtree, self.workspace, True)
-            await trio.to_thread.run_sync(shutil.rmtree, self.reports_root, True)
-            await trio.to_thread.run_sync(shutil.rmtree, self.run_home, True)
+            await trio.to_thread.run_sync(
+                _remove_folders, [self.workspace, self.reports_root, self.run_home]
+            )
         self.deps.plugins.run_finished(self.run)
 
     async def _run_dag(self) -> None:
@@ -467,7 +502,7 @@ class RunExecution:
             if user is not None:
                 executor = _AsStageUser(executor, user, self.reports_root, reports_dir)
             ctx = StageContext(
-                run=run_view(self.run),
+                run=self.views.view(),
                 name=stage.name,
                 spec=spec,
                 attempt=attempt,
@@ -642,6 +677,12 @@ class RunExecution:
 
 class _CheckoutFailed(Exception):
     pass
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove each folder and what it holds, if it exists (blocking)."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _AsStageUser:

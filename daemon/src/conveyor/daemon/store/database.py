@@ -1,7 +1,11 @@
 """A SQLite database used from trio without blocking the loop.
 
 Every statement runs in a worker thread. Writes go through one connection and
-a capacity limiter of one, so transactions never interleave. Reads use a
+a capacity limiter of one, so transactions never interleave; writes asked for
+while another is being committed are committed together, in one transaction
+(a savepoint each, so one that fails leaves the others alone), by whichever
+of their callers gets the connection first (group commit): a write still
+returns only once its own transaction is committed. Reads use a
 fixed pool of connections, as many as the read limiter lets run at once
 (WAL lets them run beside the writer): a read checks one out for its
 transaction and puts it back, whichever worker thread runs it, so the number
@@ -28,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -88,6 +92,30 @@ def _connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
     return conn
 
 
+class _Pending(Generic[T]):
+    """A write waiting to be committed, then its outcome."""
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        #: Taken into a batch: it will be committed (or fail), whatever happens.
+        self.taken = False
+        #: Its outcome is known: committed (result), or failed (error).
+        self.settled = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+
+    def finish(self) -> None:
+        """From the worker thread: the outcome is known."""
+        self._token.run_sync_soon(self.done.set)
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
 class Database:
     """Owns the SQLite connections of one database file: one writer and
     ``readers`` reader connections, all opened here (blocking: construct it
@@ -112,6 +140,9 @@ class Database:
         self._reader_count = readers
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_limiter = trio.CapacityLimiter(1)
+        #: Writes waiting to be committed, and who commits the next batch.
+        self._pending: list[_Pending[Any]] = []
+        self._batching = trio.Lock()
         self._read_limiter = trio.CapacityLimiter(readers)
         self._idle_lock = threading.Lock()
         self._released = trio.Event()
@@ -178,9 +209,7 @@ class Database:
         waiting_since = 0.0
         while True:
             try:
-                result = await trio.to_thread.run_sync(
-                    self._transaction, fn, limiter=self._write_limiter
-                )
+                result = await self._commit(fn)
             except sqlite3.Error as exc:
                 if not hold or self._released.is_set() or not out_of_space(exc):
                     raise
@@ -206,6 +235,34 @@ class Database:
                 await self._released.wait()
             delay = min(delay * 2, HOLD_MAX_DELAY)
 
+    async def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Commit ``fn`` with the writes waiting when the connection frees up
+        (see the module docstring); returns its result or raises its error.
+
+        Cancellation: a write not yet taken into a transaction is dropped
+        (nothing written) and Cancelled raised; one taken is waited for
+        (shielded) and returned, as a worker thread is never abandoned.
+        """
+        item = _Pending(fn)
+        self._pending.append(item)
+        try:
+            async with self._batching:
+                if not item.taken:
+                    batch, self._pending = self._pending, []
+                    for pending in batch:
+                        pending.taken = True
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(
+                            self._transactions, batch, limiter=self._write_limiter
+                        )
+        except trio.Cancelled:
+            if not item.taken:
+                self._pending.remove(item)
+                raise
+            with trio.CancelScope(shield=True):
+                await item.done.wait()
+        return item.outcome()
+
     def release_held_writes(self) -> None:
         """Stop holding writes for space (on shutdown): held writes, and
         those made from now on, raise their error instead."""
@@ -221,6 +278,70 @@ class Database:
         before the loop serves."""
         return self._transaction(fn)
 
+    def _transactions(self, batch: list[_Pending[Any]]) -> None:
+        """Commit ``batch`` (blocking): one transaction for all, a savepoint
+        for each when there are several. A write whose error took the whole
+        transaction with it (SQLite rolls back on some errors, a full disk
+        at COMMIT) fails the writes run before it in it too; those after it
+        get a transaction of their own."""
+        try:
+            if len(batch) == 1:
+                item = batch[0]
+                try:
+                    item.result = self._transaction(item.fn)
+                except BaseException as exc:
+                    item.error = exc
+                item.settled = True
+                return
+            conn = self._writer
+            rest = list(batch)
+            while rest:
+                done: list[_Pending[Any]] = []
+                conn.execute("BEGIN IMMEDIATE")
+                while rest:
+                    item = rest.pop(0)
+                    done.append(item)
+                    conn.execute("SAVEPOINT write")
+                    try:
+                        item.result = item.fn(conn)
+                    except BaseException as exc:
+                        item.error = exc
+                        if not conn.in_transaction:  # SQLite rolled everything back
+                            for earlier in done:
+                                earlier.error = earlier.error or exc
+                                earlier.settled = True
+                            done = []
+                            break
+                        conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                if not done:
+                    continue
+                try:
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        self._rollback(conn)
+                    for item in done:
+                        item.error = item.error or exc
+                for item in done:
+                    item.settled = True
+        except BaseException as exc:  # a transaction could not begin or end
+            if self._writer.in_transaction:
+                self._rollback(self._writer)
+            for item in batch:
+                if not item.settled:
+                    item.error, item.settled = exc, True
+            raise
+        finally:
+            for item in batch:
+                item.finish()
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed on %s", self.path)
+
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
@@ -230,10 +351,7 @@ class Database:
         except BaseException:
             # SQLite may have rolled back already (a full disk at COMMIT).
             if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("rollback failed on %s", self.path)
+                self._rollback(conn)
             raise
         return result
 

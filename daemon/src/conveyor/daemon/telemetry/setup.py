@@ -5,8 +5,9 @@ Exporters: ``otlp`` (OTLP over gRPC), ``console`` (for debugging) or
 ``none``. ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` choose them;
 when unset, the daemon's ``telemetry_exporter`` setting does, and when that
 is unset too, ``otlp`` if an OTLP endpoint is configured, else ``none`` — no
-export by default. Spans are recorded (and their context handed to stages)
-even when nothing is exported, and counted as ended.
+export by default. When nothing exports traces, spans are not recorded (see
+:mod:`~conveyor.daemon.telemetry.unexported`): they still have ids, their
+context is still handed to stages, and they are still counted as ended.
 
 The resource names the service (``service.name=conveyor``, its version) and
 the daemon as the CICD worker (``cicd.worker.id``, ``cicd.worker.name``,
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -45,6 +47,7 @@ from conveyor.daemon.telemetry.export import (
 )
 from conveyor.daemon.telemetry.metrics import Instruments
 from conveyor.daemon.telemetry.tracing import RunTracing
+from conveyor.daemon.telemetry.unexported import CountingTracer, EndedSpans
 from conveyor.daemon.telemetry.urls import RunUrls
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,10 @@ def _check_protocol(env: Mapping[str, str], signal: str) -> None:
 
 
 class Telemetry:
-    """The daemon's tracer and meter, plus export statistics."""
+    """The daemon's tracer and meter, plus export statistics.
+
+    ``record_spans`` False: spans are :class:`CountingTracer` spans (ids,
+    no recording), for when nothing exports them."""
 
     def __init__(
         self,
@@ -100,20 +106,25 @@ class Telemetry:
         *,
         urls: RunUrls | None = None,
         dora_window: float = DEFAULT_DORA_WINDOW,
+        record_spans: bool = True,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processors = processors
         self.exporters = exporters
-        self._ended = SpanCounter()
-        tracer_provider.add_span_processor(self._ended)
+        self._ended: SpanCounter | EndedSpans
+        tracer: trace.Tracer
+        if record_spans:
+            self._ended = SpanCounter()
+            tracer_provider.add_span_processor(self._ended)
+            tracer = tracer_provider.get_tracer("conveyor", _version())
+        else:
+            self._ended = EndedSpans()
+            tracer = CountingTracer(self._ended)
         self.instruments = Instruments(meter_provider.get_meter("conveyor", _version()))
-        self.runs = RunTracing(
-            tracer_provider.get_tracer("conveyor", _version()), self.instruments, urls
-        )
+        self.runs = RunTracing(tracer, self.instruments, urls)
         self.deployments = DeploymentTracing(
-            tracer_provider.get_tracer("conveyor", _version()),
-            meter_provider.get_meter("conveyor", _version()),
+            tracer, meter_provider.get_meter("conveyor", _version())
         )
         self.dora = DoraGauges(meter_provider.get_meter("conveyor", _version()), window=dora_window)
 
@@ -239,5 +250,11 @@ def configure(
             otlp_endpoint or "-",
         )
     return Telemetry(
-        tracer_provider, meter_provider, processors, traces, urls=urls, dora_window=dora_window
+        tracer_provider,
+        meter_provider,
+        processors,
+        traces,
+        urls=urls,
+        dora_window=dora_window,
+        record_spans=bool(traces),
     )
