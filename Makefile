@@ -1,5 +1,8 @@
 # Conveyor — one command per job. Each bootstraps its own environment.
 UV := scripts/uv.sh
+# Let Python cache the workspace's own compiled modules: the tests start a few
+# hundred daemons and CLI processes, each importing them.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test lint typecheck proto check-proto bench bootstrap clean
 
@@ -16,7 +19,7 @@ test: bootstrap
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen python scripts/gen_proto.py --check
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n 2 --dist loadgroup
 
 lint: bootstrap
 	$(UV) run --frozen ruff check .

@@ -11,4 +11,7 @@ if ! scripts/uv.sh --version >/dev/null 2>&1; then
     || python3 -m pip install --quiet uv 2>/dev/null \
     || python3 -m pip install --quiet --user --break-system-packages uv
 fi
-scripts/uv.sh sync --quiet --frozen --all-packages
+# Compiled once here: every daemon, CLI and stage process imports the
+# dependencies again, and where PYTHONDONTWRITEBYTECODE is set (or the venv is
+# read-only) nothing would ever be cached (about 1 s per daemon start).
+scripts/uv.sh sync --quiet --frozen --all-packages --compile-bytecode
