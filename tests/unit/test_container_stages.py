@@ -16,20 +16,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from conveyor.daemon.config import Config
-from conveyor.daemon.events import EventBus
-from conveyor.daemon.executors import local
-from conveyor.daemon.logstore import LogStore
-from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import RunRecord, RunStatus, StageStatus
-from conveyor.daemon.scheduler import Journal, Scheduler
-from conveyor.daemon.scheduler.runner import RunDeps
 from conveyor.daemon.service import RunService, SubmitRequest
-from conveyor.daemon.store import Database, RunStore
-from conveyor.daemon.telemetry import Telemetry
 from conveyor.plugin import (
     CONTAINER_WORKSPACE,
     LABEL_DAEMON,
@@ -42,7 +32,7 @@ from conveyor.plugin import (
     StageUser,
     hookimpl,
 )
-from conveyor.plugins import run as run_kind
+from tests.support.inprocess import plugins_with, serving
 from tests.support.repos import make_repo
 
 PATIENCE = 20
@@ -104,43 +94,15 @@ class Harness:
 @asynccontextmanager
 async def open_daemon(root: Path, stage_user: StageUser | None = None) -> AsyncIterator[Harness]:
     config = Config(home=root / "home", kill_grace=1.0, keep_workspaces=True)
-    db = await trio.to_thread.run_sync(Database, config.database_path)
     boxed = Boxed()
-    plugins = Plugins()
-    plugins.register(local, "local")
-    plugins.register(run_kind, "run")
-    plugins.register(BoxedPlugin(boxed), "boxed")
-    telemetry = Telemetry(TracerProvider(), MeterProvider(), [], [])
-    store = RunStore(db)
-    bus = EventBus()
-    logs = LogStore(config.logs_dir)
-    deps = RunDeps(
-        config=config,
-        journal=Journal(store, bus),
-        logs=logs,
-        plugins=plugins,
+    async with serving(
+        config,
+        plugins_with(boxed=BoxedPlugin(boxed)),
         base_env={"PATH": os.environ["PATH"], "HOME": "/daemon/home", "DAEMON_MARK": "here"},
-        tracing=telemetry.runs,
         stage_user=stage_user,
         daemon_id=DAEMON,
-    )
-    scheduler = Scheduler(deps)
-    service = RunService(
-        config=config,
-        store=store,
-        bus=bus,
-        logs=logs,
-        plugins=plugins,
-        scheduler=scheduler,
-        telemetry=telemetry,
-    )
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            yield Harness(service, boxed, config, root)
-            nursery.cancel_scope.cancel()
-    finally:
-        db.close()
+    ) as wired:
+        yield Harness(wired.service, boxed, config, root)
 
 
 PIPELINE = """

@@ -12,7 +12,6 @@ start and end.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,22 +20,14 @@ from typing import Any
 
 import trio
 import trio.testing
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from conveyor.daemon.config import Config
-from conveyor.daemon.events import EventBus
-from conveyor.daemon.executors import local
-from conveyor.daemon.logstore import LogStore
-from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import EventKind, EventRecord, RunRecord, RunStatus
-from conveyor.daemon.scheduler import Journal, Scheduler
-from conveyor.daemon.scheduler.runner import RunDeps
+from conveyor.daemon.scheduler import Scheduler
 from conveyor.daemon.service import RunService, SubmitRequest
-from conveyor.daemon.store import Database, RunStore
-from conveyor.daemon.telemetry import Telemetry
+from conveyor.daemon.store import RunStore
 from conveyor.plugin import StageContext, StageKind, StageOutcome, StageSpec, StageStatus, hookimpl
-from conveyor.plugins import run as run_kind
+from tests.support.inprocess import plugins_with, serving
 from tests.support.repos import make_repo
 
 Script = Callable[[StageContext], Awaitable[StageOutcome]]
@@ -176,41 +167,9 @@ class Harness:
 async def open_scheduler(root: Path, **settings: Any) -> AsyncIterator[Harness]:
     """A serving scheduler behind a :class:`RunService`, as the daemon wires them."""
     config = Config(home=root / "home", kill_grace=1.0, **settings)
-    db = await trio.to_thread.run_sync(Database, config.database_path)
     probe = Probe()
-    plugins = Plugins()
-    plugins.register(local, "local")
-    plugins.register(run_kind, "run")
-    plugins.register(ProbePlugin(probe), "probe")
-    telemetry = Telemetry(TracerProvider(), MeterProvider(), [], [])
-    store = RunStore(db)
-    bus = EventBus()
-    logs = LogStore(config.logs_dir)
-    deps = RunDeps(
-        config=config,
-        journal=Journal(store, bus),
-        logs=logs,
-        plugins=plugins,
-        base_env={"PATH": os.environ["PATH"]},
-        tracing=telemetry.runs,
-    )
-    scheduler = Scheduler(deps)
-    service = RunService(
-        config=config,
-        store=store,
-        bus=bus,
-        logs=logs,
-        plugins=plugins,
-        scheduler=scheduler,
-        telemetry=telemetry,
-    )
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            yield Harness(config, service, scheduler, store, probe, root)
-            nursery.cancel_scope.cancel()
-    finally:
-        db.close()
+    async with serving(config, plugins_with(probe=ProbePlugin(probe))) as wired:
+        yield Harness(config, wired.service, wired.scheduler, wired.store, probe, root)
 
 
 def _stage_statuses(run: RunRecord) -> dict[str, StageStatus]:

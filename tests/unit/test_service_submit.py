@@ -18,14 +18,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from conveyor.daemon.config import Config
-from conveyor.daemon.events import EventBus
-from conveyor.daemon.logstore import LogStore
 from conveyor.daemon.plugins import Plugins
-from conveyor.daemon.scheduler import Journal, Scheduler
-from conveyor.daemon.scheduler.runner import RunDeps
 from conveyor.daemon.service import RunService, SubmitRequest
-from conveyor.daemon.store import Database, RunStore
+from conveyor.daemon.store import Database
 from conveyor.daemon.telemetry import Telemetry
+from tests.support.inprocess import serving
 from tests.support.repos import make_repo
 
 PIPELINE = "name: svc\nstages:\n  s:\n    run: 'true'\n"
@@ -58,8 +55,6 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    config = Config(home=tmp_path / "home")
-    db = Database(config.database_path)
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -67,35 +62,10 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[metrics]), [], [])
     plugins = Plugins()
     await trio.to_thread.run_sync(plugins.load_entry_points)
-    store = RunStore(db)
-    bus = EventBus()
-    logs = LogStore(config.logs_dir)
-    deps = RunDeps(
-        config=config,
-        journal=Journal(store, bus),
-        logs=logs,
-        plugins=plugins,
-        base_env={},
-        tracing=telemetry.runs,
-    )
-    scheduler = Scheduler(deps)
-    service = RunService(
-        config=config,
-        store=store,
-        bus=bus,
-        logs=logs,
-        plugins=plugins,
-        scheduler=scheduler,
-        telemetry=telemetry,
-    )
     repo = make_repo(tmp_path / "repo", {"conveyor.yaml": PIPELINE}).path
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            yield Harness(service, db, spans, metrics, repo)
-            nursery.cancel_scope.cancel()
-    finally:
-        db.close()
+    config = Config(home=tmp_path / "home")
+    async with serving(config, plugins, telemetry=telemetry, base_env={}) as wired:
+        yield Harness(wired.service, wired.db, spans, metrics, repo)
 
 
 async def test_a_run_that_cannot_be_stored_ends_its_span_and_is_never_pending(

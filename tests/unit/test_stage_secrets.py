@@ -12,23 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from conveyor.daemon.config import Config
-from conveyor.daemon.events import EventBus
-from conveyor.daemon.executors import local
-from conveyor.daemon.logstore import LogStore
-from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.records import RunRecord, RunStatus, StageStatus
-from conveyor.daemon.scheduler import Journal, Scheduler
-from conveyor.daemon.scheduler.runner import RunDeps
 from conveyor.daemon.secrets.providers import Secrets
 from conveyor.daemon.service import RunService, SubmitRequest
-from conveyor.daemon.store import Database, RunStore
-from conveyor.daemon.telemetry import Telemetry
+from conveyor.daemon.store import RunStore
 from conveyor.plugin import Finding, StageContext, StageOutcome, StageReport
-from conveyor.plugins import run as run_kind
+from tests.support.inprocess import plugins_with, serving
 from tests.support.repos import make_repo
 from tests.unit.test_scheduler import PATIENCE, Probe, ProbePlugin, hang
 
@@ -73,45 +64,11 @@ async def open_daemon(root: Path, **settings: object) -> AsyncIterator[Harness]:
     """The scheduler and service as the daemon wires them, with secrets."""
     config = Config(home=root / "home", kill_grace=1.0, **settings)  # type: ignore[arg-type]
     secrets = Secrets(from_env=["TOKEN"], environ={"TOKEN": TOKEN})
-    db = await trio.to_thread.run_sync(Database, config.database_path)
     probe = Probe()
-    plugins = Plugins()
-    plugins.register(local, "local")
-    plugins.register(run_kind, "run")
-    plugins.register(ProbePlugin(probe), "probe")
-    telemetry = Telemetry(TracerProvider(), MeterProvider(), [], [])
-    store = RunStore(db)
-    bus = EventBus()
-    logs = LogStore(config.logs_dir)
-    deps = RunDeps(
-        config=config,
-        journal=Journal(store, bus),
-        logs=logs,
-        plugins=plugins,
-        base_env={"PATH": os.environ["PATH"]},
-        tracing=telemetry.runs,
-        secrets=secrets,
-    )
-    scheduler = Scheduler(deps)
-    service = RunService(
-        config=config,
-        store=store,
-        bus=bus,
-        logs=logs,
-        plugins=plugins,
-        scheduler=scheduler,
-        telemetry=telemetry,
-        secrets=secrets,
-    )
     repos = root / "repos"
     repos.mkdir()
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            yield Harness(config, service, store, probe, secrets, repos)
-            nursery.cancel_scope.cancel()
-    finally:
-        db.close()
+    async with serving(config, plugins_with(probe=ProbePlugin(probe)), secrets=secrets) as wired:
+        yield Harness(config, wired.service, wired.store, probe, secrets, repos)
 
 
 async def test_only_stages_that_ask_get_a_secret_and_their_run_logs_mask_it(
