@@ -758,19 +758,7 @@ class DeliveryService:
                 field="deployment_id",
             )
         with self._claim(record.environment, f"the approval of deployment {record.id}"):
-            try:
-                moved = await self.ledger.move(
-                    record.id,
-                    S.PROGRESSING,
-                    f"approved by {approver}" + (f": {comment}" if comment else ""),
-                    decided_by=approver,
-                    decided_at=time.time(),
-                    decision_comment=comment,
-                )
-            except StaleTransition as exc:
-                raise FailedPrecondition(
-                    f"deployment {deployment_id} is {exc.status.value} now", field="deployment_id"
-                ) from None
+            moved = await self._decide(record, S.PROGRESSING, "approved", approver, comment)
             previous = (
                 await self.store.get(record.previous_id, events=False)
                 if record.previous_id
@@ -782,18 +770,31 @@ class DeliveryService:
     async def reject(self, deployment_id: str, comment: str, *, approver: str) -> DeploymentRecord:
         """Refuse a deployment pending approval (nothing was started)."""
         record = await self._pending(deployment_id)
+        return await self._decide(record, S.REJECTED, "rejected", approver, comment)
+
+    async def _decide(
+        self,
+        record: DeploymentRecord,
+        status: S,
+        verb: str,
+        approver: str,
+        comment: str,
+    ) -> DeploymentRecord:
+        """Record ``approver``'s decision on a deployment pending approval:
+        move it to ``status``. Raises FailedPrecondition when it has moved
+        on meanwhile (expired, decided by someone else)."""
         try:
             return await self.ledger.move(
                 record.id,
-                S.REJECTED,
-                f"rejected by {approver}" + (f": {comment}" if comment else ""),
+                status,
+                f"{verb} by {approver}" + (f": {comment}" if comment else ""),
                 decided_by=approver,
                 decided_at=time.time(),
                 decision_comment=comment,
             )
         except StaleTransition as exc:
             raise FailedPrecondition(
-                f"deployment {deployment_id} is {exc.status.value} now", field="deployment_id"
+                f"deployment {record.id} is {exc.status.value} now", field="deployment_id"
             ) from None
 
     async def _expire_later(self, record: DeploymentRecord) -> None:
