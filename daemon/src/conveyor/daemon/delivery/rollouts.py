@@ -190,10 +190,14 @@ class Rollouts:
             await old_roller.retire(previous_env, outcome.standby)
             if previous_env.port != env.port:
                 await old_proxy.stop()
+        await self._healthy(record, env, len(outcome.new))
+
+    async def _healthy(self, record: DeploymentRecord, env: Environment, replicas: int) -> None:
+        """The rollout of ``record`` ends healthy with ``replicas`` replicas."""
         await self.ledger.move(
             record.id,
             DeploymentStatus.HEALTHY,
-            f"{len(outcome.new)} replica(s) healthy"
+            f"{replicas} replica(s) healthy"
             + (f" through the {env.watch_window:g}s watch window" if env.watch_window else ""),
             healthy_at=time.time(),
         )
@@ -320,13 +324,7 @@ class Rollouts:
                 return
             await self._finish_restore(record, reason, restore, previous)
             return
-        await self.ledger.move(
-            record.id,
-            DeploymentStatus.HEALTHY,
-            f"{len(replicas)} replica(s) healthy"
-            + (f" through the {env.watch_window:g}s watch window" if env.watch_window else ""),
-            healthy_at=time.time(),
-        )
+        await self._healthy(record, env, len(replicas))
 
     # -- after a restart ---------------------------------------------------------------
 
