@@ -291,20 +291,26 @@ class DeliveryService:
             artifact = await self.catalog.store.get(record.digest)
             if artifact is None:
                 return None
-            spec, file_config, source = envs.from_snapshot(record.environment_json)
-            resolved = await envs.resolve(
-                record.environment,
-                spec,
-                artifact,
-                source=source,
-                store=self.config.artifacts_dir,
-                secrets=self.secrets,
-                file_config=file_config,
-            )
+            resolved = await self._resolve_again(record, artifact)
         except (ConveyorError, ValueError, KeyError) as exc:
             log.warning("deployment %s cannot be resolved again: %s", record.id, exc)
             return None
         return resolved.environment
+
+    async def _resolve_again(self, record: DeploymentRecord, artifact: Artifact) -> envs.Resolved:
+        """The environment ``record`` ran, as stored with it (definition and
+        env file values), resolved for ``artifact`` with today's secrets.
+        Raises what :func:`environments.resolve` raises."""
+        spec, file_config, source = envs.from_snapshot(record.environment_json)
+        return await envs.resolve(
+            record.environment,
+            spec,
+            artifact,
+            source=source,
+            store=self.config.artifacts_dir,
+            secrets=self.secrets,
+            file_config=file_config,
+        )
 
     async def _artifact(self, reference: str) -> Artifact:
         reference = reference.strip()
@@ -701,16 +707,7 @@ class DeliveryService:
         artifact = await self.catalog.store.get(previous.digest)
         if artifact is None:
             raise FailedPrecondition(f"the artifact {previous.digest} is no longer recorded")
-        spec, file_config, source = envs.from_snapshot(previous.environment_json)
-        resolved = await envs.resolve(
-            previous.environment,
-            spec,
-            artifact,
-            source=source,
-            store=self.config.artifacts_dir,
-            secrets=self.secrets,
-            file_config=file_config,
-        )
+        resolved = await self._resolve_again(previous, artifact)
         return await self._record(
             previous.environment,
             artifact,
