@@ -23,7 +23,9 @@ that same artifact to staging, then to production.
 On the `process` target without Docker (`--no-docker`, or when no engine,
 registry or base image answers), on the `docker` target with it. Run it with
 `make demo`. Exits 0 when the pipeline succeeded and both environments
-answered as they should.
+answered as they should. With `--keep` it waits for Enter before step 7, so
+the web dashboard (its sign-in link is printed first) and both environments
+can be looked at.
 """
 
 from __future__ import annotations
@@ -185,6 +187,9 @@ def stop_environments(repo: Path, env: dict[str, str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     use_docker = "--no-docker" not in args
+    # --keep: before stopping anything, wait for Enter (or Ctrl-C), so the
+    # dashboard and both environments can be looked at
+    keep = "--keep" in args
     root = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
     home = root / "home"
     home.mkdir()
@@ -262,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\ndelivering {digest[:19]} on the {target} target")
                 deployed = True
                 status = deliver(digest, ports, repo, env)
+            if keep:
+                step("kept running: the dashboard link above, the environments' ports")
+                try:
+                    input("press Enter to stop the environments and conveyord ")
+                except (EOFError, KeyboardInterrupt):
+                    print()
         finally:
             if deployed:
                 status = stop_environments(repo, env) or status
