@@ -274,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
                 except (EOFError, KeyboardInterrupt):
                     print()
         finally:
-            if deployed:
-                status = stop_environments(repo, env) or status
-            step("stopping conveyord")
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
+            try:
+                if deployed:
+                    status = stop_environments(repo, env) or status
+                step("stopping conveyord")
+            finally:  # also when printing fails (a closed pipe): no daemon left behind
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(30)
             print(f"conveyord exited with {daemon.returncode}")
         print("\ndemo " + ("succeeded" if status == 0 else f"FAILED (exit {status})"))
         return status
