@@ -103,8 +103,12 @@ class _Pending(Generic[T]):
         self.settled = False
         self.result: T | None = None
         self.error: BaseException | None = None
-        #: Set (on the loop) once the batch it was taken into is done.
         self.done = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+
+    def finish(self) -> None:
+        """From the worker thread: the outcome is known."""
+        self._token.run_sync_soon(self.done.set)
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -248,15 +252,9 @@ class Database:
                     for pending in batch:
                         pending.taken = True
                     with trio.CancelScope(shield=True):
-                        try:
-                            await trio.to_thread.run_sync(
-                                self._transactions, batch, limiter=self._write_limiter
-                            )
-                        finally:
-                            # Here, not from the worker thread: one wake-up
-                            # of the loop per batch, not one more per write.
-                            for pending in batch:
-                                pending.done.set()
+                        await trio.to_thread.run_sync(
+                            self._transactions, batch, limiter=self._write_limiter
+                        )
         except trio.Cancelled:
             if not item.taken:
                 self._pending.remove(item)
@@ -334,6 +332,9 @@ class Database:
                 if not item.settled:
                     item.error, item.settled = exc, True
             raise
+        finally:
+            for item in batch:
+                item.finish()
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         try:
