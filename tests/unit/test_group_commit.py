@@ -146,3 +146,43 @@ async def test_a_write_cancelled_before_its_transaction_writes_nothing(db: Datab
         release.set()
     await db.write(_insert(8))
     assert await _values(db) == [8]
+
+
+async def test_a_write_cancelled_once_taken_into_a_transaction_waits_for_its_commit(
+    db: Database,
+) -> None:
+    """Another caller commits it: the cancelled caller still returns only
+    once that transaction is done, with its write in it."""
+    first_in, first_go = threading.Event(), threading.Event()
+    second_in, second_go = threading.Event(), threading.Event()
+
+    def held(entered: threading.Event, go: threading.Event) -> Callable[[sqlite3.Connection], None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            entered.set()
+            go.wait(10)
+
+        return fn
+
+    returned: list[int] = []
+
+    async def cancelled_write(scope: trio.CancelScope) -> None:
+        with scope:
+            returned.append(await db.write(_insert(7)))
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(db.write, held(first_in, first_go))
+        await trio.to_thread.run_sync(first_in.wait, 10)
+        # the lock is fair: the second held write takes the batch, with 7 in it
+        nursery.start_soon(db.write, held(second_in, second_go))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(cancelled_write, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        first_go.set()
+        await trio.to_thread.run_sync(second_in.wait, 10)
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == []  # still waiting for the transaction it is in
+        second_go.set()
+    assert returned == [7]
+    assert await _values(db) == [7]

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from conveyor.daemon.config import Config
-from conveyor.daemon.records import EventKind, EventRecord, RunRecord, RunStatus
+from conveyor.daemon.records import EventKind, EventRecord, RunRecord, RunStatus, StageRecord
 from conveyor.daemon.scheduler import Scheduler
+from conveyor.daemon.scheduler.runner import RunExecution
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import RunStore
 from conveyor.plugin import StageContext, StageKind, StageOutcome, StageSpec, StageStatus, hookimpl
@@ -203,6 +205,40 @@ stages:
         assert probe.index("end", run, "a") < probe.index("start", run, middle)
         assert probe.index("end", run, middle) < probe.index("start", run, "d")
     assert probe.most_at_once == 3, "b, c and e ran at the same time"
+
+
+async def test_a_stage_that_can_start_is_recorded_running_before_the_waiting_stages_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first stage of a big run does not wait for every other stage's
+    task to take its first step (trio runs a batch of new tasks in either
+    order: several runs make the other order all but certain)."""
+    steps: list[tuple[str, str]] = []
+    stage_task, record_stage = RunExecution._stage_task, RunExecution._record_stage
+
+    async def first_step(self: RunExecution, stage: StageRecord) -> None:
+        steps.append(("task", stage.name))
+        await stage_task(self, stage)
+
+    async def recording(
+        self: RunExecution, stage: StageRecord, status: StageStatus, *args: Any, **kw: Any
+    ) -> None:
+        steps.append((status.value, stage.name))
+        await record_stage(self, stage, status, *args, **kw)
+
+    monkeypatch.setattr(RunExecution, "_stage_task", first_step)
+    monkeypatch.setattr(RunExecution, "_record_stage", recording)
+    waiting = [f"s{i}" for i in range(1, 11)]
+    pipeline = "name: fan\nstages:\n  first: {uses: probe}\n" + "".join(
+        f"  {name}: {{uses: probe, needs: [first]}}\n" for name in waiting
+    )
+    async with open_scheduler(tmp_path) as h:
+        for _ in range(8):
+            steps.clear()
+            final = await h.wait(await h.submit(pipeline))
+            assert final.status is RunStatus.SUCCEEDED
+            running = steps.index(("running", "first"))
+            assert all(steps.index(("task", name)) > running for name in waiting), steps
 
 
 async def test_a_failed_stage_skips_what_needs_it_and_fails_the_run(tmp_path: Path) -> None:

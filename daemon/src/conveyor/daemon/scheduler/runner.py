@@ -344,7 +344,16 @@ class RunExecution:
 
     async def _run_dag(self) -> None:
         async with trio.open_nursery() as nursery:
+            # The stages that can start now go first, up to their first
+            # write, before the others begin to wait for their needs: a
+            # run's first process does not wait for every stage's task.
+            waiting = [stage for stage in self.run.stages if stage.needs]
             for stage in self.run.stages:
+                if not stage.needs:
+                    nursery.start_soon(self._stage_task, stage)
+            if waiting:
+                await trio.lowlevel.checkpoint()
+            for stage in waiting:
                 nursery.start_soon(self._stage_task, stage)
 
     # -- a stage ------------------------------------------------------------------

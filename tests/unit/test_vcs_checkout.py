@@ -1,0 +1,46 @@
+"""A run's checkout (:func:`vcs.checkout`): the commit's files as git itself
+would check them out (checkout filters, modes, links), a clean work tree
+at a detached HEAD, the repository's tags, and a workspace made anew."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from conveyor.daemon import vcs
+from tests.support.repos import git, make_repo
+
+
+async def test_the_workspace_is_the_commit_as_git_checks_it_out(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            ".gitattributes": "*.txt text eol=crlf\n*.id ident\n",
+            "notes.txt": "one\ntwo\n",
+            "file.id": "$Id$\n",
+            "src/deep/module.py": "print('hi')\n",
+        },
+    )
+    (repo.path / "run.sh").write_text("#!/bin/sh\ntrue\n")
+    (repo.path / "run.sh").chmod(0o755)
+    os.symlink("src/deep/module.py", repo.path / "link.py")
+    commit = repo.commit({"README": "read me\n"}, "a script and a link")
+    git("tag", "v1.2.3", cwd=repo.path)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "left-over").write_text("from an earlier run\n")
+
+    await vcs.checkout(repo.path, workspace, commit)
+
+    assert not (workspace / "left-over").exists()
+    assert (workspace / "notes.txt").read_bytes() == b"one\r\ntwo\r\n"
+    blob = git("rev-parse", f"{commit}:file.id", cwd=repo.path)
+    assert (workspace / "file.id").read_text() == f"$Id: {blob} $\n"
+    assert (workspace / "src/deep/module.py").read_text() == "print('hi')\n"
+    assert stat.S_IMODE((workspace / "run.sh").stat().st_mode) & 0o111
+    assert os.readlink(workspace / "link.py") == "src/deep/module.py"
+    assert git("rev-parse", "HEAD", cwd=workspace) == commit
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=workspace) == ""
+    assert git("describe", "--tags", cwd=workspace) == "v1.2.3"
+    assert await vcs.changed_files(workspace, commit) == []
