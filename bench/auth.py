@@ -37,7 +37,8 @@ from bench.common import (
     wait_finished,
 )
 from conveyor.v1 import runs_pb2, server_pb2, service_pb2_grpc
-from tests.support.daemon import DaemonProcess, bearer, free_port
+from tests.support.daemon import DaemonProcess, bearer
+from tests.support.ports import free_port
 
 NAME = "auth"
 TARGET_MS = 0.2

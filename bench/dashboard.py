@@ -51,7 +51,8 @@ from bench.common import (
 )
 from conveyor.v1 import runs_pb2
 from tests.support import browser as b
-from tests.support.daemon import FINISHED, DaemonProcess, free_port
+from tests.support.daemon import FINISHED, DaemonProcess
+from tests.support.ports import free_port
 
 NAME = "dashboard"
 COLUMNS, ROWS = 5, 10

@@ -56,8 +56,9 @@ from bench.common import BenchResult, Figure, ms, running_daemon, scratch_dir
 from conveyor.v1 import delivery_pb2
 from tests.support import swarm as swarm_support
 from tests.support.daemon import DaemonProcess
-from tests.support.docker import DockerSandbox, free_port
+from tests.support.docker import DockerSandbox
 from tests.support.httpd import Health, Poller, get, service_dockerfile, wait_version
+from tests.support.ports import free_port
 from tests.support.repos import GitRepo, make_repo
 from tests.support.targets import (
     FINAL,

@@ -35,7 +35,8 @@ from conveyor.v1 import (
     service_pb2,
     service_pb2_grpc,
 )
-from tests.support.daemon import DaemonProcess, bearer, free_port
+from tests.support.daemon import DaemonProcess, bearer
+from tests.support.ports import free_port
 from tests.support.repos import make_repo
 
 PIPELINE = "name: authz\nstages:\n  s:\n    run: echo hello from the stage\n"

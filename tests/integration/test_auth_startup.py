@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, free_port
+from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_port
 from tests.support.tls import CertificateAuthority
 
 

@@ -29,7 +29,7 @@ from conveyor.plugin import (
 from conveyor.plugins.targets.docker import DockerTarget
 from conveyor.v1 import delivery_pb2
 from tests.support.daemon import DaemonProcess
-from tests.support.docker import DockerSandbox, free_port
+from tests.support.docker import DockerSandbox
 from tests.support.httpd import (
     Health,
     Poller,
@@ -38,6 +38,7 @@ from tests.support.httpd import (
     service_dockerfile,
     wait_version,
 )
+from tests.support.ports import free_port
 from tests.support.repos import GitRepo, make_repo
 from tests.support.targets import (
     Deployer,

@@ -21,7 +21,7 @@ from conveyor.plugins.targets.swarm import SwarmTarget
 from conveyor.v1 import delivery_pb2
 from tests.support import swarm as swarm_support
 from tests.support.daemon import DaemonProcess
-from tests.support.docker import DockerSandbox, docker_required, free_port
+from tests.support.docker import DockerSandbox, docker_required
 from tests.support.httpd import (
     Health,
     Poller,
@@ -29,6 +29,7 @@ from tests.support.httpd import (
     service_dockerfile,
     wait_version,
 )
+from tests.support.ports import free_port
 from tests.support.repos import make_repo
 from tests.support.targets import (
     Deployer,

@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from conveyor.v1 import audit_pb2
-from tests.support.daemon import DaemonProcess, free_port
+from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_port
 from tests.support.repos import make_repo
 from tests.support.users import local_user, run_as
 

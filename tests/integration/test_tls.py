@@ -20,7 +20,8 @@ import pytest
 from cryptography import x509
 
 from conveyor.v1 import auth_pb2, runs_pb2, server_pb2, service_pb2_grpc
-from tests.support.daemon import DaemonProcess, bearer, free_port
+from tests.support.daemon import DaemonProcess, bearer
+from tests.support.ports import free_port
 from tests.support.tls import CertificateAuthority, Issued
 
 

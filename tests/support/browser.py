@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, free_port
+from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_ENV = "CONVEYOR_REQUIRE_BROWSER"

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from conveyor.v1 import artifacts_pb2, delivery_pb2, runs_pb2
 from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_port as free_port  # d.free_port() in the tests
 from tests.support.repos import GitRepo
 
 SERVICE = """\
@@ -81,12 +81,6 @@ server.serve_forever()
 
 def service_source(version: str = "1.0.0", broken: str = "") -> str:
     return SERVICE.replace("@VERSION@", version).replace("@BROKEN@", broken)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pipeline(

@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +39,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from conveyor.plugin import Artifact, ArtifactOutput, StageContext
+from tests.support.ports import free_port
 
 REGISTRY = "127.0.0.1:5000"
 BASE_IMAGE = f"{REGISTRY}/conveyor/busybox:1"
@@ -291,13 +291,6 @@ def bcrypt_hash(password: str) -> str:
 
     # The lowest cost: the registry checks the hash on every request.
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

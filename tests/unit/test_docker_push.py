@@ -16,13 +16,13 @@ from conveyor.plugins.docker.push import PushStage
 from tests.support.docker import (
     AuthRegistry,
     DockerSandbox,
-    free_port,
     recorded,
     registry_manifest,
     registry_tags,
     write_context,
 )
 from tests.support.plugins import stage_context
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -16,7 +16,7 @@ from conveyor.daemon.delivery import health
 from conveyor.daemon.delivery.frontdoor import FrontProxy
 from conveyor.daemon.delivery.proxy import Proxy
 from conveyor.daemon.delivery.target import ProbeResult
-from tests.support.delivery import free_port
+from tests.support.ports import free_port
 from tests.unit.delivery.support import until
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
