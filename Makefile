@@ -19,7 +19,7 @@ test: bootstrap
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen python scripts/gen_proto.py --check
-	$(UV) run --frozen pytest -n 2 --dist loadgroup
+	$(UV) run --frozen pytest -n 2
 
 lint: bootstrap
 	$(UV) run --frozen ruff check .

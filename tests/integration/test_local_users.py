@@ -22,9 +22,6 @@ from tests.support.ports import free_port
 from tests.support.repos import make_repo
 from tests.support.users import local_user, run_as
 
-# tests that make and remove users run on one worker (useradd locks /etc/passwd)
-pytestmark = pytest.mark.xdist_group("local-users")
-
 PROBE = """
 home_socket, shared_socket, token_file, tcp, repo = sys.argv[3:8]
 out = {}

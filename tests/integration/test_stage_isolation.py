@@ -27,11 +27,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.repos import make_repo
 from tests.support.users import STAGE_USER, system_user
 
-pytestmark = [
-    pytest.mark.skipif(not hasattr(pwd, "getpwnam"), reason="needs a Unix user database"),
-    # tests that make and remove users run on one worker (useradd locks /etc/passwd)
-    pytest.mark.xdist_group("local-users"),
-]
+pytestmark = pytest.mark.skipif(not hasattr(pwd, "getpwnam"), reason="needs a Unix user database")
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def require_root() -> None:
 @contextlib.contextmanager
 def system_user(name: str) -> Iterator[pwd.struct_passwd]:
     """The account ``name``: a system user without a home or login shell,
-    made for the test if it does not exist (and then removed after it)."""
+    made for the test if it does not exist (and then removed after it,
+    unless the tests run on several xdist workers that may share it)."""
     require_root()
     try:
         yield pwd.getpwnam(name)
@@ -45,15 +46,22 @@ def system_user(name: str) -> Iterator[pwd.struct_passwd]:
         pass
     if shutil.which("useradd") is None:
         pytest.skip("useradd is not installed: cannot create the stage user")
-    subprocess.run(
+    made = subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        check=True,
         capture_output=True,
+        text=True,
     )
     try:
-        yield pwd.getpwnam(name)
+        entry = pwd.getpwnam(name)  # made here, or by another xdist worker just now
+    except KeyError:
+        raise RuntimeError(f"useradd {name} failed: {made.stderr.strip()}") from None
+    try:
+        yield entry
     finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
+        # Under pytest-xdist another worker may be running stages as this
+        # account right now (its own fixture found it made): it stays.
+        if "PYTEST_XDIST_WORKER" not in os.environ:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 #: Imported before the privileges are dropped; then the script runs.
