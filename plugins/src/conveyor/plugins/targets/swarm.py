@@ -361,10 +361,11 @@ class SwarmTarget:
             )
             return str(service["ID"]), "updated"
 
-        service_id, what = await call(f"updating the {environment.name} service", start)
-        await ctx.log(f"swarm service {name} {what} for deployment {request.deployment_id}")
         per_replica = environment.readiness_timeout + environment.stop_grace + UPDATE_SLACK
         limit = per_replica * max(1, environment.replicas)
+        await self._rollback_settled(ctx, environment.name, limit)
+        service_id, what = await call(f"updating the {environment.name} service", start)
+        await ctx.log(f"swarm service {name} {what} for deployment {request.deployment_id}")
         with trio.move_on_after(limit) as waited:
             replicas = await self._wait_rolled(request, service_id)
         if waited.cancelled_caught:
@@ -372,6 +373,23 @@ class SwarmTarget:
                 f"the swarm update of {environment.name} did not finish in {limit:.0f} s"
             )
         return replicas
+
+    async def _rollback_settled(self, ctx: TargetContext, environment: str, limit: float) -> None:
+        """Wait (up to ``limit`` seconds) while Swarm rolls the service back on
+        its own (``failure_action: rollback`` after a failed update): an
+        update given meanwhile races the rollback's tasks for the replicas'
+        ports ("bind: Address already in use")."""
+
+        def state(client: docker.APIClient) -> str:
+            service = _find_service(client, ctx.owner, environment)
+            status = (service or {}).get("UpdateStatus") or {}
+            return str(status.get("State") or "")
+
+        with trio.move_on_after(limit):
+            while True:  # the engine has no event for it: polled
+                if await call("reading the swarm service", state) != "rollback_started":
+                    return
+                await trio.sleep(POLL_INTERVAL)
 
     async def _wait_rolled(self, request: ServiceRequest, service_id: str) -> list[Replica]:
         """Poll the service and its tasks until the update is done (see
