@@ -32,6 +32,8 @@ SCAN_LIMITER_SIZE = 4
 _scan_limiter: trio.CapacityLimiter | None = None
 #: Seconds between /proc scans while waiting for a stopped group to empty.
 GROUP_POLL_INTERVAL = 0.05
+#: How long a SIGKILLed process group may take to go before the stage ends anyway.
+KILL_WAIT = 5.0
 
 #: Put in every stage process's environment, set to :func:`stage_marker` of
 #: the daemon's home, so a restarted daemon can find and stop processes its
@@ -135,6 +137,10 @@ async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
             await trio.to_thread.run_sync(_wait_group_gone, pgid, remaining, limiter=_scans())
     _signal_group(pgid, signal.SIGKILL)
     await proc.wait()
+    # SIGKILL is sent, not yet acted on (a busy machine may take a while to
+    # schedule the victims): the stage ends once its processes are gone.
+    if await _group_left(pgid):
+        await trio.to_thread.run_sync(_wait_group_gone, pgid, KILL_WAIT, limiter=_scans())
 
 
 async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> int:
