@@ -214,20 +214,20 @@ async def test_a_stage_that_can_start_is_recorded_running_before_the_waiting_sta
     task to take its first step (trio runs a batch of new tasks in either
     order: several runs make the other order all but certain)."""
     steps: list[tuple[str, str]] = []
-    stage_task, record_stage = RunExecution._stage_task, RunExecution._record_stage
+    stage_task, stage_change = RunExecution._stage_task, RunExecution._stage_change
 
     async def first_step(self: RunExecution, stage: StageRecord) -> None:
         steps.append(("task", stage.name))
         await stage_task(self, stage)
 
-    async def recording(
+    def changing(
         self: RunExecution, stage: StageRecord, status: StageStatus, *args: Any, **kw: Any
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]]:
         steps.append((status.value, stage.name))
-        await record_stage(self, stage, status, *args, **kw)
+        return stage_change(self, stage, status, *args, **kw)
 
     monkeypatch.setattr(RunExecution, "_stage_task", first_step)
-    monkeypatch.setattr(RunExecution, "_record_stage", recording)
+    monkeypatch.setattr(RunExecution, "_stage_change", changing)
     waiting = [f"s{i}" for i in range(1, 11)]
     pipeline = "name: fan\nstages:\n  first: {uses: probe}\n" + "".join(
         f"  {name}: {{uses: probe, needs: [first]}}\n" for name in waiting

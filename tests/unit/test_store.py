@@ -199,6 +199,31 @@ async def test_recovery_interrupts_running_runs_and_returns_queued_ones(
     assert again.interrupted == [] and again.queued == [queued.id]
 
 
+async def test_recovery_interrupts_a_pending_stage_whose_needs_had_succeeded(
+    store: RunStore,
+) -> None:
+    """A stage's process starts while its `running` record commits: one
+    that was due to run when the daemon died may have started, so it is
+    recorded interrupted; one still waiting for a need is skipped."""
+    running, _ = await store.create_run(make_run(stages=3))
+    await store.update(
+        running.id, EventDraft(EventKind.RUN_STATUS), run={"status": RunStatus.RUNNING}
+    )
+    await store.update(
+        running.id,
+        EventDraft(EventKind.STAGE_STATUS, stage="s0"),
+        stage={"status": StageStatus.SUCCEEDED},
+    )
+    await trio.to_thread.run_sync(store.recover_sync, "daemon stopped")
+    loaded = await store.get_run(running.id)
+    assert loaded is not None
+    assert [(s.status, s.reason) for s in loaded.stages] == [
+        (StageStatus.SUCCEEDED, ""),
+        (StageStatus.INTERRUPTED, "daemon stopped"),
+        (StageStatus.SKIPPED, "run was interrupted"),
+    ]
+
+
 async def test_a_failed_write_rolls_back_and_the_database_stays_usable(
     store: RunStore, db: Database
 ) -> None:

@@ -10,7 +10,11 @@ thread per stage used to be started and handed work for every stage).
 
 What a stage's output costs the trio loop: the log's byte counts arrive in
 batches (see :class:`~conveyor.daemon.executors.base.LogOutput`), and one
-callback when the pipe is done with.
+callback when the pipe is done with. Starting a feed wakes no thread: the
+trio side adds the pipe to the pump's epoll set itself (``epoll_ctl`` is
+safe while another thread waits), and the pump opens the log when the
+first bytes or the pipe's end arrive. Finishing a feed wakes the pump only
+when it still holds the pipe (usually it saw the pipe's end already).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import os
 import select
 import threading
 from collections import deque
-from typing import Literal
 
 import trio
 
@@ -52,6 +55,9 @@ class Feed:
         self.done = trio.Event()
         self.error: OSError | None = None
         self.writer: OutputWriter | None = None
+        #: Set in the pump thread (under the pump's lock) once it let go of
+        #: the pipe; :attr:`done` is set soon after, on the loop.
+        self.closed = False
         #: Set in the pump thread: the output failed and the trio side must
         #: stop waiting for the process (see :meth:`OutputPump.start`).
         self.on_error: trio.CancelScope | None = None
@@ -66,7 +72,8 @@ class OutputPump:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests: deque[tuple[Literal["add", "finish"], Feed]] = deque()
+        #: Feeds to finish (see :meth:`finish`), for the pump thread.
+        self._finishing: deque[Feed] = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll = select.epoll()
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -83,24 +90,31 @@ class OutputPump:
         caller keeps ``rfd`` open until the feed is :attr:`Feed.done`."""
         feed = Feed(rfd, output, trio.lowlevel.current_trio_token())
         feed.on_error = on_error
-        self._ask("add", feed)
+        with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
+            fcntl.fcntl(rfd, F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(rfd, False)
+        with self._lock:
+            self._feeds[rfd] = feed
+            self._ensure_thread()
+        self._epoll.register(rfd, select.EPOLLIN)
         return feed
 
     def finish(self, feed: Feed) -> None:
         """Copy what the pipe holds now, then let go of it, even if a
         process that escaped its group still holds its write end."""
-        self._ask("finish", feed)
-
-    def _ask(self, what: Literal["add", "finish"], feed: Feed) -> None:
         with self._lock:
-            self._requests.append((what, feed))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="conveyord log pump", daemon=True
-                )
-                self._thread.start()
+            if feed.closed:
+                return
+            self._finishing.append(feed)
         with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
             os.write(self._wake_w, b"\0")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="conveyord log pump", daemon=True
+            )
+            self._thread.start()
 
     # -- the pump thread -----------------------------------------------------------
 
@@ -108,46 +122,39 @@ class OutputPump:
         while True:
             for fd, _ in self._epoll.poll():
                 if fd == self._wake_r:
-                    self._take_requests()
+                    self._take_finishing()
                     continue
-                feed = self._feeds.get(fd)
+                with self._lock:
+                    feed = self._feeds.get(fd)
                 if feed is not None:
                     self._copy(feed, drain=False)
 
-    def _take_requests(self) -> None:
+    def _take_finishing(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
         while True:
             with self._lock:
-                if not self._requests:
+                if not self._finishing:
                     return
-                what, feed = self._requests.popleft()
-            if what == "add":
-                self._add(feed)
-            elif self._feeds.get(feed.rfd) is feed:
+                feed = self._finishing.popleft()
+            if not feed.closed:
                 self._copy(feed, drain=True)
-                if self._feeds.get(feed.rfd) is feed:
+                if not feed.closed:
                     self._close(feed)
-
-    def _add(self, feed: Feed) -> None:
-        with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
-            fcntl.fcntl(feed.rfd, F_SETPIPE_SZ, PIPE_SIZE)
-        os.set_blocking(feed.rfd, False)
-        try:
-            feed.writer = feed.output.open_writer()
-        except OSError as exc:
-            self._fail(feed, exc)
-            self._close(feed)
-            return
-        self._feeds[feed.rfd] = feed
-        self._epoll.register(feed.rfd, select.EPOLLIN)
 
     def _copy(self, feed: Feed, *, drain: bool) -> None:
         """Copy one chunk (everything there is, with ``drain``); close the
-        feed at the pipe's end or when its output fails."""
+        feed at the pipe's end or when its output fails. The output's
+        writer is opened first (the log is made when the stage first runs)."""
+        if feed.writer is None:
+            try:
+                feed.writer = feed.output.open_writer()
+            except OSError as exc:
+                self._fail(feed, exc)
+                self._close(feed)
+                return
         buffer, writer = self._buffer, feed.writer
-        assert writer is not None
         while True:
             try:
                 nbytes = os.readv(feed.rfd, [buffer])
@@ -179,7 +186,10 @@ class OutputPump:
     def _close(self, feed: Feed) -> None:
         """Let go of the pipe and close the writer; the trio side hears of it
         after every byte count the writer sent (callbacks run in order)."""
-        if self._feeds.pop(feed.rfd, None) is not None:
+        with self._lock:
+            feed.closed = True
+            registered = self._feeds.pop(feed.rfd, None) is not None
+        if registered:
             self._epoll.unregister(feed.rfd)
         writer, feed.writer = feed.writer, None
         if writer is not None:

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,14 @@ class RunExecution:
     async def _record_stage(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
     ) -> None:
+        await self._stage_change(stage, status, reason, **columns)()
+
+    def _stage_change(
+        self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
+    ) -> Callable[[], Awaitable[None]]:
+        """Apply a stage's new status to the run's records in memory now;
+        return the write that commits it (and its event, then told to
+        watchers) for the caller to await."""
         reason = redact(reason)
         stage.status = status
         stage.reason = reason
@@ -172,19 +180,22 @@ class RunExecution:
             if hasattr(stage, key):
                 setattr(stage, key, value)
         self.views.changed(stage.name)
-        event = await self.deps.journal.record(
-            self.run.id,
-            EventDraft(
-                EventKind.STAGE_STATUS,
-                stage=stage.name,
-                stage_status=status,
-                attempt=stage.attempt,
-                exit_code=stage.exit_code,
-                message=reason,
-            ),
-            stage={"status": status, "reason": reason, **columns},
+        draft = EventDraft(
+            EventKind.STAGE_STATUS,
+            stage=stage.name,
+            stage_status=status,
+            attempt=stage.attempt,
+            exit_code=stage.exit_code,
+            message=reason,
         )
-        self.run.last_event_seq = event.seq
+
+        async def write() -> None:
+            event = await self.deps.journal.record(
+                self.run.id, draft, stage={"status": status, "reason": reason, **columns}
+            )
+            self.run.last_event_seq = max(self.run.last_event_seq, event.seq)
+
+        return write
 
     async def _finish_stage(self, stage: StageRecord, outcome: StageOutcome) -> None:
         """Record a stage's final status, close its log and span, tell plugins."""
@@ -504,7 +515,7 @@ class RunExecution:
             if attempt == 1:
                 columns["started_at"] = time.time()
             stage.exit_code = None
-            await self._record_stage(stage, StageStatus.RUNNING, **columns)
+            record_running = self._stage_change(stage, StageStatus.RUNNING, **columns)
             if attempt == 1:
                 env = {**env, **deps.tracing.start_stage(self.run, stage)}
             reports_dir = self.reports_root / stage.name / f"attempt-{attempt}"
@@ -533,7 +544,11 @@ class RunExecution:
                     self.run.id, ctx.log_line, env, self.run.submitted_by
                 )
             work = functools.partial(self._attempt, kind, ctx, spec.timeout)
-            outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
+            # The attempt starts while its `running` record commits (both
+            # wait on worker threads); what it ends with is recorded after.
+            async with trio.open_nursery() as recording:
+                recording.start_soon(record_running)
+                outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
                 break
             delay = spec.retries.delay(attempt)

@@ -401,15 +401,24 @@ class RunStore:
                 row["id"] for row in conn.execute("SELECT id FROM runs WHERE status = 'running'")
             ]
             for run_id in running:
-                stages = conn.execute(
-                    "SELECT name, status FROM stages WHERE run_id = ? AND status IN"
-                    " ('pending', 'running') ORDER BY position",
+                rows = conn.execute(
+                    "SELECT name, status, needs_json FROM stages WHERE run_id = ?"
+                    " ORDER BY position",
                     (run_id,),
                 ).fetchall()
-                for row in stages:
-                    was_running = row["status"] == StageStatus.RUNNING
-                    status = StageStatus.INTERRUPTED if was_running else StageStatus.SKIPPED
-                    why = reason if was_running else "run was interrupted"
+                succeeded = {r["name"] for r in rows if r["status"] == StageStatus.SUCCEEDED}
+                for row in rows:
+                    if row["status"] not in (StageStatus.PENDING, StageStatus.RUNNING):
+                        continue
+                    # A stage whose needs had all succeeded was due to run: its
+                    # process may have started while its `running` record was
+                    # being committed (they happen at once), so it is
+                    # interrupted, not skipped.
+                    started = row["status"] == StageStatus.RUNNING or succeeded.issuperset(
+                        json.loads(row["needs_json"])
+                    )
+                    status = StageStatus.INTERRUPTED if started else StageStatus.SKIPPED
+                    why = reason if started else "run was interrupted"
                     _update(
                         conn,
                         "stages",
