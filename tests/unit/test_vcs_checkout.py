@@ -8,11 +8,20 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from conveyor.daemon import vcs
+from conveyor.daemon.spare_workspaces import SpareWorkspaces
 from tests.support.repos import git, make_repo
 
 
-async def test_the_workspace_is_the_commit_as_git_checks_it_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spare", [False, True], ids=["made", "spare"])
+@pytest.mark.parametrize("packed", [False, True], ids=["loose-tags", "packed-tags"])
+async def test_the_workspace_is_the_commit_as_git_checks_it_out(
+    tmp_path: Path, spare: bool, packed: bool
+) -> None:
+    """Alike whether the checkout starts from a spare workspace or makes
+    its own, with tags loose or packed."""
     repo = make_repo(
         tmp_path / "repo",
         {
@@ -27,11 +36,19 @@ async def test_the_workspace_is_the_commit_as_git_checks_it_out(tmp_path: Path) 
     os.symlink("src/deep/module.py", repo.path / "link.py")
     commit = repo.commit({"README": "read me\n"}, "a script and a link")
     git("tag", "v1.2.3", cwd=repo.path)
+    if packed:
+        git("pack-refs", "--all", cwd=repo.path)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     (workspace / "left-over").write_text("from an earlier run\n")
+    spares = SpareWorkspaces(tmp_path / "spares", keep=1) if spare else None
+    if spares is not None:
+        spares.reset()
+        assert spares.ready == 1
 
-    await vcs.checkout(repo.path, workspace, commit)
+    await vcs.checkout(repo.path, workspace, commit, spares=spares)
+    if spares is not None:
+        assert spares.ready == 0, "the checkout took the spare"
 
     assert not (workspace / "left-over").exists()
     assert (workspace / "notes.txt").read_bytes() == b"one\r\ntwo\r\n"

@@ -66,6 +66,7 @@ from conveyor.daemon.scheduler.runner import RunDeps, base_environment
 from conveyor.daemon.secrets.providers import Secrets
 from conveyor.daemon.secrets.store import KEY_VARIABLE, SECRETS_FILE
 from conveyor.daemon.service import RunService
+from conveyor.daemon.spare_workspaces import SPARE_FOLDER, SpareWorkspaces
 from conveyor.daemon.store import ArtifactStore, Database, RunStore
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.deployments import DeploymentStore
@@ -187,7 +188,10 @@ class Daemon:
                 stage_user=user,
                 delivery=delivery,
                 daemon_id=artifacts.builder_id,
+                spares=SpareWorkspaces(config.workspaces_dir / SPARE_FOLDER),
             )
+            if deps.spares is not None:
+                await trio.to_thread.run_sync(deps.spares.reset)
             scheduler = Scheduler(deps)
             access = self.access = await AccessControl.open(
                 db,

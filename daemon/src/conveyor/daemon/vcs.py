@@ -21,6 +21,7 @@ from conveyor.daemon.errors import ConveyorError, FailedPrecondition, InvalidArg
 from conveyor.daemon.executors.base import StageUser
 from conveyor.daemon.executors.process import STAGE_UMASK, resolved_program
 from conveyor.daemon.executors.stage_user import hand_over_workspace
+from conveyor.daemon.spare_workspaces import SpareWorkspaces, fill_skeleton, make_skeleton
 
 _REF_RE = re.compile(r"^[^\s\x00-\x1f\x7f~^:?*\[\\]+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -484,42 +485,44 @@ class _BatchReader:
         return data
 
 
-def _prepare_workspace(repo: Path, workspace: Path, commit: str) -> None:
+def _prepare_workspace(
+    repo: Path, workspace: Path, commit: str, spares: SpareWorkspaces | None
+) -> None:
     if workspace.exists():
         shutil.rmtree(workspace)
-    git_dir = workspace / ".git"
-    # Only the folders git needs to see a repository (refs/heads and
-    # refs/tags are made by git when something goes there): each mkdir
-    # costs a journal write.
-    (git_dir / "objects" / "info").mkdir(parents=True)
-    (git_dir / "refs").mkdir()
-    (git_dir / "HEAD").write_text(commit + "\n")
-    (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
+    if spares is None or not spares.take(workspace):
+        make_skeleton(workspace)
     # Borrow the source repository's objects instead of copying them
     # (what `git clone --shared` does), so a checkout costs only the files.
     objects = git_objects_dir(repo)
-    (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n")
-    _copy_tags(objects.parent, git_dir)
+    fill_skeleton(workspace, commit, objects, _packed_tags(objects.parent))
+    _copy_loose_tags(objects.parent, workspace / ".git")
 
 
-def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
-    """Give the workspace the repository's tags (``git describe`` and release
-    tooling need them); branches stay out, HEAD is detached at the commit."""
+def _packed_tags(source_git_dir: Path) -> str | None:
+    """The repository's packed refs, tags only (``git describe`` and
+    release tooling need them; branches stay out, HEAD is detached at the
+    commit); None when it has no packed refs."""
     packed = source_git_dir / "packed-refs"
-    if packed.is_file():
-        lines: list[str] = []
-        keep_peeled = False
-        for line in packed.read_text().splitlines():
-            if line.startswith("#"):
+    if not packed.is_file():
+        return None
+    lines: list[str] = []
+    keep_peeled = False
+    for line in packed.read_text().splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+        elif line.startswith("^"):
+            if keep_peeled:
                 lines.append(line)
-            elif line.startswith("^"):
-                if keep_peeled:
-                    lines.append(line)
-            else:
-                keep_peeled = line.partition(" ")[2].startswith("refs/tags/")
-                if keep_peeled:
-                    lines.append(line)
-        (git_dir / "packed-refs").write_text("\n".join(lines) + "\n")
+        else:
+            keep_peeled = line.partition(" ")[2].startswith("refs/tags/")
+            if keep_peeled:
+                lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _copy_loose_tags(source_git_dir: Path, git_dir: Path) -> None:
+    """Give the workspace the repository's loose tags."""
     tags = source_git_dir / "refs" / "tags"
     if tags.is_dir():
         with os.scandir(tags) as entries:
@@ -529,9 +532,15 @@ def _copy_tags(source_git_dir: Path, git_dir: Path) -> None:
 
 
 async def checkout(
-    repo: Path, workspace: Path, commit: str, *, user: StageUser | None = None
+    repo: Path,
+    workspace: Path,
+    commit: str,
+    *,
+    user: StageUser | None = None,
+    spares: SpareWorkspaces | None = None,
 ) -> None:
-    """Make ``workspace`` a git work tree at ``commit`` (detached HEAD).
+    """Make ``workspace`` a git work tree at ``commit`` (detached HEAD),
+    starting from one of ``spares`` when one is ready.
 
     Git runs as the daemon's user; with ``user`` (the stage user) the
     checkout is then handed to it, ``.git`` excepted (see
@@ -539,7 +548,7 @@ async def checkout(
     """
     if not _SHA_RE.match(commit):
         raise InvalidArgument(f"not a full commit id: {commit!r}")
-    await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit)
+    await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit, spares)
     env = _git_env()
     # HEAD already names the commit (see _prepare_workspace): what is left
     # is the index and the files, which `read-tree -u --reset` makes as

@@ -57,6 +57,7 @@ from conveyor.daemon.scheduler.control import RunControl, is_cancellation
 from conveyor.daemon.scheduler.journal import Journal
 from conveyor.daemon.secrets.providers import Secrets
 from conveyor.daemon.secrets.redaction import REDACTOR, redact, redact_report
+from conveyor.daemon.spare_workspaces import SpareWorkspaces
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.database import out_of_space
 from conveyor.daemon.store.runs import EventDraft
@@ -93,6 +94,8 @@ class RunDeps:
     delivery: DeliveryService | None = None
     #: The daemon's id, on what container executors make (``LABEL_DAEMON``).
     daemon_id: str = ""
+    #: Workspaces made ahead of time; None: each checkout makes its own.
+    spares: SpareWorkspaces | None = None
 
 
 #: The uid and gid containers run as by default when the daemon runs as root
@@ -160,7 +163,7 @@ class RunExecution:
             EventDraft(EventKind.RUN_STATUS, run_status=status, message=reason),
             run={"status": status, "reason": reason, **columns},
         )
-        self.run.last_event_seq = event.seq
+        self.run.last_event_seq = max(self.run.last_event_seq, event.seq)
 
     async def _record_stage(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
@@ -239,10 +242,7 @@ class RunExecution:
         try:
             timeout = self.spec.timeout or math.inf
             with trio.move_on_after(timeout) as timeout_scope:
-                version = await self._prepare()
-                await self._record_run(
-                    RunStatus.RUNNING, started_at=self._left_queue_at, version=version
-                )
+                await self._start()
                 self.deps.tracing.run_started(self.run)
                 self.deps.plugins.run_started(self.run)
                 await self._run_dag()
@@ -274,34 +274,42 @@ class RunExecution:
             with trio.CancelScope(shield=True):
                 await self._close_out(decided, reason)
 
-    async def _prepare(self) -> str:
-        """Check out the workspace and read the run's version (the commit's
-        tags), both at once; returns the version. Raises
-        :class:`_CheckoutFailed` when either fails."""
-        versions: list[str] = []
+    async def _start(self) -> None:
+        """Check out the workspace while reading the run's version (the
+        commit's tags) and then recording the run running with it: the
+        record commits while git works. Raises :class:`_CheckoutFailed` when
+        the checkout or the version fails (the run may then be recorded
+        running already; it ends failed)."""
         failures: list[str] = []
 
-        async def read_version() -> None:
+        async def read_version_and_record() -> None:
             try:
-                versions.append(await self.artifacts.version(self.tags))
+                version = await self.artifacts.version(self.tags)
             except (vcs.GitError, OSError) as exc:
                 failures.append(f"checkout failed: cannot read the commit's tags: {exc}")
+                return
+            await self._record_run(
+                RunStatus.RUNNING, started_at=self._left_queue_at, version=version
+            )
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_version)
+            nursery.start_soon(read_version_and_record)
             try:
                 await self._checkout()
             except _CheckoutFailed as exc:
                 failures.insert(0, str(exc))
         if failures:
             raise _CheckoutFailed(failures[0])
-        return versions[0]
 
     async def _checkout(self) -> None:
         user = self.deps.stage_user
         try:
             await vcs.checkout(
-                Path(self.run.repository), self.workspace, self.run.commit, user=user
+                Path(self.run.repository),
+                self.workspace,
+                self.run.commit,
+                user=user,
+                spares=self.deps.spares,
             )
             if user is not None:
                 await trio.to_thread.run_sync(stage_user.make_run_home, self.run_home, user)
@@ -347,11 +355,17 @@ class RunExecution:
                 )
         await self._record_run(status, reason, finished_at=time.time())
         self.deps.tracing.end_run(self.run, self.error_type)
-        if not self.deps.config.keep_workspaces:
-            await trio.to_thread.run_sync(
-                _remove_folders, [self.workspace, self.reports_root, self.run_home]
-            )
+        await trio.to_thread.run_sync(self._tidy)
         self.deps.plugins.run_finished(self.run)
+
+    def _tidy(self) -> None:
+        """Remove the run's folders (unless ``keep_workspaces``) and make a
+        spare workspace for the next run in place of the one it took.
+        Blocking."""
+        if not self.deps.config.keep_workspaces:
+            _remove_folders([self.workspace, self.reports_root, self.run_home])
+        if self.deps.spares is not None:
+            self.deps.spares.refill()
 
     async def _run_dag(self) -> None:
         async with trio.open_nursery() as nursery:
