@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from conveyor.daemon.spare_workspaces import SPARE_FOLDER
 from conveyor.daemon.store import Database, RunStore
 from conveyor.v1 import runs_pb2
 from tests.support.daemon import DaemonProcess, stage
@@ -96,7 +97,8 @@ def test_a_restart_finishes_a_recovery_killed_before_it_removed_the_workspaces(
 
     restarted = DaemonProcess(daemon_home).start()
     try:
-        assert sorted(p.name for p in workspaces.iterdir()) == []
+        # what is left are spare workspaces, made afresh at start-up
+        assert sorted(p.name for p in workspaces.iterdir()) == [SPARE_FOLDER]
         assert not any(alive(pid) for pid in pids)
         for run in runs:
             final = restarted.stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))

@@ -125,6 +125,25 @@ AbsolutePath = Annotated[
     BeforeValidator(lambda value: Path(value) if isinstance(value, str) and value else value),
     AfterValidator(_absolute),
 ]
+
+
+def check_port_range(text: str) -> str:
+    """``LOW-HIGH``, two ports with 1024 <= LOW <= HIGH <= 65535, at least
+    ten apart. Raises ValueError otherwise."""
+    low, dash, high = text.partition("-")
+    if not dash or not low.isdigit() or not high.isdigit():
+        raise ValueError("expected LOW-HIGH, e.g. 12000-19999")
+    if not 1024 <= int(low) <= int(high) - 9 or int(high) > 65535:
+        raise ValueError("expected 1024 <= LOW, LOW + 9 <= HIGH, HIGH <= 65535")
+    return text
+
+
+def port_range(text: str) -> range:
+    """The ports of a :func:`check_port_range` value, both ends included."""
+    low, _, high = text.partition("-")
+    return range(int(low), int(high) + 1)
+
+
 ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
 WebListenAddress = Annotated[str, AfterValidator(check_web_listen)]
 FilePath = Annotated[str, AfterValidator(_file_path)]
@@ -285,6 +304,13 @@ class Config:
         100,
         help="MiB that must be free on the home's file system for new runs to be taken;"
         " below it SubmitRun answers RESOURCE_EXHAUSTED (0: no floor)",
+    )
+    replica_ports: Annotated[str, AfterValidator(check_port_range)] = setting(
+        "12000-19999",
+        help="ports (LOW-HIGH) deployed replicas listen on at 127.0.0.1, behind their"
+        " environment's front proxy; keep it out of the system's range for outgoing"
+        " connections (net.ipv4.ip_local_port_range), which may take a port picked"
+        " before the replica binds it",
     )
     keep_workspaces: bool = setting(
         False, help="keep each run's workspace after it finishes (for debugging)"

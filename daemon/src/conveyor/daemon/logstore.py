@@ -53,9 +53,14 @@ class StageLog:
         self._changed = trio.Event()
 
     def open_append(self) -> int:
-        """A file descriptor for appending (blocking: call from a thread)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        """A file descriptor for appending (blocking: call from a thread).
+        The run's log folder is made with its first log."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o640)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, flags, 0o640)
 
     async def write(self, data: bytes) -> None:
         """Append a message from the daemon itself (e.g. the command banner).

@@ -23,6 +23,7 @@ update. Cancellation propagates; stops are shielded with a deadline.
 from __future__ import annotations
 
 import logging
+import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,11 +62,31 @@ class RolloutFailed(Exception):
     """The new version did not become (or stay) healthy; the message says why."""
 
 
-def free_port() -> int:
-    """A port nothing listens on at 127.0.0.1 now. Blocking (a socket call)."""
+#: Where replicas listen when nothing says otherwise (setting ``replica_ports``):
+#: below Linux's range for outgoing connections (32768-60999).
+DEFAULT_PORTS = range(12000, 20000)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(ports: range = DEFAULT_PORTS) -> int:
+    """A port of ``ports`` nothing listens on at 127.0.0.1 now, tried from
+    a random one on (so two rollouts seldom pick the same). Not the system's
+    ``bind(0)``: that picks from the range outgoing connections take ports
+    from, and one may take it before the replica binds it. Blocking."""
+    start = random.randrange(len(ports))
+    for index in range(len(ports)):
+        port = ports[(start + index) % len(ports)]
+        if _bindable(port):
+            return port
+    raise RolloutFailed(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")
 
 
 def port_run(first: int, count: int) -> tuple[int, ...]:
@@ -76,21 +97,16 @@ def port_run(first: int, count: int) -> tuple[int, ...]:
     return tuple(range(first, first + count))
 
 
-def port_block(count: int) -> tuple[int, ...]:
-    """``count`` consecutive free ports whose first ends in 1 (for up to 9):
-    slot ``n`` listens on ``ports[n - 1]``. Blocking."""
+def port_block(count: int, ports: range = DEFAULT_PORTS) -> tuple[int, ...]:
+    """``count`` consecutive free ports of ``ports`` whose first ends in 1
+    (for up to 9): slot ``n`` listens on ``ports[n - 1]``. Blocking."""
     for _ in range(200):
-        base = free_port() // 10 * 10 + 1
-        ports = tuple(range(base, base + count))
-        if ports[-1] > 65535:
+        base = free_port(ports) // 10 * 10 + 1
+        block = tuple(range(base, base + count))
+        if block[0] < ports.start or block[-1] >= ports.stop:
             continue
-        try:
-            for port in ports:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return ports
+        if all(_bindable(port) for port in block):
+            return block
     raise RolloutFailed(f"found no {count} consecutive free ports on 127.0.0.1")
 
 
@@ -147,19 +163,21 @@ class ReplicaRoller:
         proxy: FrontProxy,
         note: Note,
         owner: str,
+        ports: range = DEFAULT_PORTS,
     ) -> None:
         self.target = target
         self.contexts = contexts
         self.proxy = proxy
         self.note = note
         self.owner = owner
+        self.ports = ports
 
     async def start_ready(self, env: Environment, deployment_id: str) -> Replica:
         """Start one replica of ``env`` on a fresh port and wait until it is
         healthy; a replica that does not get there is stopped and
         :class:`RolloutFailed` raised."""
         ctx = self.contexts(env)
-        port = await trio.to_thread.run_sync(free_port)
+        port = await trio.to_thread.run_sync(free_port, self.ports)
         request = ReplicaRequest(
             environment=env,
             deployment_id=deployment_id,
@@ -369,12 +387,14 @@ class ServiceRoller:
         proxy: FrontProxy,
         note: Note,
         owner: str,
+        ports: range = DEFAULT_PORTS,
     ) -> None:
         self.target = target
         self.contexts = contexts
         self.proxy = proxy
         self.note = note
         self.owner = owner
+        self.ports = ports
 
     async def update(self, env: Environment, deployment_id: str) -> list[Replica]:
         """Update the service to ``env``, wait until every replica the
@@ -434,7 +454,7 @@ class ServiceRoller:
         ports = tuple(sorted({r.port for r in current}))
         if len(ports) == env.replicas and ports == port_run(ports[0] if ports else 0, len(ports)):
             return ports
-        return await trio.to_thread.run_sync(port_block, env.replicas)
+        return await trio.to_thread.run_sync(port_block, env.replicas, self.ports)
 
     async def watch(self, env: Environment, replicas: Sequence[Replica]) -> None:
         if env.watch_window <= 0:

@@ -23,6 +23,7 @@ from conveyor.daemon.delivery.frontdoor import FrontProxy, ProxyError
 from conveyor.daemon.delivery.health import prober
 from conveyor.daemon.delivery.records import DeploymentKind, DeploymentRecord, DeploymentStatus
 from conveyor.daemon.delivery.rolling import (
+    DEFAULT_PORTS,
     Outcome,
     ReplicaRoller,
     RolloutFailed,
@@ -69,8 +70,11 @@ class Rollouts:
         owner: str,
         host_env: Mapping[str, str],
         proxy_grace: float = 10.0,
+        ports: range = DEFAULT_PORTS,
     ) -> None:
         self.ledger = ledger
+        #: Where replicas listen (setting ``replica_ports``).
+        self.ports = ports
         self.targets = targets
         self.root = home / "delivery"
         self.owner = owner
@@ -118,7 +122,9 @@ class Rollouts:
 
     def _replica_roller(self, env: Environment, note: Note, proxy: FrontProxy) -> ReplicaRoller:
         target = cast(ReplicaTarget, self.targets[env.target])
-        return ReplicaRoller(target, lambda e: self.context(e, note), proxy, note, self.owner)
+        return ReplicaRoller(
+            target, lambda e: self.context(e, note), proxy, note, self.owner, self.ports
+        )
 
     # -- one deployment ------------------------------------------------------------------
 
@@ -291,7 +297,9 @@ class Rollouts:
         except ProxyError as exc:
             raise RolloutFailed(str(exc)) from None
         target = cast(ServiceTarget, self.targets[env.target])
-        roller = ServiceRoller(target, lambda e: self.context(e, note), proxy, note, self.owner)
+        roller = ServiceRoller(
+            target, lambda e: self.context(e, note), proxy, note, self.owner, self.ports
+        )
         try:
             replicas = await roller.update(env, record.id)
             await roller.watch(env, replicas)
@@ -306,7 +314,12 @@ class Rollouts:
             restore = await make_restore(previous, record, reason)
             restore_note = self._note(restore.id)
             back = ServiceRoller(
-                target, lambda e: self.context(e, restore_note), proxy, restore_note, self.owner
+                target,
+                lambda e: self.context(e, restore_note),
+                proxy,
+                restore_note,
+                self.owner,
+                self.ports,
             )
             try:
                 await back.update(previous_env, restore.id)
@@ -444,7 +457,9 @@ class Rollouts:
                 async def started(message: str) -> None:
                     notes.append(message)
 
-                roller = ReplicaRoller(target, lambda e: ctx, proxy, started, self.owner)
+                roller = ReplicaRoller(
+                    target, lambda e: ctx, proxy, started, self.owner, self.ports
+                )
                 while len(keep) < env.replicas:
                     try:
                         replica = await roller.start_ready(env, current_id)
@@ -493,7 +508,7 @@ class Rollouts:
             async def noted(message: str) -> None:
                 notes.append(message)
 
-            roller = ServiceRoller(target, lambda e: ctx, proxy, noted, self.owner)
+            roller = ServiceRoller(target, lambda e: ctx, proxy, noted, self.owner, self.ports)
             try:
                 running = await roller.update(env, current.id)
             except RolloutFailed as exc:
@@ -541,7 +556,7 @@ class Rollouts:
         if not dead:
             return
         proxy = self.proxy(env.port)
-        roller = ReplicaRoller(replica_target, lambda e: ctx, proxy, note, self.owner)
+        roller = ReplicaRoller(replica_target, lambda e: ctx, proxy, note, self.owner, self.ports)
         serving = [r for r in fleet if r not in dead]
         await roller.route(serving)
         self.fleets[env.name] = serving

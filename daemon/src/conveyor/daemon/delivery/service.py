@@ -30,7 +30,7 @@ import trio
 from conveyor.client.provenance import VerificationError, verify_envelope
 from conveyor.daemon.artifacts.catalog import ArtifactCatalog
 from conveyor.daemon.artifacts.model import Artifact
-from conveyor.daemon.config import Config
+from conveyor.daemon.config import Config, port_range
 from conveyor.daemon.delivery import dora, gitfacts
 from conveyor.daemon.delivery import environments as envs
 from conveyor.daemon.delivery.dora import DoraFigures
@@ -143,7 +143,12 @@ class DeliveryService:
         self._on_finished = finished
         self.ledger = Ledger(store, self._finished)
         self.rollouts = Rollouts(
-            ledger=self.ledger, targets=targets, home=config.home, owner=owner, host_env=host_env
+            ledger=self.ledger,
+            targets=targets,
+            home=config.home,
+            owner=owner,
+            host_env=host_env,
+            ports=port_range(config.replica_ports),
         )
         self._nursery: trio.Nursery | None = None
 
