@@ -4,6 +4,7 @@ handlers call into the test's own trio loop through :class:`TrioBridge`."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,6 +26,7 @@ from conveyor.daemon.api.bridge import (
     TrioBridge,
     _End,
     _Handoff,
+    _LoopWaker,
     clip_message,
 )
 from conveyor.daemon.api.limits import MAX_ERROR_BYTES
@@ -346,7 +348,9 @@ async def test_the_handoff_holds_at_most_its_size(tmp_path: Path) -> None:
 
 
 async def _holds_at_most_its_size(reader: ServerLoop) -> None:
-    handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), reader.loop, 2)
+    handoff: _Handoff[int] = _Handoff(
+        trio.lowlevel.current_trio_token(), _LoopWaker(reader.loop), 2
+    )
     await handoff.put(1)
     await handoff.put(2)
     done = trio.Event()
@@ -369,7 +373,9 @@ async def _holds_at_most_its_size(reader: ServerLoop) -> None:
 
 async def test_the_handoff_wakes_a_waiting_reader_on_finish() -> None:
     async with reader_loop() as loop:
-        handoff: _Handoff[int] = _Handoff(trio.lowlevel.current_trio_token(), loop.loop, 2)
+        handoff: _Handoff[int] = _Handoff(
+            trio.lowlevel.current_trio_token(), _LoopWaker(loop.loop), 2
+        )
         error = ValueError("gone")
         async with trio.open_nursery() as nursery:
             result: list[object] = []
@@ -381,6 +387,40 @@ async def test_the_handoff_wakes_a_waiting_reader_on_finish() -> None:
             await trio.testing.wait_all_tasks_blocked()
             handoff.finish(_End(error))
         assert isinstance(result[0], _End) and result[0].error is error
+
+
+async def test_readers_woken_together_cost_the_loop_one_wake_up() -> None:
+    """An event fanned out to many streams wakes the server's loop once."""
+    async with reader_loop() as loop:
+        waker = _LoopWaker(loop.loop)
+        wake_ups = 0
+        call_soon_threadsafe = loop.loop.call_soon_threadsafe
+
+        def counted(*args: Any) -> Any:
+            nonlocal wake_ups
+            wake_ups += 1
+            return call_soon_threadsafe(*args)
+
+        loop.loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+        handoffs = [_Handoff[int](trio.lowlevel.current_trio_token(), waker, 2) for _ in range(50)]
+
+        async def read_all() -> list[object]:
+            return list(await asyncio.gather(*(h.get() for h in handoffs)))
+
+        async with trio.open_nursery() as nursery:
+            got: list[object] = []
+
+            async def reader() -> None:
+                got.extend(await trio.to_thread.run_sync(loop.call, read_all))
+
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(0.2)  # every reader waits on the loop
+            wake_ups = 0
+            for number, handoff in enumerate(handoffs):
+                await handoff.put(number)
+        assert got == list(range(50))
+        assert wake_ups < 5, f"{wake_ups} wake-ups of the loop for 50 readers"
 
 
 @pytest.mark.parametrize("text", ["a" * 10_000, "\u00e9" * 10_000, "%\n" * 10_000])

@@ -3,9 +3,12 @@ writes see every byte once, from any offset, in bounded chunks."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
 from conveyor.daemon import logstore
 from conveyor.daemon.logstore import LogStore, StageLog
@@ -130,3 +133,39 @@ async def test_retries_keep_one_live_log_and_recently_closed_sizes_are_remembere
     (tmp_path / RUN / "flaky.log").write_bytes(b"attempt 1\nattempt 2\nwritten later\n")
     remembered = await store.reader(RUN, "flaky", finished=True)
     assert remembered.size == 20, "the size at release, not what the file grew to"
+
+
+async def test_followers_at_the_same_offset_share_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every follower of a live log wakes at its new bytes: one read for
+    all of them, not one (and one worker-thread hop) each."""
+    log = StageLog(tmp_path / "s.log")
+    log.path.write_bytes(b"")
+    reads = 0
+    pread = os.pread
+
+    def counted(fd: int, size: int, offset: int) -> bytes:
+        nonlocal reads
+        reads += 1
+        return pread(fd, size, offset)
+
+    monkeypatch.setattr(logstore.os, "pread", counted)
+    results: list[list[tuple[int, bytes]]] = []
+
+    async def follow() -> None:
+        results.append(await collect(log))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(follow)
+        await trio.testing.wait_all_tasks_blocked()
+        for line in (b"first line\n", b"second\n"):
+            with log.path.open("ab") as file:
+                file.write(line)
+            log.advance(len(line))
+            await trio.sleep(0.1)
+            await trio.testing.wait_all_tasks_blocked()
+        log.close()
+    assert [joined(chunks) for chunks in results] == [b"first line\nsecond\n"] * 20
+    assert reads <= 4, f"{reads} reads for 20 followers of 2 writes"

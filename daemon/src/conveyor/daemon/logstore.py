@@ -26,6 +26,23 @@ BATCH_DELAY = 0.005
 RECENTLY_CLOSED = 4096
 
 
+#: Reads up to this size are shared by the readers at the same offset.
+SHARED_READ = BATCH
+
+
+class _SharedRead:
+    """One read of a log at ``offset``, done by the first reader there and
+    handed to the others that come to the same offset meanwhile (followers
+    of a live log all wake at its new bytes): one worker-thread hop per
+    write instead of one per follower."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.done = trio.Event()
+        #: What was read; None if the read failed (each reader then reads).
+        self.data: bytes | None = None
+
+
 class StageLog:
     """One stage's log file and the live state of its writers."""
 
@@ -34,6 +51,8 @@ class StageLog:
         self.size = size
         self.closed = closed
         self._changed = trio.Event()
+        #: The latest small read, shared by readers at its offset.
+        self._shared: _SharedRead | None = None
 
     def advance(self, nbytes: int) -> None:
         """Record that ``nbytes`` more are on disk; wakes followers.
@@ -101,9 +120,7 @@ class StageLog:
                 if offset < end:
                     if fd is None:
                         fd = await trio.to_thread.run_sync(os.open, self.path, os.O_RDONLY)
-                    data = await trio.to_thread.run_sync(
-                        os.pread, fd, min(CHUNK, end - offset), offset
-                    )
+                    data = await self._read(fd, offset, min(CHUNK, end - offset))
                     if not data:  # file shorter than recorded (truncated): stop
                         return
                     yield offset, data
@@ -119,6 +136,25 @@ class StageLog:
         finally:
             if fd is not None:
                 os.close(fd)
+
+    async def _read(self, fd: int, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (at least one while the file
+        holds them): a small read already done or under way at ``offset``
+        is shared, so the result may hold more or fewer bytes than
+        ``size``, never bytes not yet written."""
+        shared = self._shared
+        if shared is not None and shared.offset == offset:
+            await shared.done.wait()
+            if shared.data:
+                return shared.data
+        if size > SHARED_READ:
+            return await trio.to_thread.run_sync(os.pread, fd, size, offset)
+        shared = self._shared = _SharedRead(offset)
+        try:
+            shared.data = await trio.to_thread.run_sync(os.pread, fd, size, offset)
+        finally:
+            shared.done.set()
+        return shared.data
 
 
 class LogStore:

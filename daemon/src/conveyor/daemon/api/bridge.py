@@ -165,6 +165,7 @@ class TrioBridge:
         self._token = token
         self._nursery = nursery
         self.active_streams = 0
+        self._waker: _LoopWaker | None = None
 
     def _run(self, afn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return trio.from_thread.run(afn, *args, trio_token=self._token)
@@ -216,7 +217,10 @@ class TrioBridge:
         a waiting stream holds no thread.
         """
         scope = trio.CancelScope()
-        handoff: _Handoff[T] = _Handoff(self._token, asyncio.get_running_loop(), STREAM_BUFFER)
+        loop = asyncio.get_running_loop()
+        if self._waker is None or self._waker.loop is not loop:
+            self._waker = _LoopWaker(loop)
+        handoff: _Handoff[T] = _Handoff(self._token, self._waker, STREAM_BUFFER)
 
         async def produce() -> None:
             self.active_streams += 1
@@ -253,20 +257,46 @@ class TrioBridge:
             stop()
 
 
+class _LoopWaker:
+    """Wakes readers waiting on an asyncio loop (in another thread) from
+    the trio thread: one wake-up of the loop for all the readers woken
+    before it runs, so an event fanned out to many streams costs the loop
+    one wake-up (a write to its self-pipe), not one per stream."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def wake(self, reader: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._waiting.append(reader)
+            if len(self._waiting) > 1:
+                return  # a wake-up is on its way
+        with contextlib.suppress(RuntimeError):  # the server's loop is closed
+            self.loop.call_soon_threadsafe(self._resolve_all)
+
+    def _resolve_all(self) -> None:  # on the loop
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for reader in waiting:
+            _resolve(reader)
+
+
 class _Handoff(Generic[T]):
     """A bounded queue from one trio task to one asyncio task (on another
     thread's loop).
 
     Handing over an item costs the trio side a lock, and a wake-up of the
-    asyncio loop only when its reader waits; only a full queue makes the
-    producer wait (for a trio event the reader sets).
+    asyncio loop only when its reader waits (shared with the other streams'
+    readers woken meanwhile, see :class:`_LoopWaker`); only a full queue
+    makes the producer wait (for a trio event the reader sets).
     """
 
-    def __init__(
-        self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, size: int
-    ) -> None:
+    def __init__(self, token: trio.lowlevel.TrioToken, waker: _LoopWaker, size: int) -> None:
         self._token = token
-        self._loop = loop
+        self._waker = waker
+        self._loop = waker.loop
         self._size = size
         self._items: deque[T | _End] = deque()
         self._lock = threading.Lock()
@@ -296,8 +326,7 @@ class _Handoff(Generic[T]):
 
     def _wake(self, reader: asyncio.Future[None] | None) -> None:
         if reader is not None:
-            with contextlib.suppress(RuntimeError):  # the server's loop is closed
-                self._loop.call_soon_threadsafe(_resolve, reader)
+            self._waker.wake(reader)
 
     async def get(self) -> T | _End:
         """Asyncio side: the next item."""
