@@ -150,7 +150,7 @@ async def test_followers_at_the_same_offset_share_one_read(
         reads += 1
         return pread(fd, size, offset)
 
-    monkeypatch.setattr(logstore.os, "pread", counted)
+    monkeypatch.setattr(os, "pread", counted)
     results: list[list[tuple[int, bytes]]] = []
 
     async def follow() -> None:
