@@ -14,7 +14,7 @@ into messages in the worker thread, not in the loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,7 +31,7 @@ from conveyor.daemon.auth.identity import Principal, current_principal
 from conveyor.daemon.delivery.approvals import decide
 from conveyor.daemon.delivery.dora import DoraFigures
 from conveyor.daemon.delivery.records import DeploymentRecord
-from conveyor.daemon.delivery.service import EnvironmentView, StopResult
+from conveyor.daemon.delivery.service import DeliveryService, EnvironmentView, StopResult
 from conveyor.daemon.errors import FailedPrecondition
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import ArtifactFilter, RunFilter
@@ -342,69 +342,72 @@ class ConveyorService(service_pb2_grpc.ConveyorServiceServicer):
         self, request: delivery_pb2.DeployRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
         who, carrier = caller(context), trace_carrier(context)
-
-        async def deploy() -> DeploymentRecord:
-            return await self._service.delivery.deploy(
+        return self._deployment(
+            context,
+            lambda delivery: delivery.deploy(
                 request.environment, request.artifact, deployer=who, carrier=carrier
-            )
-
-        return convert.deployment_message(self._bridge.unary(context, deploy))
+            ),
+        )
 
     def Promote(
         self, request: delivery_pb2.PromoteRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
         who, carrier = caller(context), trace_carrier(context)
-
-        async def promote() -> DeploymentRecord:
-            return await self._service.delivery.promote(
+        return self._deployment(
+            context,
+            lambda delivery: delivery.promote(
                 request.from_environment, request.environment, deployer=who, carrier=carrier
-            )
-
-        return convert.deployment_message(self._bridge.unary(context, promote))
+            ),
+        )
 
     def Rollback(
         self, request: delivery_pb2.RollbackRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
         who, carrier = caller(context), trace_carrier(context)
-
-        async def rollback() -> DeploymentRecord:
-            return await self._service.delivery.rollback(
+        return self._deployment(
+            context,
+            lambda delivery: delivery.rollback(
                 request.environment, request.to, deployer=who, carrier=carrier
-            )
-
-        return convert.deployment_message(self._bridge.unary(context, rollback))
+            ),
+        )
 
     def Approve(
         self, request: delivery_pb2.ApproveRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
-        principal = current_principal()
-
-        async def approve() -> DeploymentRecord:
-            return await decide(
-                self._service.delivery,
-                principal,
-                request.deployment_id,
-                request.comment,
-                approve=True,
-            )
-
-        return convert.deployment_message(self._bridge.unary(context, approve))
+        return self._decision(request, context, approve=True)
 
     def Reject(
         self, request: delivery_pb2.RejectRequest, context: grpc.ServicerContext
     ) -> delivery_pb2.Deployment:
+        return self._decision(request, context, approve=False)
+
+    def _decision(
+        self,
+        request: delivery_pb2.ApproveRequest | delivery_pb2.RejectRequest,
+        context: grpc.ServicerContext,
+        *,
+        approve: bool,
+    ) -> delivery_pb2.Deployment:
         principal = current_principal()
+        return self._deployment(
+            context,
+            lambda delivery: decide(
+                delivery, principal, request.deployment_id, request.comment, approve=approve
+            ),
+        )
 
-        async def reject() -> DeploymentRecord:
-            return await decide(
-                self._service.delivery,
-                principal,
-                request.deployment_id,
-                request.comment,
-                approve=False,
-            )
+    def _deployment(
+        self,
+        context: grpc.ServicerContext,
+        act: Callable[[DeliveryService], Awaitable[DeploymentRecord]],
+    ) -> delivery_pb2.Deployment:
+        """``act`` on the daemon's deployments, in the trio loop (where a
+        daemon without them answers UNAVAILABLE); the deployment it returns."""
 
-        return convert.deployment_message(self._bridge.unary(context, reject))
+        async def call() -> DeploymentRecord:
+            return await act(self._service.delivery)
+
+        return convert.deployment_message(self._bridge.unary(context, call))
 
     def GetDeployment(
         self, request: delivery_pb2.GetDeploymentRequest, context: grpc.ServicerContext
