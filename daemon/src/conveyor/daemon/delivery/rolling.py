@@ -27,7 +27,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import trio
 
@@ -39,6 +39,7 @@ from conveyor.daemon.delivery.target import (
     LABEL_ENVIRONMENT,
     LABEL_OWNER,
     LABEL_PORT,
+    DeployTarget,
     Environment,
     Replica,
     ReplicaRequest,
@@ -153,24 +154,33 @@ class Outcome:
     standby: list[Replica] = field(default_factory=list)
 
 
-class ReplicaRoller:
-    """Rolls a replica target's replicas behind one front proxy."""
+TargetT = TypeVar("TargetT", bound=DeployTarget)
+
+
+class _Roller(Generic[TargetT]):
+    """What a roller works with: its target, the target's context for an
+    environment, the environment's front proxy, the deployment's log, the
+    owner label of what it starts, the ports replicas may listen on."""
 
     def __init__(
         self,
-        target: ReplicaTarget,
+        target: TargetT,
         contexts: Callable[[Environment], TargetContext],
         proxy: FrontProxy,
         note: Note,
         owner: str,
         ports: range = DEFAULT_PORTS,
     ) -> None:
-        self.target = target
+        self.target: TargetT = target
         self.contexts = contexts
         self.proxy = proxy
         self.note = note
         self.owner = owner
         self.ports = ports
+
+
+class ReplicaRoller(_Roller[ReplicaTarget]):
+    """Rolls a replica target's replicas behind one front proxy."""
 
     async def start_ready(self, env: Environment, deployment_id: str) -> Replica:
         """Start one replica of ``env`` on a fresh port and wait until it is
@@ -377,24 +387,8 @@ class ReplicaRoller:
         return back
 
 
-class ServiceRoller:
+class ServiceRoller(_Roller[ServiceTarget]):
     """Updates a service target's service and checks its replicas."""
-
-    def __init__(
-        self,
-        target: ServiceTarget,
-        contexts: Callable[[Environment], TargetContext],
-        proxy: FrontProxy,
-        note: Note,
-        owner: str,
-        ports: range = DEFAULT_PORTS,
-    ) -> None:
-        self.target = target
-        self.contexts = contexts
-        self.proxy = proxy
-        self.note = note
-        self.owner = owner
-        self.ports = ports
 
     async def update(self, env: Environment, deployment_id: str) -> list[Replica]:
         """Update the service to ``env``, wait until every replica the
