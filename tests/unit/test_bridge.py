@@ -414,13 +414,30 @@ async def test_readers_woken_together_cost_the_loop_one_wake_up() -> None:
                 got.extend(await trio.to_thread.run_sync(loop.call, read_all))
 
             nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.sleep(0.2)  # every reader waits on the loop
+
+            def all_waiting() -> None:  # every reader waits on the loop
+                deadline = time.monotonic() + 10
+                while not all(h._reader is not None for h in handoffs):
+                    assert time.monotonic() < deadline, "the readers never waited"
+                    time.sleep(0.01)
+
+            await trio.to_thread.run_sync(all_waiting)
+            # The loop busy (as with other streams' messages) while the
+            # event reaches the 50 readers: they share one wake-up.
+            entered, release = threading.Event(), threading.Event()
+
+            def busy() -> None:
+                entered.set()
+                release.wait(10)
+
+            call_soon_threadsafe(busy)
+            await trio.to_thread.run_sync(entered.wait, 10)
             wake_ups = 0
             for number, handoff in enumerate(handoffs):
                 await handoff.put(number)
+            release.set()
         assert got == list(range(50))
-        assert wake_ups < 5, f"{wake_ups} wake-ups of the loop for 50 readers"
+        assert wake_ups == 1, f"{wake_ups} wake-ups of the loop for 50 readers"
 
 
 @pytest.mark.parametrize("text", ["a" * 10_000, "\u00e9" * 10_000, "%\n" * 10_000])
