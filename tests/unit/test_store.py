@@ -160,9 +160,8 @@ async def test_list_runs_pages_newest_first_and_filters(store: RunStore) -> None
     assert all(len(r.stages) == 2 for r in await store.list_runs(RunFilter(), limit=10))
 
 
-async def test_recovery_interrupts_running_runs_and_returns_queued_ones(
-    store: RunStore,
-) -> None:
+async def _running_with_first_stage_done(store: RunStore) -> RunRecord:
+    """A running run of the chain s0 -> s1 -> s2 whose s0 succeeded."""
     running, _ = await store.create_run(make_run(stages=3))
     await store.update(
         running.id, EventDraft(EventKind.RUN_STATUS), run={"status": RunStatus.RUNNING}
@@ -172,6 +171,13 @@ async def test_recovery_interrupts_running_runs_and_returns_queued_ones(
         EventDraft(EventKind.STAGE_STATUS, stage="s0"),
         stage={"status": StageStatus.SUCCEEDED},
     )
+    return running
+
+
+async def test_recovery_interrupts_running_runs_and_returns_queued_ones(
+    store: RunStore,
+) -> None:
+    running = await _running_with_first_stage_done(store)
     await store.update(
         running.id,
         EventDraft(EventKind.STAGE_STATUS, stage="s1"),
@@ -205,15 +211,7 @@ async def test_recovery_interrupts_a_pending_stage_whose_needs_had_succeeded(
     """A stage's process starts while its `running` record commits: one
     that was due to run when the daemon died may have started, so it is
     recorded interrupted; one still waiting for a need is skipped."""
-    running, _ = await store.create_run(make_run(stages=3))
-    await store.update(
-        running.id, EventDraft(EventKind.RUN_STATUS), run={"status": RunStatus.RUNNING}
-    )
-    await store.update(
-        running.id,
-        EventDraft(EventKind.STAGE_STATUS, stage="s0"),
-        stage={"status": StageStatus.SUCCEEDED},
-    )
+    running = await _running_with_first_stage_done(store)
     await trio.to_thread.run_sync(store.recover_sync, "daemon stopped")
     loaded = await store.get_run(running.id)
     assert loaded is not None

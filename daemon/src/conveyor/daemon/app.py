@@ -176,6 +176,8 @@ class Daemon:
                 tracing=telemetry.deployments,
                 secrets=secrets_resolver(secrets.values),
             )
+            spares = SpareWorkspaces(config.workspaces_dir / SPARE_FOLDER)
+            await trio.to_thread.run_sync(spares.reset)
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -188,10 +190,8 @@ class Daemon:
                 stage_user=user,
                 delivery=delivery,
                 daemon_id=artifacts.builder_id,
-                spares=SpareWorkspaces(config.workspaces_dir / SPARE_FOLDER),
+                spares=spares,
             )
-            if deps.spares is not None:
-                await trio.to_thread.run_sync(deps.spares.reset)
             scheduler = Scheduler(deps)
             access = self.access = await AccessControl.open(
                 db,

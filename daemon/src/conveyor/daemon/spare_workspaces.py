@@ -112,9 +112,7 @@ class SpareWorkspaces:
                 path = self.root / str(next(self._names))
             made = False
             try:
-                self.root.mkdir(mode=0o700, exist_ok=True)
-                shutil.rmtree(path, ignore_errors=True)
-                make_skeleton(path)
+                make_skeleton(path)  # makes the root too, with the daemon's umask
                 made = True
             except OSError:
                 shutil.rmtree(path, ignore_errors=True)

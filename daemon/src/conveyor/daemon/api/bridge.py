@@ -296,7 +296,6 @@ class _Handoff(Generic[T]):
     def __init__(self, token: trio.lowlevel.TrioToken, waker: _LoopWaker, size: int) -> None:
         self._token = token
         self._waker = waker
-        self._loop = waker.loop
         self._size = size
         self._items: deque[T | _End] = deque()
         self._lock = threading.Lock()
@@ -336,7 +335,7 @@ class _Handoff(Generic[T]):
                     item = self._items.popleft()
                     space, self._space = self._space, None
                     break
-                reader = self._reader = self._loop.create_future()
+                reader = self._reader = self._waker.loop.create_future()
             await reader
         if space is not None:
             with contextlib.suppress(trio.RunFinishedError):
