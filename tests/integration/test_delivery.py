@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -383,13 +384,23 @@ def test_the_daemons_configuration_of_an_environment_wins_over_the_pipelines(
         d.stop_processes_of(home)
 
 
+def _refused(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` refuses connections."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_a_replica_that_crashes_is_replaced_while_the_others_serve(shop: Shop) -> None:
     digest = d.build(shop.daemon, shop.repo)
     deployed = healthy(shop.daemon, d.deploy(shop.daemon, "staging", digest))
-    before = {r.id for r in d.environment(shop.daemon, "staging").replicas}
-    victim = sorted(before)[0]
+    replicas = sorted(d.environment(shop.daemon, "staging").replicas, key=lambda r: r.id)
+    victim, victim_port = replicas[0].id, replicas[0].port
+    os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+    # A request the replica was answering when it was killed is lost (the
+    # front proxy forwards connections, it cannot replay one); from the
+    # moment it is gone, its port refuses and the proxy skips it.
+    d.wait_for(lambda: _refused(victim_port), what="the killed replica gone")
     with d.polling(shop.staging) as poller:
-        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
 
         def replaced() -> bool:
             env = d.environment(shop.daemon, "staging")
