@@ -261,6 +261,8 @@ class Daemon:
                     if web is not None:
                         web.stop()
                     await trio.to_thread.run_sync(server.stop, 2.0)
+                    if web is not None:
+                        await web.stopped()
                     streams.cancel_scope.cancel()
                 await plugins.notifier.aclose(deadline)
                 await service.aclose()

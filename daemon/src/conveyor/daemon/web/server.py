@@ -44,6 +44,7 @@ class WebListener:
     port: int
     dashboard: Dashboard | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
+    _served: trio.Event = field(default_factory=trio.Event)
 
     @classmethod
     def bind(cls, address: str) -> WebListener:
@@ -97,17 +98,28 @@ class WebListener:
         config.errorlog = _hypercorn_log
         config.keep_alive_timeout = 30
         app = wrap_app(cast(Any, self.dashboard), config.wsgi_max_body_size, "asgi")
-        await worker_serve(
-            app,
-            config,
-            sockets=Sockets([], [self.sock], []),
-            shutdown_trigger=self._stop.wait,
-            task_status=task_status,
-        )
+        try:
+            await worker_serve(
+                app,
+                config,
+                sockets=Sockets([], [self.sock], []),
+                shutdown_trigger=self._stop.wait,
+                task_status=task_status,
+            )
+        finally:
+            self._served.set()
 
     def stop(self) -> None:
         """Stop taking connections, end the event streams, give requests in
-        progress :data:`GRACE` s."""
+        progress :data:`GRACE` s; :meth:`stopped` waits for that."""
         if self.dashboard is not None:
             self.dashboard.close()
         self._stop.set()
+
+    async def stopped(self) -> None:
+        """Wait until :meth:`serve` has returned after :meth:`stop`: every
+        stream has sent its end and every connection is closed (at most
+        :data:`GRACE` s and a second). Cancelling :meth:`serve` before that
+        cuts streams off without their last chunk."""
+        with trio.move_on_after(GRACE + 1.0):
+            await self._served.wait()
