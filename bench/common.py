@@ -184,6 +184,11 @@ def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
+def thread_count(pid: int) -> int:
+    """Threads of ``pid`` now."""
+    return int(psutil.Process(pid).num_threads())
+
+
 def idle_rss(pid: int, duration: float = 0.5, interval: float = 0.02) -> int:
     """Median RSS of ``pid`` sampled over ``duration`` seconds while it is idle."""
     samples: list[int] = []

@@ -3,7 +3,9 @@
 together), with ``--max-concurrent-runs 200`` and with the default (16).
 
 Reports runs per second, failures, and the daemon's RSS: idle before, peak
-during (sampled every 20 ms in a thread), idle after.
+during (sampled every 20 ms in a thread), idle after (1 s after the burst,
+the target's figure) and once idle worker threads have exited
+(:data:`SETTLE_SECONDS` later), with the daemon's thread count at each.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench.common import (
     running_daemon,
     scratch_dir,
     seconds,
+    thread_count,
 )
 from conveyor.v1 import runs_pb2, server_pb2
 
@@ -46,6 +49,9 @@ DIAMOND: dict[str, dict[str, Any]] = {
 }
 #: Give up waiting for a burst after this many seconds (reported as unfinished).
 BURST_TIMEOUT = 240.0
+#: Seconds after the burst for the settled figures: worker threads idle for
+#: 10 s exit (the API's pool and trio's).
+SETTLE_SECONDS = 12.0
 #: The raised limit tried beside the default (16).
 MAX_RUNS = 200
 
@@ -70,6 +76,7 @@ def _burst(root: Path, repo: Path, count: int, max_runs: int | None) -> dict[str
         status = stub.GetServerStatus(server_pb2.GetServerStatusRequest(), timeout=10)
         limit = status.max_concurrent_runs
         idle_before = idle_rss(pid, 1.0)
+        threads_before = thread_count(pid)
         request = runs_pb2.SubmitRunRequest(repository=str(repo), ref="main")
         submit_errors: list[str] = []
         with RssSampler(pid) as sampler, CpuMeter(pid) as cpu:
@@ -90,6 +97,10 @@ def _burst(root: Path, repo: Path, count: int, max_runs: int | None) -> dict[str
                 time.sleep(0.02)
             t_done = time.perf_counter()
         idle_after = idle_rss(pid, 1.0)
+        threads_after = thread_count(pid)
+        time.sleep(max(0.0, SETTLE_SECONDS - 1.0))
+        idle_settled = idle_rss(pid, 1.0)
+        threads_settled = thread_count(pid)
         runs: list[runs_pb2.Run] = []
         token = ""
         while True:
@@ -134,6 +145,10 @@ def _burst(root: Path, repo: Path, count: int, max_runs: int | None) -> dict[str
         "peak_rss_mb": sampler.peak / MB,
         "rss_growth_mb": (sampler.peak - idle_before) / MB,
         "idle_rss_after_mb": idle_after / MB,
+        "idle_rss_settled_mb": idle_settled / MB,
+        "threads_before": threads_before,
+        "threads_after": threads_after,
+        "threads_settled": threads_settled,
         "rss_samples": len(sampler.samples),
         "raw": {
             "run_duration_ms": ms(durations),
@@ -190,6 +205,18 @@ def run(quick: bool) -> BenchResult:
                 burst["idle_rss_after_mb"] - burst["idle_rss_before_mb"],
                 "MB",
                 TARGET_RSS_KEPT_MB,
+            ),
+            Figure(
+                f"{tag} RSS kept {SETTLE_SECONDS:g} s after the burst (idle threads gone)",
+                burst["idle_rss_settled_mb"] - burst["idle_rss_before_mb"],
+                "MB",
+            ),
+            Figure(
+                f"{tag} daemon threads: before, 1 s after, {SETTLE_SECONDS:g} s after",
+                burst["threads_settled"],
+                "threads",
+                baseline=burst["threads_after"],
+                baseline_name=f"1 s after; {burst['threads_before']} before",
             ),
         ]
     return BenchResult(

@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from conveyor.daemon.api.bridge import (
 )
 from conveyor.daemon.api.limits import MAX_ERROR_BYTES
 from conveyor.daemon.api.loop import ServerLoop
+from conveyor.daemon.api.workers import WorkerPool
 from conveyor.daemon.errors import InvalidArgument, NotFound
 
 SERVICE = "test.Bridge"
@@ -129,7 +129,7 @@ async def bridged(
     probe = Probe()
     async with trio.open_nursery() as nursery:
         bridge = TrioBridge(trio.lowlevel.current_trio_token(), nursery)
-        executor = ThreadPoolExecutor(max_workers=workers)
+        executor = WorkerPool(workers, name="test")
         admission = Admission(SERVICE, stream_slots, executor=executor)
         loop = ServerLoop()
         address = f"unix://{tmp_path / 'bridge.sock'}"

@@ -281,8 +281,8 @@ class Config:
     )
     grpc_workers: Annotated[int, Field(ge=2)] = setting(
         64,
-        help="gRPC worker threads for unary calls (a call holds one while it runs; streams"
-        " hold none)",
+        help="most gRPC worker threads for unary calls (a call holds one while it runs;"
+        " streams hold none; a thread idle for 10 s exits)",
     )
     max_streams: Count = setting(
         2048,

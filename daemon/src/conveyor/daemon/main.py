@@ -17,6 +17,7 @@ from conveyor.daemon.artifacts.signing import SigningKeyError
 from conveyor.daemon.auth.policy import AccessFileError
 from conveyor.daemon.config import ConfigError, add_flags, flag_overrides, load_config
 from conveyor.daemon.executors.stage_user import StageUserError
+from conveyor.daemon.memory import limit_malloc_arenas
 from conveyor.daemon.pipeline.schema import pipeline_json_schema
 from conveyor.daemon.secrets import cli as secrets_cli
 from conveyor.daemon.secrets.redaction import (
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_log_filter()
+    limit_malloc_arenas()  # before the daemon starts its threads
     try:
         trio.run(Daemon(config).run)
     except KeyboardInterrupt:

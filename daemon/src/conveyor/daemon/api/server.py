@@ -16,13 +16,13 @@ Listeners:
 
 The server is grpcio's asyncio server, on an event loop in a thread of its
 own (see :mod:`conveyor.daemon.api.loop`): streams hold no thread; unary
-calls run in a pool of ``grpc_workers`` threads.
+calls run in a pool of at most ``grpc_workers`` threads, which exit when
+idle (see :mod:`conveyor.daemon.api.workers`).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -36,6 +36,7 @@ from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.loop import ServerLoop
 from conveyor.daemon.api.reflection import enable_server_reflection
 from conveyor.daemon.api.servicer import ConveyorService, WebLogin
+from conveyor.daemon.api.workers import WorkerPool
 from conveyor.daemon.auth.access import AccessControl
 from conveyor.daemon.auth.admin import AccessAdmin
 from conveyor.daemon.auth.gate import Gate
@@ -80,9 +81,7 @@ class ApiServer:
     ) -> None:
         self.config = config
         self.access = access
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.grpc_workers, thread_name_prefix="grpc"
-        )
+        self._executor = WorkerPool(config.grpc_workers, name="grpc")
         self.admission = Admission(
             SERVICE_NAME,
             config.max_streams,
