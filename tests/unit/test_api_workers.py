@@ -106,3 +106,21 @@ def test_shutdown_lets_idle_threads_go_at_once() -> None:
     started = time.monotonic()
     pool.shutdown(wait=True)
     assert time.monotonic() - started < 5 and pool.threads == 0
+
+
+
+def test_a_call_submitted_while_the_threads_time_out_runs() -> None:
+    # both threads were busy, then wait just about their idle timeout: the
+    # next call often comes while each is deciding to go, and must not wait
+    # in the queue for a thread that is leaving
+    pool = WorkerPool(2, idle_timeout=0.002)
+    try:
+        for n in range(150):
+            busy = [pool.submit(time.sleep, 0.001) for _ in range(2)]
+            for future in busy:
+                future.result(5)
+            time.sleep(0.0015 + 0.00001 * n)
+            assert pool.submit(abs, -n).result(5) == n
+        assert pool.threads <= 2
+    finally:
+        pool.shutdown()

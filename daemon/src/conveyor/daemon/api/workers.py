@@ -103,6 +103,16 @@ class WorkerPool(Executor):
 
     def _worker(self, work: _Work) -> None:
         current = threading.current_thread()
+        try:
+            self._serve(work, current)
+        finally:  # (already done under the lock, unless something escaped)
+            with self._lock:
+                self._threads.discard(current)
+
+    def _serve(self, work: _Work, current: threading.Thread) -> None:
+        """Run ``work``, then what comes, until idle too long or shut down.
+        The thread stops counting under the same lock that decides it goes,
+        so a call submitted meanwhile starts a thread instead of waiting."""
         while True:
             work.run()
             del work  # what the call returned is not kept alive while idle
