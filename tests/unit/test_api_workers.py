@@ -108,7 +108,6 @@ def test_shutdown_lets_idle_threads_go_at_once() -> None:
     assert time.monotonic() - started < 5 and pool.threads == 0
 
 
-
 def test_a_call_submitted_while_the_threads_time_out_runs() -> None:
     # both threads were busy, then wait just about their idle timeout: the
     # next call often comes while each is deciding to go, and must not wait
