@@ -488,3 +488,22 @@ async def test_draining_to_finish_interrupts_what_is_still_running_after_the_tim
         interrupted = await h.stored(running)
     assert interrupted.status is RunStatus.INTERRUPTED
     assert interrupted.stage("s").status is StageStatus.INTERRUPTED
+
+
+async def test_the_scheduler_says_when_its_last_run_ends(tmp_path: Path) -> None:
+    release = trio.Event()
+    idle: list[tuple[int, int]] = []
+    async with open_scheduler(tmp_path) as h:
+        h.scheduler.on_idle = lambda: idle.append(
+            (h.scheduler.active_runs, h.scheduler.queued_runs)
+        )
+        h.probe.scripts["s"] = after(release)
+        first = await h.submit(GROUPED.format(cancel="false"))
+        second = await h.submit("", Path(first.repository))
+        await h.probe.wait_started(first, "s")
+        assert idle == []
+        release.set()
+        await h.wait(first)
+        await h.wait(second)
+        await trio.testing.wait_all_tasks_blocked()
+    assert idle == [(0, 0)], "once, when the second (the last) run ended"

@@ -39,6 +39,7 @@ import signal
 import sqlite3
 import stat
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -60,6 +61,7 @@ from conveyor.daemon.executors.base import StageUser
 from conveyor.daemon.executors.process import kill_leftover_processes, stage_marker
 from conveyor.daemon.executors.stage_user import StageUserError
 from conveyor.daemon.logstore import LogStore
+from conveyor.daemon.memory import IdleRelease, release_memory
 from conveyor.daemon.plugins import Plugins
 from conveyor.daemon.scheduler import Journal, Scheduler
 from conveyor.daemon.scheduler.runner import RunDeps, base_environment
@@ -193,6 +195,11 @@ class Daemon:
                 spares=spares,
             )
             scheduler = Scheduler(deps)
+            release = IdleRelease(
+                partial(release_memory, db.shrink_memory),
+                lambda: scheduler.active_runs + scheduler.queued_runs == 0,
+            )
+            scheduler.on_idle = release.went_idle
             access = self.access = await AccessControl.open(
                 db,
                 enabled=config.auth,
@@ -217,6 +224,7 @@ class Daemon:
                 await nursery.start(delivery.serve)
                 await nursery.start(telemetry.dora.serve, deployments)
                 await nursery.start(scheduler.serve)
+                await nursery.start(release.serve)
                 if recovery is not None:
                     await _finish_recovery(service, recovery)
                 else:

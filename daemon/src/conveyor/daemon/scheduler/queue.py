@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 class _Group:
     lock: trio.Lock = field(default_factory=trio.Lock)
     members: list[RunControl] = field(default_factory=list)
+
+
+def _nothing() -> None:
+    pass
 
 
 def concurrency_group(spec: PipelineSpec, ref: str) -> tuple[str, bool]:
@@ -54,6 +59,8 @@ class Scheduler:
         self._accepting = False
         self._idle = trio.Event()
         self._idle.set()
+        #: Called (on the loop) each time the last run in the queue ends.
+        self.on_idle: Callable[[], None] = _nothing
 
     @property
     def accepting(self) -> bool:
@@ -144,6 +151,7 @@ class Scheduler:
             control.finished.set()
             if not self._controls:
                 self._idle.set()
+                self.on_idle()
 
     async def _cancel_queued(self, run: RunRecord, reason: str) -> None:
         journal = self.deps.journal

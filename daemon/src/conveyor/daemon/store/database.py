@@ -144,6 +144,7 @@ class Database:
         self._pending: list[_Pending[Any]] = []
         self._batching = trio.Lock()
         self._read_limiter = trio.CapacityLimiter(readers)
+        self._shrinking = trio.Lock()
         self._idle_lock = threading.Lock()
         self._released = trio.Event()
         self._next_reopen = 0.0
@@ -272,6 +273,28 @@ class Database:
         """Run ``fn(conn)`` on a reader connection (a consistent snapshot)."""
         limiter = self._write_limiter if self.exclusive else self._read_limiter
         return await trio.to_thread.run_sync(self._read, fn, limiter=limiter)
+
+    async def shrink_memory(self) -> None:
+        """Empty the connections' page caches (``PRAGMA shrink_memory``),
+        for when the daemon is idle: reads and writes wait meanwhile (it
+        takes every reader and the writer), so no connection is in use."""
+        borrowers: list[object] = []
+        # one at a time: two taking readers each would wait for the other's
+        async with self._shrinking:
+            try:
+                if not self.exclusive:
+                    for _ in range(self._reader_count):
+                        borrower = object()
+                        await self._read_limiter.acquire_on_behalf_of(borrower)
+                        borrowers.append(borrower)
+                await trio.to_thread.run_sync(self._shrink, limiter=self._write_limiter)
+            finally:
+                for borrower in borrowers:
+                    self._read_limiter.release_on_behalf_of(borrower)
+
+    def _shrink(self) -> None:
+        for conn in {id(c): c for c in [*self._readers, self._writer]}.values():
+            conn.execute("PRAGMA shrink_memory")
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking variant of :meth:`write` (without holding), for start-up
