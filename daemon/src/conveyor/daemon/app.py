@@ -195,10 +195,7 @@ class Daemon:
                 spares=spares,
             )
             scheduler = Scheduler(deps)
-            release = IdleRelease(
-                partial(release_memory, db.shrink_memory),
-                lambda: scheduler.active_runs + scheduler.queued_runs == 0,
-            )
+            release = IdleRelease(partial(release_memory, db.shrink_memory), lambda: scheduler.idle)
             scheduler.on_idle = release.went_idle
             access = self.access = await AccessControl.open(
                 db,

@@ -21,9 +21,11 @@ give its free pages back to the system (``malloc_trim``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -40,17 +42,26 @@ def arena_cap() -> int:
     return max(2, os.cpu_count() or 2)
 
 
+@functools.cache
+def _glibc(name: str, *argtypes: type[ctypes.c_int] | type[ctypes.c_size_t]) -> Any:
+    """glibc's function ``name`` (returning an int), or None when the C
+    library is not glibc (musl has neither ``mallopt`` nor ``malloc_trim``
+    to speak of)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
 def limit_malloc_arenas(count: int | None = None) -> bool:
     """Cap glibc's malloc arenas at ``count`` (default :func:`arena_cap`).
     False when the C library is not glibc, or ``MALLOC_ARENA_MAX`` is set."""
-    if "MALLOC_ARENA_MAX" in os.environ:
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    if "MALLOC_ARENA_MAX" in os.environ or mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt to speak of)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     done = bool(mallopt(M_ARENA_MAX, count or arena_cap()))
     if not done:
         log.debug("mallopt(M_ARENA_MAX) was refused; malloc keeps its default arenas")
@@ -60,12 +71,9 @@ def limit_malloc_arenas(count: int | None = None) -> bool:
 def trim_malloc() -> bool:
     """Have glibc's ``malloc`` give its free pages back to the system
     (blocking: it walks every arena). False when the C library is not glibc."""
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    malloc_trim = _glibc("malloc_trim", ctypes.c_size_t)
+    if malloc_trim is None:
         return False
-    malloc_trim.argtypes = [ctypes.c_size_t]
-    malloc_trim.restype = ctypes.c_int
     malloc_trim(0)
     return True
 

@@ -75,6 +75,11 @@ class Scheduler:
         return self.deps.stats.active_stages
 
     @property
+    def idle(self) -> bool:
+        """No run is queued or active."""
+        return not self._controls
+
+    @property
     def queued_runs(self) -> int:
         return len(self._controls) - self._limiter.borrowed_tokens
 
@@ -149,7 +154,7 @@ class Scheduler:
                 if not group.members:
                     self._groups.pop(control.group, None)
             control.finished.set()
-            if not self._controls:
+            if self.idle:
                 self._idle.set()
                 self.on_idle()
 
