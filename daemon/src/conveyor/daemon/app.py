@@ -45,6 +45,7 @@ from typing import IO
 
 import trio
 
+from conveyor.daemon import vcs
 from conveyor.daemon.api.bridge import TrioBridge
 from conveyor.daemon.api.server import ApiServer
 from conveyor.daemon.artifacts import signing
@@ -180,6 +181,7 @@ class Daemon:
             )
             spares = SpareWorkspaces(config.workspaces_dir / SPARE_FOLDER)
             await trio.to_thread.run_sync(spares.reset)
+            git_readers = vcs.CatFiles()
             deps = RunDeps(
                 config=config,
                 journal=Journal(store, bus),
@@ -193,6 +195,7 @@ class Daemon:
                 delivery=delivery,
                 daemon_id=artifacts.builder_id,
                 spares=spares,
+                git_readers=git_readers,
             )
             scheduler = Scheduler(deps)
             release = IdleRelease(partial(release_memory, db.shrink_memory), lambda: scheduler.idle)
@@ -214,6 +217,7 @@ class Daemon:
                 artifacts=catalog,
                 secrets=secrets,
                 delivery=delivery,
+                git_readers=git_readers,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(secrets.watch)

@@ -21,13 +21,13 @@ give its free pages back to the system (``malloc_trim``).
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
+
+from conveyor.daemon.libc import glibc
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +42,10 @@ def arena_cap() -> int:
     return max(2, os.cpu_count() or 2)
 
 
-@functools.cache
-def _glibc(name: str, *argtypes: type[ctypes.c_int] | type[ctypes.c_size_t]) -> Any:
-    """glibc's function ``name`` (returning an int), or None when the C
-    library is not glibc (musl has neither ``mallopt`` nor ``malloc_trim``
-    to speak of)."""
-    try:
-        function = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = list(argtypes)
-    function.restype = ctypes.c_int
-    return function
-
-
 def limit_malloc_arenas(count: int | None = None) -> bool:
     """Cap glibc's malloc arenas at ``count`` (default :func:`arena_cap`).
     False when the C library is not glibc, or ``MALLOC_ARENA_MAX`` is set."""
-    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    mallopt = glibc("mallopt", ctypes.c_int, ctypes.c_int)
     if "MALLOC_ARENA_MAX" in os.environ or mallopt is None:
         return False
     done = bool(mallopt(M_ARENA_MAX, count or arena_cap()))
@@ -71,7 +57,7 @@ def limit_malloc_arenas(count: int | None = None) -> bool:
 def trim_malloc() -> bool:
     """Have glibc's ``malloc`` give its free pages back to the system
     (blocking: it walks every arena). False when the C library is not glibc."""
-    malloc_trim = _glibc("malloc_trim", ctypes.c_size_t)
+    malloc_trim = glibc("malloc_trim", ctypes.c_size_t)
     if malloc_trim is None:
         return False
     malloc_trim(0)

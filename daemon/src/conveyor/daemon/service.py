@@ -153,6 +153,7 @@ class RunService:
         artifacts: ArtifactCatalog | None = None,
         secrets: Secrets | None = None,
         delivery: DeliveryService | None = None,
+        git_readers: vcs.CatFiles | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -172,8 +173,9 @@ class RunService:
         self.refusing_runs = ""
         #: The last reading of the free space: (monotonic time, bytes).
         self._roomy: tuple[float, int] = (-math.inf, 0)
-        #: git processes kept to read what is submitted (see vcs.CatFiles).
-        self._git = vcs.CatFiles()
+        #: git processes kept to read what is submitted (see vcs.CatFiles),
+        #: shared with the checkouts when given.
+        self._git = git_readers if git_readers is not None else vcs.CatFiles()
 
     # -- pipelines -------------------------------------------------------------
 

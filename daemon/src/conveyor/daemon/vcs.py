@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import trio
 
+from conveyor.daemon import native_checkout
 from conveyor.daemon.errors import ConveyorError, FailedPrecondition, InvalidArgument, NotFound
 from conveyor.daemon.executors.base import StageUser
 from conveyor.daemon.executors.process import STAGE_UMASK, resolved_program
@@ -471,10 +472,12 @@ class _BatchReader:
         self._buf += data
 
     async def header(self) -> bytes:
-        while b"\n" not in self._buf:
+        end = self._buf.find(b"\n")
+        while end < 0:
             await self._fill()
-        line, _, rest = bytes(self._buf).partition(b"\n")
-        self._buf = bytearray(rest)
+            end = self._buf.find(b"\n")
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]  # from the front of a bytearray: no copy of the rest
         return line
 
     async def body(self, size: int) -> bytes:
@@ -484,19 +487,32 @@ class _BatchReader:
         del self._buf[: size + 1]
         return data
 
+    async def skip(self, size: int) -> None:
+        """Read past a body of ``size`` bytes without keeping it."""
+        left = size + 1
+        while len(self._buf) < left:
+            left -= len(self._buf)
+            self._buf.clear()
+            await self._fill()
+        del self._buf[:left]
+
 
 def _prepare_workspace(
     repo: Path, workspace: Path, commit: str, spares: SpareWorkspaces | None
-) -> None:
+) -> tuple[Path, int, int]:
+    """Make ``workspace`` a work tree with no files, HEAD at ``commit``;
+    which repository ``repo`` is (see :func:`_identified_objects_dir`)."""
     if workspace.exists():
         shutil.rmtree(workspace)
     if spares is None or not spares.take(workspace):
         make_skeleton(workspace)
     # Borrow the source repository's objects instead of copying them
     # (what `git clone --shared` does), so a checkout costs only the files.
-    objects = git_objects_dir(repo)
+    identity = _identified_objects_dir(repo)
+    objects = identity[0]
     fill_skeleton(workspace, commit, objects, _packed_tags(objects.parent))
     _copy_loose_tags(objects.parent, workspace / ".git")
+    return identity
 
 
 def _packed_tags(source_git_dir: Path) -> str | None:
@@ -531,6 +547,17 @@ def _copy_loose_tags(source_git_dir: Path, git_dir: Path) -> None:
         shutil.copytree(tags, git_dir / "refs" / "tags", dirs_exist_ok=True)
 
 
+#: What the checkout pins of git's configuration, whatever the daemon
+#: user's says: the work tree holds the commit's bytes (no line-ending
+#: conversion, links as links, no attributes but the repository's own).
+_CHECKOUT_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.autocrlf=false",
+    "core.symlinks=true",
+    "core.attributesFile=/dev/null",
+)
+
+
 async def checkout(
     repo: Path,
     workspace: Path,
@@ -538,9 +565,18 @@ async def checkout(
     *,
     user: StageUser | None = None,
     spares: SpareWorkspaces | None = None,
+    readers: CatFiles | None = None,
 ) -> None:
     """Make ``workspace`` a git work tree at ``commit`` (detached HEAD),
     starting from one of ``spares`` when one is ready.
+
+    With ``readers``, a small plain tree is written by the daemon from the
+    repository's kept ``cat-file`` process (see
+    :mod:`~conveyor.daemon.native_checkout`); any other, or without
+    ``readers``, by ``git read-tree``. Either way the work tree holds the
+    commit's blobs byte for byte: the daemon user's git configuration for
+    line endings, links and attributes does not apply (a repository's own
+    ``.gitattributes`` does).
 
     Git runs as the daemon's user; with ``user`` (the stage user) the
     checkout is then handed to it, ``.git`` excepted (see
@@ -548,15 +584,33 @@ async def checkout(
     """
     if not _SHA_RE.match(commit):
         raise InvalidArgument(f"not a full commit id: {commit!r}")
-    await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit, spares)
-    env = _git_env()
-    # HEAD already names the commit (see _prepare_workspace): what is left
-    # is the index and the files, which `read-tree -u --reset` makes as
-    # `reset --hard` would (the same unpacking, with the checkout filters of
+    identity = await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit, spares)
+    files = None
+    if readers is not None:
+        try:
+            async with readers.reader(repo, identity) as reader:
+                files = await native_checkout.read(reader, commit)
+        except (ConveyorError, ValueError):
+            files = None  # git cannot read it, or answered oddly: read-tree says why
+    if files is not None:
+        await native_checkout.write(workspace, files)
+    else:
+        await _read_tree(workspace, commit)
+    if user is not None:
+        await trio.to_thread.run_sync(hand_over_workspace, workspace, user)
+
+
+async def _read_tree(workspace: Path, commit: str) -> None:
+    """Write the index and the files of ``commit`` into ``workspace``
+    (whose HEAD already names it) with git."""
+    env = {**_git_env(), "GIT_ATTR_NOSYSTEM": "1"}
+    pinned = [arg for setting in _CHECKOUT_CONFIG for arg in ("-c", setting)]
+    # `read-tree -u --reset` makes the index and the files as `reset
+    # --hard` would (the same unpacking, with the checkout filters of
     # .gitattributes), without the ORIG_HEAD, reflog and index refresh that
     # cost `reset` about a millisecond and a half more.
     result = await trio.run_process(
-        ["git", "-c", "core.hooksPath=/dev/null", "read-tree", "-u", "--reset", commit],
+        ["git", *pinned, "read-tree", "-u", "--reset", commit],
         executable=resolved_program("git", env),
         cwd=str(workspace),
         env=env,
@@ -569,8 +623,6 @@ async def checkout(
         raise GitError(
             f"checkout of {commit[:12]} failed: {result.stderr.decode(errors='replace').strip()}"
         )
-    if user is not None:
-        await trio.to_thread.run_sync(hand_over_workspace, workspace, user)
 
 
 async def _git(argv: list[str], *, stdin: bytes = b"", env: dict[str, str] | None = None) -> bytes:

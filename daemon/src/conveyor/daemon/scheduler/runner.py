@@ -96,6 +96,9 @@ class RunDeps:
     daemon_id: str = ""
     #: Workspaces made ahead of time; None: each checkout makes its own.
     spares: SpareWorkspaces | None = None
+    #: The kept git readers, shared with the API's submits: a checkout of a
+    #: small plain tree reads it there (see vcs.checkout); None: git does.
+    git_readers: vcs.CatFiles | None = None
 
 
 #: The uid and gid containers run as by default when the daemon runs as root
@@ -310,6 +313,7 @@ class RunExecution:
                 self.run.commit,
                 user=user,
                 spares=self.deps.spares,
+                readers=self.deps.git_readers,
             )
             if user is not None:
                 await trio.to_thread.run_sync(stage_user.make_run_home, self.run_home, user)
