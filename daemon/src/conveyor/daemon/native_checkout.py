@@ -29,17 +29,18 @@ remembered, so later checkouts of the same content ask git straight away.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -72,9 +73,11 @@ _GIT_CHARS = (b"\\", b":", b"~")
 #: ``unshare``'s flag for a file-system context of one's own (cwd, root, umask).
 CLONE_FS = 0x200
 
-#: Threads writing checkouts (their umask is the stage umask: see
-#: :func:`_start_writer`).
+#: Threads preparing and writing checkouts (each with a umask of its own:
+#: see :func:`_start_writer`).
 WRITERS = 2
+
+T = TypeVar("T")
 
 _too_big: OrderedDict[bytes, None] = OrderedDict()
 _threads = threading.local()
@@ -251,30 +254,42 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _start_writer() -> None:
     """Give a writer thread a file-system context (cwd, root, umask) of its
-    own, with the stage umask, so what it makes has git's modes and what
-    other threads make keeps the daemon's umask. Left as it is when the C
-    library cannot: files then get their modes one by one."""
+    own, so it can write with the stage umask while what other threads
+    make keeps the daemon's. Left shared when the C library cannot: files
+    then get their modes one by one."""
     unshare = glibc("unshare", ctypes.c_int)
-    if unshare is not None and unshare(CLONE_FS) == 0:
-        os.umask(STAGE_UMASK)
-        _threads.stage_umask = True
+    _threads.own_umask = unshare is not None and unshare(CLONE_FS) == 0
 
 
-async def write(workspace: Path, files: list[TreeFile]) -> None:
-    """Write ``files`` into ``workspace`` (a work tree with no files yet,
-    its ``.git`` ready), then its index, in one of the writer threads.
-    Waits for the write to end even when cancelled (the caller may remove
-    the workspace next)."""
+@contextlib.contextmanager
+def _stage_umask() -> Iterator[bool]:
+    """The stage umask for what the block makes, when the calling thread
+    has a umask of its own (a writer thread); False when it has not."""
+    if not getattr(_threads, "own_umask", False):
+        yield False
+        return
+    kept = os.umask(STAGE_UMASK)
+    try:
+        yield True
+    finally:
+        os.umask(kept)
+
+
+async def in_writer(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in one of the :data:`WRITERS` writer threads, whose
+    :func:`write_tree` needs no mode change per file. Waits for the work to
+    end even when cancelled, as ``trio.to_thread.run_sync`` does (the caller
+    may remove the workspace next)."""
     global _writers
     if _writers is None:
         _writers = ThreadPoolExecutor(WRITERS, "checkout-writer", initializer=_start_writer)
     token = trio.lowlevel.current_trio_token()
     done = trio.Event()
-    future = _writers.submit(write_tree, workspace, files)
+    future = _writers.submit(work, *args)
     future.add_done_callback(lambda _: token.run_sync_soon(done.set))
     with trio.CancelScope(shield=True):
         await done.wait()
-    future.result()
+    return future.result()
 
 
 def _write_file(path: bytes, file: TreeFile, masked: bool) -> os.stat_result:
@@ -312,9 +327,12 @@ def index_file(entries: Iterable[bytes], count: int) -> bytes:
 
 
 def write_tree(workspace: Path, files: list[TreeFile]) -> None:
-    """:func:`write`'s work, in the calling thread. Blocking."""
-    masked = getattr(_threads, "stage_umask", False)
-    _write(os.fsencode(workspace) + b"/", files, masked)
+    """Write ``files`` into ``workspace`` (a work tree with no files yet,
+    its ``.git`` ready), then its index, with the modes git gives them
+    under the stage umask. Blocking: fastest in a writer thread (see
+    :func:`in_writer`)."""
+    with _stage_umask() as masked:
+        _write(os.fsencode(workspace) + b"/", files, masked)
 
 
 def _write(root: bytes, files: list[TreeFile], masked: bool) -> None:

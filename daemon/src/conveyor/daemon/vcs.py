@@ -383,6 +383,14 @@ class CatFiles:
                 await _close_cat_file(kept.proc)
                 raise
 
+    def identity_of(self, repo: Path) -> tuple[Path, int, int] | None:
+        """Which repository the process kept for ``repo`` serves (see
+        :func:`_identified_objects_dir`), None when none is kept: a caller
+        that reads through it without checking the path first checks,
+        after, that the path still names that repository."""
+        kept = self._kept.get(repo)
+        return kept.identity if kept is not None else None
+
     def _forget(self, repo: Path, kept: _CatFile) -> None:
         if self._kept.get(repo) is kept:
             del self._kept[repo]
@@ -584,20 +592,51 @@ async def checkout(
     """
     if not _SHA_RE.match(commit):
         raise InvalidArgument(f"not a full commit id: {commit!r}")
-    identity = await trio.to_thread.run_sync(_prepare_workspace, repo, workspace, commit, spares)
-    files = None
+    files, read_from = None, None
     if readers is not None:
-        try:
-            async with readers.reader(repo, identity) as reader:
-                files = await native_checkout.read(reader, commit)
-        except (ConveyorError, ValueError):
-            files = None  # git cannot read it, or answered oddly: read-tree says why
-    if files is not None:
-        await native_checkout.write(workspace, files)
-    else:
+        files, read_from = await _read_plain_tree(readers, repo, commit)
+    # One writer thread makes the workspace, then writes the files read
+    # from the repository the path still names.
+    written = await native_checkout.in_writer(
+        _prepare_and_write, repo, workspace, commit, spares, files, read_from
+    )
+    if not written:
         await _read_tree(workspace, commit)
     if user is not None:
         await trio.to_thread.run_sync(hand_over_workspace, workspace, user)
+
+
+async def _read_plain_tree(
+    readers: CatFiles, repo: Path, commit: str
+) -> tuple[list[native_checkout.TreeFile] | None, tuple[Path, int, int] | None]:
+    """``commit``'s files if it is a small plain tree (see
+    :mod:`~conveyor.daemon.native_checkout`), and which repository they
+    were read from; None when git is to check it out."""
+    try:
+        identity = readers.identity_of(repo)
+        if identity is None:
+            identity = await trio.to_thread.run_sync(_identified_objects_dir, repo)
+        async with readers.reader(repo, identity) as reader:
+            return await native_checkout.read(reader, commit), identity
+    except (ConveyorError, ValueError):
+        return None, None  # git cannot read it, or answered oddly: read-tree says why
+
+
+def _prepare_and_write(
+    repo: Path,
+    workspace: Path,
+    commit: str,
+    spares: SpareWorkspaces | None,
+    files: list[native_checkout.TreeFile] | None,
+    read_from: tuple[Path, int, int] | None,
+) -> bool:
+    """Make the workspace and write ``files`` into it when they were read
+    from the repository ``repo`` names now; whether they were. Blocking."""
+    identity = _prepare_workspace(repo, workspace, commit, spares)
+    if files is None or identity != read_from:
+        return False
+    native_checkout.write_tree(workspace, files)
+    return True
 
 
 async def _read_tree(workspace: Path, commit: str) -> None:
