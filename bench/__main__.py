@@ -17,6 +17,7 @@ from collections.abc import Callable
 from bench import (
     artifacts,
     auth,
+    checkout,
     concurrent,
     dashboard,
     delivery,
@@ -45,6 +46,7 @@ from bench.common import (
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     overhead.NAME: overhead.run,
     latency.NAME: latency.run,
+    checkout.NAME: checkout.run,
     concurrent.NAME: concurrent.run,
     logstream.NAME: logstream.run,
     followers.NAME: followers.run,

@@ -1,19 +1,25 @@
 """Check out a small, plain commit without starting git.
 
 ``git read-tree -u --reset`` costs a run a process start and git's own
-start-up (about 4 ms of the 6 ms a checkout took, measured on the benchmark
-machine) to write, for a typical repository, a handful of files. For a tree
-that needs nothing of git's checkout machinery, the daemon does the same
-itself: it reads the commit's trees and blobs from the ``git cat-file
---batch`` process it already keeps for the repository (see
-:class:`~conveyor.daemon.vcs.CatFiles`), writes the files, and writes the
-index git would have written (version 2, each entry with the stat data of
-the file just written, so ``git diff-files`` and ``git status`` see a clean
-work tree without reading a file).
+start-up: about 3 of the 6 ms a checkout of a one-file tree took on the
+benchmark machine, where writing each file costs the same whoever writes
+it. For a tree that needs nothing of git's checkout machinery, the daemon
+does the same work itself:
+
+- :func:`read` reads the commit's trees and blobs from the ``git cat-file
+  --batch`` process the daemon already keeps for the repository (see
+  :class:`~conveyor.daemon.vcs.CatFiles`), a level of trees and then the
+  blobs, :data:`BATCH` questions per write;
+- :func:`write_tree` writes the files, then the index git would have
+  written (version 2, each entry with the stat data of the file just
+  written, so ``git diff-files`` and ``git status`` see a clean work tree
+  without reading a file). It runs in a writer thread (:func:`in_writer`)
+  whose umask is its own, so files get git's modes without a ``chmod``
+  each while every other thread keeps the daemon's stricter umask.
 
 What is written is what git writes: the blobs' bytes (no line-ending or
-other conversion: the daemon's git config for those is not applied by
-either path, see :func:`~conveyor.daemon.vcs.checkout`), regular files
+other conversion: the daemon user's git configuration for those applies to
+neither way, see :func:`~conveyor.daemon.vcs.checkout`), regular files
 ``0644`` or ``0755``, folders ``0755``, symbolic links as links.
 
 Anything else goes to git, which then does what it always did: :func:`read`
@@ -21,10 +27,12 @@ returns None for a tree that has a ``.gitattributes`` or ``.gitmodules``
 file anywhere (filters, line endings, submodules), a submodule or an
 unknown mode, a name git might refuse or treat specially (``.git`` in any
 spelling, ``..``, a backslash, a colon, a ``~``, anything not ASCII), a
-malformed tree, or more than :data:`MAX_ENTRIES` files, an object over
-:data:`MAX_OBJECT_BYTES` or :data:`MAX_TOTAL_BYTES` in all (git's own
-checkout is the better tool for a big tree). Objects found too big are
-remembered, so later checkouts of the same content ask git straight away.
+malformed tree, more than :data:`MAX_ENTRIES` files, an object over
+:data:`MAX_OBJECT_BYTES`, or over :data:`MAX_TOTAL_BYTES` in all. Objects
+found too big are remembered, so later checkouts of the same content go to
+git straight away. ``make bench`` (``checkout``) measures both ways for
+trees of 1 to 100 files: beyond a few dozen files the file system's cost
+per file is all there is, and the daemon's loop is better left to others.
 """
 
 from __future__ import annotations
@@ -47,12 +55,13 @@ import trio
 from conveyor.daemon.executors.process import STAGE_UMASK
 from conveyor.daemon.libc import glibc
 
-#: Files (and links) in a tree the daemon writes itself, at most.
-MAX_ENTRIES = 1000
+#: Files (and links) in a tree the daemon writes itself, at most (see
+#: ``make bench``, ``checkout``).
+MAX_ENTRIES = 100
 #: Bytes of one object (tree or blob) read for a checkout, at most.
 MAX_OBJECT_BYTES = 1 << 20
 #: Bytes of all a checkout's objects, at most.
-MAX_TOTAL_BYTES = 8 << 20
+MAX_TOTAL_BYTES = 4 << 20
 #: Objects asked for in one write to git (their names fit a pipe's buffer,
 #: so git's answers never wait on our questions).
 BATCH = 64
