@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,6 @@ GIT_ENV = {
 
 
 def git(*args: str, cwd: Path) -> str:
-    import os
-
     result = subprocess.run(
         ["git", *args],
         cwd=cwd,
@@ -43,6 +42,14 @@ class GitRepo:
         git("add", "-A", cwd=self.path)
         git("commit", "-q", "--allow-empty", "-m", message, cwd=self.path)
         return git("rev-parse", "HEAD", cwd=self.path)
+
+
+def add_script_and_link(path: Path) -> None:
+    """An executable ``run.sh`` and a link ``link.py`` to ``src/deep/module.py``
+    in the work tree at ``path`` (not committed)."""
+    (path / "run.sh").write_text("#!/bin/sh\ntrue\n")
+    (path / "run.sh").chmod(0o755)
+    os.symlink("src/deep/module.py", path / "link.py")
 
 
 def make_repo(path: Path, files: dict[str, str], branch: str = "main") -> GitRepo:

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from conveyor.daemon import native_checkout, vcs
-from tests.support.repos import GIT_ENV, GitRepo, git, make_repo
+from tests.support.repos import GIT_ENV, GitRepo, add_script_and_link, git, make_repo
 
 
 @pytest.fixture
@@ -89,9 +89,7 @@ def _plain_repo(path: Path) -> tuple[GitRepo, str]:
             "empty": "",
         },
     )
-    (repo.path / "run.sh").write_text("#!/bin/sh\ntrue\n")
-    (repo.path / "run.sh").chmod(0o755)
-    os.symlink("src/deep/module.py", repo.path / "link.py")
+    add_script_and_link(repo.path)
     os.symlink("../nowhere", repo.path / "src/dangling")
     return repo, repo.commit({"README": "read me\n"}, "a script and links")
 

@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.daemon import vcs
 from conveyor.daemon.spare_workspaces import SpareWorkspaces
-from tests.support.repos import git, make_repo
+from tests.support.repos import add_script_and_link, git, make_repo
 
 
 @pytest.mark.parametrize("spare", [False, True], ids=["made", "spare"])
@@ -31,9 +31,7 @@ async def test_the_workspace_is_the_commit_as_git_checks_it_out(
             "src/deep/module.py": "print('hi')\n",
         },
     )
-    (repo.path / "run.sh").write_text("#!/bin/sh\ntrue\n")
-    (repo.path / "run.sh").chmod(0o755)
-    os.symlink("src/deep/module.py", repo.path / "link.py")
+    add_script_and_link(repo.path)
     commit = repo.commit({"README": "read me\n"}, "a script and a link")
     git("tag", "v1.2.3", cwd=repo.path)
     if packed:
