@@ -280,3 +280,21 @@ def test_an_index_entry_is_padded_to_eight_bytes(tmp_path: Path) -> None:
         assert len(entry) % 8 == 0
         assert entry[62 : 62 + len(name)] == name
         assert entry[62 + len(name) :].strip(b"\0") == b""
+
+
+async def test_a_path_that_names_another_repository_now_is_left_to_git(
+    tmp_path: Path, readers: vcs.CatFiles, git_checkouts: list[str]
+) -> None:
+    """The tree is read through the process kept for the path; when the path
+    names another repository by the time the workspace is made, what was
+    read is not written: git checks out from what the path names now."""
+    first = make_repo(tmp_path / "repo", {"a": "first\n"})
+    commit = git("rev-parse", "HEAD", cwd=first.path)
+    await vcs.checkout(first.path, tmp_path / "before", commit, readers=readers)
+    assert git_checkouts == []
+    first.path.rename(tmp_path / "moved")
+    make_repo(tmp_path / "repo", {"a": "second\n"})
+    with pytest.raises(vcs.GitError, match=f"checkout of {commit[:12]} failed"):
+        await vcs.checkout(tmp_path / "repo", tmp_path / "after", commit, readers=readers)
+    assert git_checkouts == [commit]
+    assert not (tmp_path / "after" / "a").exists()
