@@ -41,6 +41,20 @@ def git_checkouts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the kept git readers were asked for, spied on."""
+    names: list[str] = []
+    real = vcs._BatchReader.ask
+
+    async def spy(self: vcs._BatchReader, name: str) -> None:
+        names.extend(name.split("\n"))
+        await real(self, name)
+
+    monkeypatch.setattr(vcs._BatchReader, "ask", spy)
+    return names
+
+
 @pytest.fixture(autouse=True)
 def forget_big_objects() -> Iterator[None]:
     native_checkout._too_big.clear()
@@ -134,7 +148,7 @@ async def test_the_modes_are_the_stage_umasks_whatever_the_daemons(
         await vcs.checkout(repo.path, tmp_path / "writer", commit, readers=readers)
         identity = vcs._identified_objects_dir(repo.path)
         async with readers.reader(repo.path, identity) as reader:
-            files = await native_checkout.read(reader, commit)
+            files = await native_checkout.read(reader, commit, readers.objects, identity)
         assert files is not None
         await vcs.checkout(repo.path, tmp_path / "other", commit)  # its .git, as a checkout has it
         (tmp_path / "other/.git/index").unlink()
@@ -198,6 +212,7 @@ async def test_big_trees_go_to_git_and_big_objects_are_remembered(
     tmp_path: Path,
     readers: vcs.CatFiles,
     git_checkouts: list[str],
+    asked: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(native_checkout, "MAX_ENTRIES", 3)
@@ -217,18 +232,11 @@ async def test_big_trees_go_to_git_and_big_objects_are_remembered(
     big_blob = git("rev-parse", "HEAD:big", cwd=big.path)
     assert bytes.fromhex(big_blob) in native_checkout._too_big
 
-    asked: list[str] = []
+    asked.clear()
     commit = git("rev-parse", "HEAD", cwd=big.path)
-    async with readers.reader(big.path, vcs._identified_objects_dir(big.path)) as reader:
-        real_ask = reader.ask
-
-        async def ask(name: str) -> None:
-            asked.extend(name.split("\n"))
-            await real_ask(name)
-
-        reader.ask = ask  # type: ignore[method-assign]
-        assert await native_checkout.read(reader, commit) is None
-        assert await native_checkout.read(reader, git("rev-parse", "HEAD", cwd=big.path)) is None
+    identity = vcs._identified_objects_dir(big.path)
+    async with readers.reader(big.path, identity) as reader:
+        assert await native_checkout.read(reader, commit, readers.objects, identity) is None
     assert big_blob not in asked, "a blob known to be too big is not read again"
     # the reader is left ready for the next question
     async with readers.reader(big.path, vcs._identified_objects_dir(big.path)) as reader:
@@ -298,3 +306,51 @@ async def test_a_path_that_names_another_repository_now_is_left_to_git(
         await vcs.checkout(tmp_path / "repo", tmp_path / "after", commit, readers=readers)
     assert git_checkouts == [commit]
     assert not (tmp_path / "after" / "a").exists()
+
+
+async def test_objects_read_once_are_not_asked_for_again(
+    tmp_path: Path, readers: vcs.CatFiles, git_checkouts: list[str], asked: list[str]
+) -> None:
+    """The commit and the pipeline file read for a submit, and what a
+    checkout reads, are kept: checking the same commit out again asks git
+    nothing, and the next commit only for what changed."""
+    repo, first = _plain_repo(tmp_path / "repo")
+    await vcs.resolve(repo.path, "main", "conveyor.yaml", readers=readers)
+    pipeline = git("rev-parse", f"{first}:conveyor.yaml", cwd=repo.path)
+    assert asked[:2] == ["main^{commit}", f"{first}:conveyor.yaml"]
+    asked.clear()
+    await vcs.checkout(repo.path, tmp_path / "one", first, readers=readers)
+    assert f"{first}^{{tree}}" not in asked, "the kept commit names its tree"
+    assert pipeline not in asked, "the pipeline file was kept"
+    assert asked
+    asked.clear()
+    await vcs.checkout(repo.path, tmp_path / "two", first, readers=readers)
+    assert asked == []
+    second = repo.commit({"src/same.txt": "changed\n"})
+    asked.clear()
+    await vcs.checkout(repo.path, tmp_path / "three", second, readers=readers)
+    changed = {
+        git("rev-parse", f"{second}:{path}", cwd=repo.path) for path in ("src", "src/same.txt")
+    }
+    assert set(asked) == {f"{second}^{{tree}}"} | changed, "the root tree, then what changed"
+    assert git_checkouts == []
+    _clean(tmp_path / "three")
+    assert (tmp_path / "three/src/same.txt").read_text() == "changed\n"
+
+
+def test_the_object_cache_keeps_the_most_recently_used_within_its_bound() -> None:
+    cache = native_checkout.ObjectCache(limit=800)
+    cache.put("repo", b"a", b"blob", b"x" * 100)
+    cache.put("repo", b"big", b"blob", b"x" * 101)  # over an eighth: not kept
+    cache.put("other", b"a", b"blob", b"y" * 100)
+    assert cache.get("other", b"a") == (b"blob", b"y" * 100), "repositories apart"
+    assert cache.get("repo", b"a") == (b"blob", b"x" * 100)
+    assert cache.get("repo", b"big") is None
+    for name in (b"b", b"c", b"d", b"e", b"f"):
+        cache.put("repo", name, b"blob", b"z" * 100)
+    cache.get("repo", b"a")  # used again: the most recent
+    for name in (b"g", b"h", b"i"):
+        cache.put("repo", name, b"blob", b"z" * 100)
+    assert cache.size == 800
+    assert cache.get("other", b"a") is None and cache.get("repo", b"b") is None
+    assert None not in (cache.get("repo", b"c"), cache.get("repo", b"a"), cache.get("repo", b"i"))

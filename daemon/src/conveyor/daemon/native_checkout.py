@@ -44,7 +44,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,9 @@ MAX_TOTAL_BYTES = 4 << 20
 BATCH = 64
 #: Object ids remembered as too big (see :func:`read`).
 REMEMBERED = 1024
+#: Bytes of objects an :class:`ObjectCache` keeps, at most; an object over
+#: an eighth of it is not kept.
+CACHE_BYTES = 4 << 20
 
 _TREE = 0o040000
 _FILE = 0o100644
@@ -119,6 +122,49 @@ class TreeFile:
     data: bytes
 
 
+class ObjectCache:
+    """Git objects read from repositories, kept for the next checkouts: by
+    repository (``key``: which repository a path named when it was read)
+    and object id, at most :data:`CACHE_BYTES` in all, the least recently
+    used going first. An object id names the same bytes for ever, so a kept
+    object is what git would answer; the next commit of a repository shares
+    most of its trees and blobs with the last one."""
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self._kept: OrderedDict[tuple[Hashable, bytes], tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, key: Hashable, oid: bytes) -> tuple[bytes, bytes] | None:
+        """(type, body) of the object ``oid`` (binary id) if kept."""
+        found = self._kept.get((key, oid))
+        if found is not None:
+            self._kept.move_to_end((key, oid))
+        return found
+
+    def put(self, key: Hashable, oid: bytes, kind: bytes, body: bytes) -> None:
+        if len(body) > self.limit // 8 or (key, oid) in self._kept:
+            return
+        self._kept[(key, oid)] = (kind, body)
+        self.size += len(body)
+        while self.size > self.limit:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self.size -= len(dropped)
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self.size = 0
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a checkout's objects come from: the cache first, then git."""
+
+    reader: BatchReader
+    cache: ObjectCache
+    key: Hashable
+
+
 class _NotPlain(Exception):
     """The tree is git's to check out."""
 
@@ -169,14 +215,26 @@ class _Budget:
 
 
 async def _objects(
-    reader: BatchReader, oids: list[bytes], kind: bytes, budget: _Budget
+    source: _Source, oids: list[bytes], kind: bytes, budget: _Budget
 ) -> dict[bytes, bytes]:
-    """The bodies of ``oids`` (binary ids), each of type ``kind``, asked
-    :data:`BATCH` at a time. Raises :class:`_NotPlain` once every answer
-    asked for is read, when one is missing, of another type, or too big."""
+    """The bodies of ``oids`` (binary ids), each of type ``kind``: those
+    kept in the cache, then the others from git, asked :data:`BATCH` at a
+    time (and kept). Raises :class:`_NotPlain` once every answer asked for
+    is read, when one is missing, of another type, or too big."""
     bodies: dict[bytes, bytes] = {}
-    for start in range(0, len(oids), BATCH):
-        chunk = oids[start : start + BATCH]
+    missing: list[bytes] = []
+    for oid in oids:
+        kept = source.cache.get(source.key, oid)
+        if kept is None or kept[0] != kind:
+            missing.append(oid)
+        elif len(kept[1]) > budget.left:
+            raise _NotPlain
+        else:
+            budget.left -= len(kept[1])
+            bodies[oid] = kept[1]
+    reader = source.reader
+    for start in range(0, len(missing), BATCH):
+        chunk = missing[start : start + BATCH]
         await reader.ask("\n".join(oid.hex() for oid in chunk))
         refused = False
         for oid in chunk:
@@ -192,14 +250,15 @@ async def _objects(
                 refused = True
                 continue
             budget.left -= size
-            bodies[oid] = await reader.body(size)
+            bodies[oid] = body = await reader.body(size)
+            source.cache.put(source.key, oid, kind, body)
         if refused:
             raise _NotPlain
     return bodies
 
 
 async def _walk(
-    reader: BatchReader, root: bytes, tree: bytes, budget: _Budget
+    source: _Source, root: bytes, tree: bytes, budget: _Budget
 ) -> list[tuple[bytes, int, bytes]]:
     """(path, mode, blob id) of every file under the tree ``root``, whose
     object ``tree`` is already read."""
@@ -219,40 +278,58 @@ async def _walk(
                 raise _NotPlain
         if any(oid in _too_big for _, oid in below):
             raise _NotPlain
-        trees = await _objects(reader, list({oid: None for _, oid in below}), b"tree", budget)
+        trees = await _objects(source, list({oid: None for _, oid in below}), b"tree", budget)
         level = below
     return files
 
 
-async def read(reader: BatchReader, commit: str) -> list[TreeFile] | None:
-    """The files of ``commit``'s tree, read through ``reader``; None when
-    the tree is git's to check out (see the module's description). Every
-    answer asked for is read before returning, so the reader can serve the
-    next exchange."""
+async def read(
+    reader: BatchReader, commit: str, cache: ObjectCache, key: Hashable
+) -> list[TreeFile] | None:
+    """The files of ``commit``'s tree, from ``cache`` (objects of the
+    repository ``key``) or else read through ``reader``; None when the tree
+    is git's to check out (see the module's description). Every answer
+    asked for is read before returning, so the reader can serve the next
+    exchange."""
     if len(commit) != 40:  # a SHA-256 repository: git's
         return None
+    source = _Source(reader, cache, key)
     budget = _Budget()
-    await reader.ask(f"{commit}^{{tree}}")
-    fields = (await reader.header()).split()
-    if len(fields) != 3:
-        return None
-    root, size = bytes.fromhex(fields[0].decode()), int(fields[2])
-    if fields[1] != b"tree" or size > MAX_OBJECT_BYTES:
-        await reader.skip(size)
-        return None
-    budget.left -= size
-    tree = await reader.body(size)
     try:
-        listed = await _walk(reader, root, tree, budget)
+        root, tree = await _root_tree(source, commit, budget)
+        listed = await _walk(source, root, tree, budget)
         if any(oid in _too_big for _, _, oid in listed):
             raise _NotPlain
-        blobs = await _objects(reader, list({oid: None for _, _, oid in listed}), b"blob", budget)
+        blobs = await _objects(source, list({oid: None for _, _, oid in listed}), b"blob", budget)
     except _NotPlain:
         return None
     files = [TreeFile(path, mode, oid, blobs[oid]) for path, mode, oid in listed]
     if any(file.mode == _LINK and (not file.data or b"\0" in file.data) for file in files):
         return None
     return files
+
+
+async def _root_tree(source: _Source, commit: str, budget: _Budget) -> tuple[bytes, bytes]:
+    """The id and the object of ``commit``'s tree: from the commit object
+    when it is kept (``SubmitRun`` keeps the commits it reads), else in one
+    question to git."""
+    kept = source.cache.get(source.key, bytes.fromhex(commit))
+    if kept is not None and kept[0] == b"commit" and kept[1].startswith(b"tree "):
+        root = bytes.fromhex(kept[1][5:45].decode())
+        return root, (await _objects(source, [root], b"tree", budget))[root]
+    reader = source.reader
+    await reader.ask(f"{commit}^{{tree}}")
+    fields = (await reader.header()).split()
+    if len(fields) != 3:
+        raise _NotPlain
+    root, size = bytes.fromhex(fields[0].decode()), int(fields[2])
+    if fields[1] != b"tree" or size > min(MAX_OBJECT_BYTES, budget.left):
+        await reader.skip(size)
+        raise _NotPlain
+    budget.left -= size
+    tree = await reader.body(size)
+    source.cache.put(source.key, root, b"tree", tree)
+    return root, tree
 
 
 def _write_all(fd: int, data: bytes) -> None:

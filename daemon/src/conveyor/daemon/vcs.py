@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -129,7 +129,7 @@ async def resolve(
     if readers is not None:
         async with readers.reader(repo, objects) as reader:
             kind, resolved, blob, content = await _cat_commit_file(
-                reader, repo, target, pipeline_path
+                reader, repo, target, pipeline_path, readers.objects.put, objects
             )
             ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
             if candidates is not None:
@@ -345,6 +345,9 @@ class CatFiles:
         self.size = size
         self.idle = idle
         self._kept: dict[Path, _CatFile] = {}
+        #: Objects read through them, for the checkouts (commits and
+        #: pipeline files read by :func:`resolve` among them).
+        self.objects = native_checkout.ObjectCache()
 
     @contextlib.asynccontextmanager
     async def reader(
@@ -426,14 +429,22 @@ def _refused(repo: Path, stderr: str) -> FailedPrecondition:
 
 
 async def _cat_commit_file(
-    reader: _BatchReader, repo: Path, ref: str, pipeline_path: str
+    reader: _BatchReader,
+    repo: Path,
+    ref: str,
+    pipeline_path: str,
+    keep: Callable[[Hashable, bytes, bytes, bytes], None] | None = None,
+    key: Hashable = None,
 ) -> tuple[bytes, str, str, bytes]:
+    """The pipeline file's type, commit, blob id and bytes; with ``keep``,
+    the commit and the file are handed to it as ``(key, id, type, body)``
+    (see :class:`~conveyor.daemon.native_checkout.ObjectCache`)."""
     await reader.ask(f"{ref}^{{commit}}")
     header = await reader.header()
     if header.endswith((b" missing", b" ambiguous")):
         raise NotFound(f"unknown ref {ref!r} in repository {repo}", field="ref")
     commit = header.split()[0].decode()
-    await reader.body(int(header.split()[2]))
+    commit_body = await reader.body(int(header.split()[2]))
     await reader.ask(f"{commit}:{pipeline_path}")
     header = await reader.header()
     if header.endswith(b" missing"):
@@ -442,7 +453,11 @@ async def _cat_commit_file(
             field="pipeline_path",
         )
     blob, kind, size = header.split()[:3]
-    return kind, commit, blob.decode(), await reader.body(int(size))
+    content = await reader.body(int(size))
+    if keep is not None:
+        keep(key, bytes.fromhex(commit), b"commit", commit_body)
+        keep(key, bytes.fromhex(blob.decode()), kind, content)
+    return kind, commit, blob.decode(), content
 
 
 async def _short_ref_type(reader: _BatchReader, ref: str) -> str:
@@ -617,7 +632,7 @@ async def _read_plain_tree(
         if identity is None:
             identity = await trio.to_thread.run_sync(_identified_objects_dir, repo)
         async with readers.reader(repo, identity) as reader:
-            return await native_checkout.read(reader, commit), identity
+            return await native_checkout.read(reader, commit, readers.objects, identity), identity
     except (ConveyorError, ValueError):
         return None, None  # git cannot read it, or answered oddly: read-tree says why
 
