@@ -62,8 +62,13 @@ async def test_another_repository_at_the_same_path_gets_a_new_process(
     readers = vcs.CatFiles()
     try:
         old = await vcs.resolve(path, "main", "conveyor.yaml", readers=readers)
+        kept = readers.identity_of(path)
         await trio.to_thread.run_sync(shutil.rmtree, path)
         make_repo(path, {"conveyor.yaml": "name: new\n", "other": "x"})
+        # The new object folder may get the old one's inode back; the kept
+        # process's working folder, the old top folder, keeps its inode.
+        now = vcs._identified_objects_dir(path)
+        assert kept is not None and (now.top_device, now.top_inode) != kept[3:]
         new = await vcs.resolve(path, "main", "conveyor.yaml", readers=readers)
     finally:
         await readers.aclose()

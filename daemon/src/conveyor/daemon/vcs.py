@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import trio
@@ -191,7 +192,7 @@ class _TagCandidates:
 
 def _read_repository(
     repo: Path, with_tags: bool
-) -> tuple[tuple[Path, int, int], _TagCandidates | None]:
+) -> tuple[RepositoryIdentity, _TagCandidates | None]:
     """Which repository ``repo`` is (see :func:`_identified_objects_dir`)
     and, with ``with_tags``, its release-like tag candidates (None when its
     refs are not plain files: reftable). Blocking."""
@@ -273,17 +274,32 @@ async def _release_tags_at(
     return tuple(f"refs/tags/{name}" for name in sorted(set(found)))
 
 
-def _identified_objects_dir(repo: Path) -> tuple[Path, int, int]:
-    """:func:`git_objects_dir` with its device and inode: which repository
-    the path names now (blocking)."""
+class RepositoryIdentity(NamedTuple):
+    """Which repository a path names now: its object folder, and the
+    device and inode of that folder and of the path's own folder."""
+
+    objects: Path
+    device: int
+    inode: int
+    #: A kept ``git -C PATH`` process has this folder as its working
+    #: folder, so its inode is not given to another while the process
+    #: lives: a repository removed and made again at the same path, whose
+    #: object folder may get the old inode back, is told apart.
+    top_device: int
+    top_inode: int
+
+
+def _identified_objects_dir(repo: Path) -> RepositoryIdentity:
+    """:func:`git_objects_dir` with what tells which repository the path
+    names now (blocking)."""
     objects = git_objects_dir(repo)
     try:
-        info = objects.stat()
+        info, top = objects.stat(), repo.stat()
     except OSError as exc:
         raise InvalidArgument(
             f"repository {str(repo)!r} cannot be read: {exc.strerror or exc}", field="repository"
         ) from None
-    return objects, info.st_dev, info.st_ino
+    return RepositoryIdentity(objects, info.st_dev, info.st_ino, top.st_dev, top.st_ino)
 
 
 async def _open_cat_file(repo: Path) -> trio.Process:
@@ -318,7 +334,7 @@ async def _close_cat_file(proc: trio.Process) -> None:
 class _CatFile:
     """One kept ``git cat-file --batch`` process and what it serves."""
 
-    def __init__(self, proc: trio.Process, identity: tuple[Path, int, int]) -> None:
+    def __init__(self, proc: trio.Process, identity: RepositoryIdentity) -> None:
         self.proc = proc
         self.reader = _BatchReader(proc)
         self.identity = identity
@@ -350,9 +366,7 @@ class CatFiles:
         self.objects = native_checkout.ObjectCache()
 
     @contextlib.asynccontextmanager
-    async def reader(
-        self, repo: Path, identity: tuple[Path, int, int]
-    ) -> AsyncIterator[_BatchReader]:
+    async def reader(self, repo: Path, identity: RepositoryIdentity) -> AsyncIterator[_BatchReader]:
         """The kept reader for ``repo`` (started if needed), for one
         exchange. An exchange that fails or is cancelled closes the process
         (a half-read answer would confuse the next one); git's reason for a
@@ -386,7 +400,7 @@ class CatFiles:
                 await _close_cat_file(kept.proc)
                 raise
 
-    def identity_of(self, repo: Path) -> tuple[Path, int, int] | None:
+    def identity_of(self, repo: Path) -> RepositoryIdentity | None:
         """Which repository the process kept for ``repo`` serves (see
         :func:`_identified_objects_dir`), None when none is kept: a caller
         that reads through it without checking the path first checks,
@@ -522,7 +536,7 @@ class _BatchReader:
 
 def _prepare_workspace(
     repo: Path, workspace: Path, commit: str, spares: SpareWorkspaces | None
-) -> tuple[Path, int, int]:
+) -> RepositoryIdentity:
     """Make ``workspace`` a work tree with no files, HEAD at ``commit``;
     which repository ``repo`` is (see :func:`_identified_objects_dir`)."""
     if workspace.exists():
@@ -532,7 +546,7 @@ def _prepare_workspace(
     # Borrow the source repository's objects instead of copying them
     # (what `git clone --shared` does), so a checkout costs only the files.
     identity = _identified_objects_dir(repo)
-    objects = identity[0]
+    objects = identity.objects
     fill_skeleton(workspace, commit, objects, _packed_tags(objects.parent))
     _copy_loose_tags(objects.parent, workspace / ".git")
     return identity
@@ -623,7 +637,7 @@ async def checkout(
 
 async def _read_plain_tree(
     readers: CatFiles, repo: Path, commit: str
-) -> tuple[list[native_checkout.TreeFile] | None, tuple[Path, int, int] | None]:
+) -> tuple[list[native_checkout.TreeFile] | None, RepositoryIdentity | None]:
     """``commit``'s files if it is a small plain tree (see
     :mod:`~conveyor.daemon.native_checkout`), and which repository they
     were read from; None when git is to check it out."""
@@ -643,7 +657,7 @@ def _prepare_and_write(
     commit: str,
     spares: SpareWorkspaces | None,
     files: list[native_checkout.TreeFile] | None,
-    read_from: tuple[Path, int, int] | None,
+    read_from: RepositoryIdentity | None,
 ) -> bool:
     """Make the workspace and write ``files`` into it when they were read
     from the repository ``repo`` names now; whether they were. Blocking."""
