@@ -28,6 +28,7 @@ from conveyor.daemon.scheduler import Scheduler
 from conveyor.daemon.scheduler.runner import RunExecution
 from conveyor.daemon.service import RunService, SubmitRequest
 from conveyor.daemon.store import RunStore
+from conveyor.daemon.store.runs import Update
 from conveyor.plugin import StageContext, StageKind, StageOutcome, StageSpec, StageStatus, hookimpl
 from tests.support.inprocess import plugins_with, serving
 from tests.support.repos import make_repo
@@ -222,7 +223,7 @@ async def test_a_stage_that_can_start_is_recorded_running_before_the_waiting_sta
 
     def changing(
         self: RunExecution, stage: StageRecord, status: StageStatus, *args: Any, **kw: Any
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Update:
         steps.append((status.value, stage.name))
         return stage_change(self, stage, status, *args, **kw)
 
@@ -239,6 +240,84 @@ async def test_a_stage_that_can_start_is_recorded_running_before_the_waiting_sta
             assert final.status is RunStatus.SUCCEEDED
             running = steps.index(("running", "first"))
             assert all(steps.index(("task", name)) > running for name in waiting), steps
+
+
+@dataclass
+class Transactions:
+    """What each write of the runs' state stored, as (stage or "run",
+    status) per event."""
+
+    stored: list[list[tuple[str, str]]] = field(default_factory=list)
+    _waiting: dict[tuple[str, str], trio.Event] = field(default_factory=dict)
+
+    def add(self, events: list[tuple[str, str]]) -> None:
+        self.stored.append(events)
+        for event in events:
+            self._waiting.setdefault(event, trio.Event()).set()
+
+    async def wait_for(self, event: tuple[str, str]) -> None:
+        with trio.fail_after(PATIENCE):
+            await self._waiting.setdefault(event, trio.Event()).wait()
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> Transactions:
+    """The writes of the runs' state, spied on."""
+    spied = Transactions()
+    update_all = RunStore.update_all
+
+    async def spy(self: RunStore, run_id: str, updates: list[Update]) -> list[EventRecord]:
+        records = await update_all(self, run_id, updates)
+        events = [update.event for update in updates]
+        spied.add([(e.stage or "run", str(e.stage_status or e.run_status)) for e in events])
+        return records
+
+    monkeypatch.setattr(RunStore, "update_all", spy)
+    return spied
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "a_fails"),
+    [
+        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", False),
+        ("a: {uses: probe}\n  b: {uses: probe}", False),  # b waits for a to end
+        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", True),  # b is skipped
+    ],
+    ids=["chain", "parallel", "skipped"],
+)
+async def test_the_last_stage_to_finish_is_stored_with_the_runs_end(
+    tmp_path: Path, transactions: Transactions, pipeline: str, a_fails: bool
+) -> None:
+    """No stage waits for the last one: its final record and the run's are
+    one transaction, the stage's event first. Every other stage's final
+    record is stored on its own, before anything that needs it starts."""
+    async with open_scheduler(tmp_path) as h:
+        a_end = ("a", "failed" if a_fails else "succeeded")
+
+        async def a(ctx: StageContext) -> StageOutcome:
+            return StageOutcome(StageStatus.FAILED if a_fails else StageStatus.SUCCEEDED, "")
+
+        async def b(ctx: StageContext) -> StageOutcome:
+            await transactions.wait_for(a_end)
+            return StageOutcome(StageStatus.SUCCEEDED)
+
+        h.probe.scripts["a"], h.probe.scripts["b"] = a, b
+        run = await h.submit(f"name: last\nstages:\n  {pipeline}\n")
+        final = await h.wait(run)
+        events = [(e.stage or "run", e.stage_status or e.run_status) for e in await h.events(run)]
+        watched = [
+            (e.stage or "run", e.stage_status or e.run_status)
+            async for e in h.service.watch(run.id, 0)
+        ]
+    assert transactions.stored[-1] == [
+        ("b", str(final.stages[1].status)),
+        ("run", str(final.status)),
+    ]
+    assert [t for t in transactions.stored if ("a", str(final.stages[0].status)) in t] == [
+        [("a", str(final.stages[0].status))]
+    ], "a's end is stored on its own"
+    assert events[-2:] == [("b", final.stages[1].status), ("run", final.status)]
+    assert watched == events
 
 
 async def test_a_failed_stage_skips_what_needs_it_and_fails_the_run(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from conveyor.daemon.secrets.redaction import REDACTOR, redact, redact_report
 from conveyor.daemon.spare_workspaces import SpareWorkspaces
 from conveyor.daemon.stages import StageContext, StageKind, StageOutcome
 from conveyor.daemon.store.database import out_of_space
-from conveyor.daemon.store.runs import EventDraft
+from conveyor.daemon.store.runs import EventDraft, Update
 from conveyor.daemon.telemetry.tracing import RunTracing
 from conveyor.daemon.views import RunViews
 
@@ -152,33 +152,46 @@ class RunExecution:
         self.views = RunViews(run)
         #: When the run left the queue: its ``started_at`` once checked out.
         self._left_queue_at = time.time()
+        #: The close-out has begun: a stage finishing now is recorded at once.
+        self._closing = False
+        #: The last stage to finish, its outcome and the update storing it,
+        #: left for the close-out to store with the run's final record.
+        self._last_finished: tuple[StageRecord, StageOutcome, Update] | None = None
 
     # -- recording -----------------------------------------------------------
 
-    async def _record_run(self, status: RunStatus, reason: str = "", **columns: Any) -> None:
+    async def _write(self, *updates: Update) -> None:
+        """Store ``updates`` in one transaction, then tell watchers."""
+        events = await self.deps.journal.record_all(self.run.id, list(updates))
+        self.run.last_event_seq = max(self.run.last_event_seq, events[-1].seq)
+
+    def _run_change(self, status: RunStatus, reason: str = "", **columns: Any) -> Update:
+        """Apply the run's new status to its record in memory now; return
+        the update that stores it."""
         reason = redact(reason)
         self.run.status = status
         self.run.reason = reason
         for key, value in columns.items():
             setattr(self.run, key, value)
-        event = await self.deps.journal.record(
-            self.run.id,
+        return Update(
             EventDraft(EventKind.RUN_STATUS, run_status=status, message=reason),
             run={"status": status, "reason": reason, **columns},
         )
-        self.run.last_event_seq = max(self.run.last_event_seq, event.seq)
+
+    async def _record_run(self, status: RunStatus, reason: str = "", **columns: Any) -> None:
+        await self._write(self._run_change(status, reason, **columns))
 
     async def _record_stage(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
     ) -> None:
-        await self._stage_change(stage, status, reason, **columns)()
+        await self._write(self._stage_change(stage, status, reason, **columns))
 
     def _stage_change(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Update:
         """Apply a stage's new status to the run's records in memory now;
-        return the write that commits it (and its event, then told to
-        watchers) for the caller to await."""
+        return the update that stores it (and its event, then told to
+        watchers) for the caller to write."""
         reason = redact(reason)
         stage.status = status
         stage.reason = reason
@@ -194,22 +207,19 @@ class RunExecution:
             exit_code=stage.exit_code,
             message=reason,
         )
-
-        async def write() -> None:
-            event = await self.deps.journal.record(
-                self.run.id, draft, stage={"status": status, "reason": reason, **columns}
-            )
-            self.run.last_event_seq = max(self.run.last_event_seq, event.seq)
-
-        return write
+        return Update(draft, stage={"status": status, "reason": reason, **columns})
 
     async def _finish_stage(self, stage: StageRecord, outcome: StageOutcome) -> None:
-        """Record a stage's final status, close its log and span, tell plugins."""
+        """Record a stage's final status, close its log and span, tell plugins.
+
+        The run's last stage to finish (every other one has finished, so no
+        stage waits for it) leaves all that to the run's close-out: its
+        record is stored with the run's final one, in one transaction."""
         live = self.deps.logs.live(self.run.id, stage.name)
         log_size = live.size if live is not None else stage.log_size
         report = outcome.report.capped() if outcome.report is not None else None
         stage.report = report
-        await self._record_stage(
+        update = self._stage_change(
             stage,
             outcome.status,
             outcome.reason,
@@ -218,14 +228,25 @@ class RunExecution:
             log_size=log_size,
             report_json=report.to_json() if report is not None else None,
         )
+        if not self._closing and all(
+            other.status.finished for other in self.run.stages if other is not stage
+        ):
+            self._last_finished = (stage, outcome, update)
+            return
+        await self._write(update)
+        self._stage_finished(stage, outcome)
+
+    def _stage_finished(self, stage: StageRecord, outcome: StageOutcome) -> None:
+        """What follows a stage's final record: its log closed, its span
+        ended, plugins told."""
         self.deps.logs.release(self.run.id, stage.name)
         tracing = self.deps.tracing
-        if report is not None:
+        if stage.report is not None:
             tracing.stage_event(
                 self.run.id,
                 stage.name,
                 "gate",
-                {"passed": report.gate_passed, "reason": report.gate_reason},
+                {"passed": stage.report.gate_passed, "reason": stage.report.gate_reason},
             )
         tracing.end_stage(
             self.run,
@@ -340,7 +361,9 @@ class RunExecution:
         return RunStatus.SUCCEEDED, ""
 
     async def _close_out(self, status: RunStatus, reason: str) -> None:
-        """Record stages that never got a final status, then the run."""
+        """Record stages that never got a final status, then the run (with
+        the last stage to finish, see :meth:`_finish_stage`)."""
+        self._closing = True
         for stage in self.run.stages:
             if stage.status.finished:
                 continue
@@ -357,7 +380,13 @@ class RunExecution:
                 await self._finish_stage(
                     stage, StageOutcome(StageStatus.SKIPPED, f"not started: {reason}")
                 )
-        await self._record_run(status, reason, finished_at=time.time())
+        final = self._run_change(status, reason, finished_at=time.time())
+        if self._last_finished is None:
+            await self._write(final)
+        else:
+            stage, outcome, update = self._last_finished
+            await self._write(update, final)
+            self._stage_finished(stage, outcome)
         self.deps.tracing.end_run(self.run, self.error_type)
         await trio.to_thread.run_sync(self._tidy)
         self.deps.plugins.run_finished(self.run)
@@ -565,7 +594,7 @@ class RunExecution:
             # The attempt starts while its `running` record commits (both
             # wait on worker threads); what it ends with is recorded after.
             async with trio.open_nursery() as recording:
-                recording.start_soon(record_running)
+                recording.start_soon(self._write, record_running)
                 outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
                 break

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from conveyor.daemon.records import (
     EventKind,
@@ -66,6 +66,14 @@ class EventDraft:
     attempt: int = 0
     exit_code: int | None = None
     message: str = ""
+
+
+class Update(NamedTuple):
+    """An event to append, with the run's and its stage's column changes."""
+
+    event: EventDraft
+    run: dict[str, Any] | None = None
+    stage: dict[str, Any] | None = None
 
 
 def _run_from_row(row: sqlite3.Row) -> RunRecord:
@@ -285,20 +293,28 @@ class RunStore:
         disk the write waits for space (``hold``, see :meth:`Database.write`):
         run and stage state is never dropped.
         """
+        return (await self.update_all(run_id, [Update(event, run, stage)]))[0]
 
-        def txn(conn: sqlite3.Connection) -> EventRecord:
-            if run:
-                _update(conn, "runs", _RUN_COLUMNS, run, "id = ?", (run_id,))
-            if stage:
-                _update(
-                    conn,
-                    "stages",
-                    _STAGE_COLUMNS,
-                    stage,
-                    "run_id = ? AND name = ?",
-                    (run_id, event.stage),
-                )
-            return _insert_event(conn, run_id, event)
+    async def update_all(self, run_id: str, updates: list[Update]) -> list[EventRecord]:
+        """:meth:`update` for each of ``updates``, in order, in one
+        transaction: all are stored or none."""
+
+        def txn(conn: sqlite3.Connection) -> list[EventRecord]:
+            records: list[EventRecord] = []
+            for event, run, stage in updates:
+                if run:
+                    _update(conn, "runs", _RUN_COLUMNS, run, "id = ?", (run_id,))
+                if stage:
+                    _update(
+                        conn,
+                        "stages",
+                        _STAGE_COLUMNS,
+                        stage,
+                        "run_id = ? AND name = ?",
+                        (run_id, event.stage),
+                    )
+                records.append(_insert_event(conn, run_id, event))
+            return records
 
         return await self.db.write(txn, hold=True)
 
