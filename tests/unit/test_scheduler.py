@@ -12,6 +12,7 @@ start and end.
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -463,6 +464,23 @@ async def test_runs_of_a_concurrency_group_run_one_at_a_time_in_order(tmp_path: 
     assert [(what, run_id) for what, run_id, _, _ in h.probe.events] == [
         (what, run.id) for run in [first, *others] for what in ("start", "end")
     ]
+
+
+async def test_a_repository_removed_before_its_run_starts_fails_the_checkout(
+    tmp_path: Path,
+) -> None:
+    release = trio.Event()
+    async with open_scheduler(tmp_path) as h:
+        h.probe.scripts["s"] = after(release)
+        first = await h.submit(GROUPED.format(cancel="false"))
+        queued = await h.submit("", Path(first.repository))
+        await h.probe.wait_started(first, "s")
+        await trio.to_thread.run_sync(shutil.rmtree, Path(first.repository))
+        release.set()
+        final = await h.wait(queued)
+    assert final.status is RunStatus.FAILED
+    assert final.reason.startswith("checkout failed: repository not found:"), final.reason
+    assert not h.probe.ran(queued)
 
 
 async def test_cancel_in_progress_cancels_the_older_run_of_the_group(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from conveyor.daemon import vcs
 from conveyor.daemon.artifacts.recorder import ArtifactDeps, RunArtifacts
 from conveyor.daemon.config import Config
 from conveyor.daemon.delivery.service import DeliveryService
+from conveyor.daemon.errors import ConveyorError
 from conveyor.daemon.executors import stage_user
 from conveyor.daemon.executors.base import (
     CONTAINER_WORKSPACE,
@@ -341,7 +342,8 @@ class RunExecution:
                 self.user_env = await trio.to_thread.run_sync(
                     stage_user.stage_environment, user, self.workspace, self.run_home
                 )
-        except (vcs.GitError, OSError) as exc:
+        except (vcs.GitError, OSError, ConveyorError) as exc:
+            # ConveyorError: the repository is gone, or cannot be read, since the submit
             raise _CheckoutFailed(f"checkout failed: {exc}") from exc
 
     def _summarize(self) -> tuple[RunStatus, str]:
