@@ -317,7 +317,7 @@ async def test_objects_read_once_are_not_asked_for_again(
     repo, first = _plain_repo(tmp_path / "repo")
     await vcs.resolve(repo.path, "main", "conveyor.yaml", readers=readers)
     pipeline = git("rev-parse", f"{first}:conveyor.yaml", cwd=repo.path)
-    assert asked[:2] == ["main^{commit}", f"{first}:conveyor.yaml"]
+    assert asked[0] == "main^{commit}" and f"{first}:conveyor.yaml" in asked
     asked.clear()
     await vcs.checkout(repo.path, tmp_path / "one", first, readers=readers)
     assert f"{first}^{{tree}}" not in asked, "the kept commit names its tree"

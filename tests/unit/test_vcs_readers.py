@@ -129,3 +129,35 @@ async def test_without_kept_readers_the_tags_are_left_for_the_run_to_read(tmp_pa
     git("tag", "v1.0.0", cwd=repo.path)
     revision = await vcs.resolve(repo.path, "main", "conveyor.yaml")
     assert revision.release_tags is None
+
+
+@pytest.mark.parametrize(
+    ("ref", "ref_type"), [("main", "branch"), ("v1.0.0", "tag"), ("refs/heads/main", "branch")]
+)
+async def test_a_submit_asks_git_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: str, ref_type: str
+) -> None:
+    """The commit and what a short ref name is (a tag, a branch) in one
+    write to git, then the pipeline file at that commit."""
+    repo = make_repo(tmp_path / "repo", {"conveyor.yaml": "name: a\n"})
+    git("tag", "v1.0.0", cwd=repo.path)
+    writes: list[str] = []
+    ask = vcs._BatchReader.ask
+
+    async def counting(self: vcs._BatchReader, name: str) -> None:
+        writes.append(name)
+        await ask(self, name)
+
+    monkeypatch.setattr(vcs._BatchReader, "ask", counting)
+    readers = vcs.CatFiles()
+    try:
+        revision = await vcs.resolve(repo.path, ref, "conveyor.yaml", readers=readers)
+    finally:
+        await readers.aclose()
+    assert revision.ref_type == ref_type
+    assert revision.commit == git("rev-parse", "HEAD", cwd=repo.path)
+    asked = [name for write in writes for name in write.split("\n")]
+    assert asked[0] == f"{ref}^{{commit}}"
+    assert writes[1] == f"{revision.commit}:conveyor.yaml"
+    # then only the release tag that may point at the commit, if any
+    assert all(name.startswith(("refs/tags/v1.0.0", "v1.0.0")) for name in writes[2:]), writes

@@ -126,23 +126,23 @@ async def resolve(
             field="pipeline_path",
         )
     objects, candidates = await trio.to_thread.run_sync(_read_repository, repo, readers is not None)
+    ref_type = ref_type_of(ref)
+    short_ref = "" if ref_type else ref
     release_tags: tuple[str, ...] | None = None
     if readers is not None:
         async with readers.reader(repo, objects) as reader:
-            kind, resolved, blob, content = await _cat_commit_file(
-                reader, repo, target, pipeline_path, readers.objects.put, objects
+            kind, resolved, blob, content, short_type = await _cat_commit_file(
+                reader, repo, target, pipeline_path, short_ref, readers.objects.put, objects
             )
-            ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
             if candidates is not None:
                 release_tags = await _release_tags_at(reader, candidates, resolved)
     else:
         proc = await _open_cat_file(repo)
         try:
             reader = _BatchReader(proc)
-            kind, resolved, blob, content = await _cat_commit_file(
-                reader, repo, target, pipeline_path
+            kind, resolved, blob, content, short_type = await _cat_commit_file(
+                reader, repo, target, pipeline_path, short_ref
             )
-            ref_type = ref_type_of(ref) or await _short_ref_type(reader, ref)
         except (GitError, trio.BrokenResourceError):
             # git gave up before answering (it refuses to trust the repository,
             # the repository is corrupt...): its reason is on stderr
@@ -163,7 +163,7 @@ async def resolve(
         commit=resolved,
         pipeline_text=text,
         pipeline_blob=blob,
-        ref_type=ref_type,
+        ref_type=ref_type or short_type,
         release_tags=release_tags,
     )
 
@@ -447,18 +447,32 @@ async def _cat_commit_file(
     repo: Path,
     ref: str,
     pipeline_path: str,
+    short_ref: str = "",
     keep: Callable[[Hashable, bytes, bytes, bytes], None] | None = None,
     key: Hashable = None,
-) -> tuple[bytes, str, str, bytes]:
-    """The pipeline file's type, commit, blob id and bytes; with ``keep``,
-    the commit and the file are handed to it as ``(key, id, type, body)``
-    (see :class:`~conveyor.daemon.native_checkout.ObjectCache`)."""
-    await reader.ask(f"{ref}^{{commit}}")
+) -> tuple[bytes, str, str, bytes, str]:
+    """The pipeline file's type, commit, blob id and bytes, and whether the
+    short ref name ``short_ref`` (if any) names a ``tag`` or a ``branch``
+    (see :func:`_short_ref_questions`); with ``keep``, the commit and the
+    file are handed to it as ``(key, id, type, body)`` (see
+    :class:`~conveyor.daemon.native_checkout.ObjectCache`).
+
+    Two writes to git: the commit and the short ref's kinds are asked
+    together, then the file at exactly that commit."""
+    short = _short_ref_questions(short_ref)
+    await reader.ask("\n".join([f"{ref}^{{commit}}", *(full for full, _ in short)]))
     header = await reader.header()
-    if header.endswith((b" missing", b" ambiguous")):
+    commit_body = None if _unanswered(header) else await reader.body(int(header.split()[2]))
+    ref_type = ""
+    for _, names in short:
+        answer = await reader.header()
+        if _unanswered(answer):
+            continue
+        await reader.body(int(answer.split()[2]))
+        ref_type = ref_type or names
+    if commit_body is None:
         raise NotFound(f"unknown ref {ref!r} in repository {repo}", field="ref")
     commit = header.split()[0].decode()
-    commit_body = await reader.body(int(header.split()[2]))
     await reader.ask(f"{commit}:{pipeline_path}")
     header = await reader.header()
     if header.endswith(b" missing"):
@@ -471,23 +485,22 @@ async def _cat_commit_file(
     if keep is not None:
         keep(key, bytes.fromhex(commit), b"commit", commit_body)
         keep(key, bytes.fromhex(blob.decode()), kind, content)
-    return kind, commit, blob.decode(), content
+    return kind, commit, blob.decode(), content, ref_type
 
 
-async def _short_ref_type(reader: _BatchReader, ref: str) -> str:
-    """``tag`` or ``branch`` for a short ref name that git resolves as one,
-    "" for anything else (a commit id, ``HEAD``, ``main~2``, no ref)."""
+def _unanswered(header: bytes) -> bool:
+    """Whether git's answer is that it has no such object (no body follows)."""
+    return header.endswith((b" missing", b" ambiguous"))
+
+
+def _short_ref_questions(ref: str) -> list[tuple[str, str]]:
+    """What to ask git to tell whether a short ref name is a tag or a
+    branch: ``refs/tags/NAME`` first, as git resolves the name; nothing for
+    anything else (a commit id, ``HEAD``, ``main~2``, a full ref, none)."""
     plain = _REF_RE.match(ref) and not ref.startswith(("-", "refs/")) and "@{" not in ref
     if not plain or _SHA_RE.match(ref):
-        return ""  # a line break in it would be another request
-    for full, kind in ((f"refs/tags/{ref}", "tag"), (f"refs/heads/{ref}", "branch")):
-        await reader.ask(full)
-        header = await reader.header()
-        if header.endswith((b" missing", b" ambiguous")):
-            continue
-        await reader.body(int(header.split()[2]))
-        return kind
-    return ""
+        return []  # a line break in it would be another request
+    return [(f"refs/tags/{ref}", "tag"), (f"refs/heads/{ref}", "branch")]
 
 
 class _BatchReader:
