@@ -9,7 +9,9 @@ does the same work itself:
 - :func:`read` reads the commit's trees and blobs from the ``git cat-file
   --batch`` process the daemon already keeps for the repository (see
   :class:`~conveyor.daemon.vcs.CatFiles`), a level of trees and then the
-  blobs, :data:`BATCH` questions per write;
+  blobs, :data:`BATCH` questions per write, except those an
+  :class:`ObjectCache` kept from earlier reads (the submit's commit and
+  pipeline file among them);
 - :func:`write_tree` writes the files, then the index git would have
   written (version 2, each entry with the stat data of the file just
   written, so ``git diff-files`` and ``git status`` see a clean work tree
