@@ -221,8 +221,11 @@ async def _objects(
 ) -> dict[bytes, bytes]:
     """The bodies of ``oids`` (binary ids), each of type ``kind``: those
     kept in the cache, then the others from git, asked :data:`BATCH` at a
-    time (and kept). Raises :class:`_NotPlain` once every answer asked for
-    is read, when one is missing, of another type, or too big."""
+    time (and kept). Raises :class:`_NotPlain` before asking anything when
+    one is known to be too big; else once every answer asked for is read,
+    when one is missing, of another type, or too big."""
+    if any(oid in _too_big for oid in oids):
+        raise _NotPlain
     bodies: dict[bytes, bytes] = {}
     missing: list[bytes] = []
     for oid in oids:
@@ -278,8 +281,6 @@ async def _walk(
                     files.append((path, mode, entry))
             if len(files) + len(below) > MAX_ENTRIES:
                 raise _NotPlain
-        if any(oid in _too_big for _, oid in below):
-            raise _NotPlain
         trees = await _objects(source, list({oid: None for _, oid in below}), b"tree", budget)
         level = below
     return files
@@ -300,8 +301,6 @@ async def read(
     try:
         root, tree = await _root_tree(source, commit, budget)
         listed = await _walk(source, root, tree, budget)
-        if any(oid in _too_big for _, _, oid in listed):
-            raise _NotPlain
         blobs = await _objects(source, list({oid: None for _, _, oid in listed}), b"blob", budget)
     except _NotPlain:
         return None

@@ -182,11 +182,6 @@ class RunExecution:
     async def _record_run(self, status: RunStatus, reason: str = "", **columns: Any) -> None:
         await self._write(self._run_change(status, reason, **columns))
 
-    async def _record_stage(
-        self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
-    ) -> None:
-        await self._write(self._stage_change(stage, status, reason, **columns))
-
     def _stage_change(
         self, stage: StageRecord, status: StageStatus, reason: str = "", **columns: Any
     ) -> Update:
