@@ -17,15 +17,14 @@ import functools
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput, StageUser
+from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput
 from conveyor.daemon.executors.pump import output_pump
+from conveyor.daemon.executors.spawn import StageProcess, start_process
 
 #: Threads scanning /proc for what is left of stopped process groups.
 SCAN_LIMITER_SIZE = 4
@@ -53,14 +52,6 @@ def stage_marker(home: Path) -> str:
 #: The umask of stage processes: files they make are readable by others
 #: (the daemon's own umask is 077).
 STAGE_UMASK = 0o022
-
-
-def as_user(user: StageUser | None) -> dict[str, Any]:
-    """``subprocess.Popen`` arguments that start a process as ``user``
-    (with its group, no supplementary groups), or none for None."""
-    if user is None:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def _scans() -> trio.CapacityLimiter:
@@ -124,7 +115,7 @@ async def _group_left(pgid: int) -> bool:
     return await trio.to_thread.run_sync(_group_alive, pgid, limiter=_scans())
 
 
-async def _stop_group(proc: trio.Process, pgid: int, grace: float) -> None:
+async def _stop_group(proc: StageProcess, pgid: int, grace: float) -> None:
     """SIGTERM the group, wait up to ``grace`` for it to go, then SIGKILL."""
     if proc.returncode is None or await _group_left(pgid):
         _signal_group(pgid, signal.SIGTERM)
@@ -167,7 +158,7 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         try:
-            proc = await trio.lowlevel.open_process(
+            proc = await start_process(
                 request.argv,
                 # as another user, the PATH search is that user's to make
                 executable=request.argv[0]
@@ -175,12 +166,9 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
                 else resolved_program(request.argv[0], request.env),
                 cwd=str(request.cwd),
                 env=request.env,
-                stdin=subprocess.DEVNULL,
-                stdout=wfd,
-                stderr=wfd,
-                start_new_session=True,
+                output=wfd,
                 umask=STAGE_UMASK,
-                **as_user(request.user),
+                user=request.user,
             )
         except OSError as exc:
             raise ExecutorError(f"cannot start {request.argv[0]!r}: {exc.strerror or exc}") from exc
