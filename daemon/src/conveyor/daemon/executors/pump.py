@@ -26,6 +26,7 @@ import logging
 import os
 import select
 import threading
+import time
 from collections import deque
 
 import trio
@@ -38,6 +39,15 @@ log = logging.getLogger(__name__)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
 PIPE_SIZE = 1 << 20
+#: After a pass that found only a little output (every read under
+#: :data:`FULL_READ`), the pump waits this long before it looks again, so
+#: a fast writer's output is copied in large reads instead of one read and
+#: one write per write of the tool (``tr`` writes 4 KiB at a time): about
+#: half the pump's CPU for a stage writing 200 MB, and fewer hand-offs of
+#: the GIL. What a stage writes reaches its log at most this much later.
+COALESCE = 0.001
+#: A read this large means the pump is behind: it looks again at once.
+FULL_READ = 256 << 10
 
 
 class Feed:
@@ -120,6 +130,7 @@ class OutputPump:
 
     def _run(self) -> None:
         while True:
+            largest = -1
             for fd, _ in self._epoll.poll():
                 if fd == self._wake_r:
                     self._take_finishing()
@@ -127,7 +138,9 @@ class OutputPump:
                 with self._lock:
                     feed = self._feeds.get(fd)
                 if feed is not None:
-                    self._copy(feed, drain=False)
+                    largest = max(largest, self._copy(feed, drain=False))
+            if 0 < largest < FULL_READ:
+                time.sleep(COALESCE)
 
     def _take_finishing(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -143,23 +156,24 @@ class OutputPump:
                 if not feed.closed:
                     self._close(feed)
 
-    def _copy(self, feed: Feed, *, drain: bool) -> None:
+    def _copy(self, feed: Feed, *, drain: bool) -> int:
         """Copy one chunk (everything there is, with ``drain``); close the
         feed at the pipe's end or when its output fails. The output's
-        writer is opened first (the log is made when the stage first runs)."""
+        writer is opened first (the log is made when the stage first runs).
+        Returns the size of the last read (0 at the end or on failure)."""
         if feed.writer is None:
             try:
                 feed.writer = feed.output.open_writer()
             except OSError as exc:
                 self._fail(feed, exc)
                 self._close(feed)
-                return
+                return 0
         buffer, writer = self._buffer, feed.writer
         while True:
             try:
                 nbytes = os.readv(feed.rfd, [buffer])
             except BlockingIOError:
-                return
+                return 0
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -167,15 +181,15 @@ class OutputPump:
                 nbytes = 0
             if not nbytes:
                 self._close(feed)
-                return
+                return 0
             try:
                 writer.write(memoryview(buffer)[:nbytes])
             except OSError as exc:
                 self._fail(feed, exc)
                 self._close(feed)
-                return
+                return 0
             if not drain:
-                return
+                return nbytes
 
     def _fail(self, feed: Feed, exc: OSError) -> None:
         feed.error = exc
