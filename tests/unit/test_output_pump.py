@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,38 +129,57 @@ async def test_a_fast_writers_small_writes_are_copied_in_large_reads(tmp_path: P
     assert _CountingOutput.writes < 300, "the pump waited for output to gather before reading"
 
 
-async def test_the_pump_waits_after_a_small_read_only(
+async def test_the_pump_waits_after_a_small_read_only_and_finish_cuts_the_wait(
     tmp_path: Path, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from conveyor.daemon.executors import pump as pump_module
 
+    monkeypatch.setattr(pump_module, "COALESCE", 30.0)
     rfd, wfd = pipe
     log = StageLog(tmp_path / "s.log")
     pump = OutputPump()
-    token = trio.lowlevel.current_trio_token()
-    slept: list[tuple[float, int]] = []
-    waited = trio.Event()
-    sleep = time.sleep
+    full = pump_module.FULL_READ
 
-    def recording(seconds: float) -> None:
-        if threading.current_thread() is pump._thread:
-            slept.append((seconds, log.path.stat().st_size))
-            token.run_sync_soon(waited.set)
-        sleep(seconds)
+    async def size_reaches(size: int) -> None:
+        with trio.fail_after(5):
+            while log.size < size:  # noqa: ASYNC110 (counted in batches)
+                await trio.sleep(0.01)
 
-    monkeypatch.setattr(time, "sleep", recording)
     fcntl.fcntl(wfd, pump_module.F_SETPIPE_SZ, pump_module.PIPE_SIZE)
-    os.write(wfd, b"x" * pump_module.FULL_READ)  # there before the pump reads: one full read
+    os.write(wfd, b"x" * full)  # there before the pump reads: one full read
     feed = pump.start(rfd, LogOutput(log), trio.CancelScope())
-    with trio.fail_after(5):
-        while log.size < pump_module.FULL_READ:  # noqa: ASYNC110 (counted in batches)
-            await trio.sleep(0.01)
-    assert slept == [], "after a full read the pump looks again at once"
+    await size_reaches(full)
     os.write(wfd, b"line\n")
+    await size_reaches(full + 5)  # after a full read the pump looked again at once
+    os.write(wfd, b"more\n")
+    await trio.sleep(0.3)
+    assert log.size == full + 5, "after a small read the pump lets output gather"
+    os.close(wfd)
+    pump.finish(feed)
     with trio.fail_after(5):
-        await waited.wait()
-    assert slept[0] == (pump_module.COALESCE, pump_module.FULL_READ + 5)
+        await feed.done.wait()
+    assert log.size == full + 10
+    assert log.path.read_bytes().endswith(b"line\nmore\n")
+
+
+async def test_a_pipes_end_cuts_the_wait_short(
+    tmp_path: Path, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage's end waits for no gathering: once its process has closed
+    the pipe, the pump reads to the end and lets go without being asked."""
+    from conveyor.daemon.executors import pump as pump_module
+
+    monkeypatch.setattr(pump_module, "COALESCE", 30.0)
+    rfd, wfd = pipe
+    log = StageLog(tmp_path / "s.log")
+    pump = OutputPump()
+    feed = pump.start(rfd, LogOutput(log), trio.CancelScope())
+    os.write(wfd, b"banner\n")
+    with trio.fail_after(5):
+        while log.size < 7:  # noqa: ASYNC110 (counted in batches)
+            await trio.sleep(0.01)
+    os.write(wfd, b"last\n")  # the pump is waiting for more now
     os.close(wfd)
     with trio.fail_after(5):
         await feed.done.wait()
-    assert log.size == pump_module.FULL_READ + 5
+    assert log.path.read_bytes() == b"banner\nlast\n"

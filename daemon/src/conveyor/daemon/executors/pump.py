@@ -26,7 +26,6 @@ import logging
 import os
 import select
 import threading
-import time
 from collections import deque
 
 import trio
@@ -44,7 +43,9 @@ PIPE_SIZE = 1 << 20
 #: a fast writer's output is copied in large reads instead of one read and
 #: one write per write of the tool (``tr`` writes 4 KiB at a time): about
 #: half the pump's CPU for a stage writing 200 MB, and fewer hand-offs of
-#: the GIL. What a stage writes reaches its log at most this much later.
+#: the GIL. What a stage writes reaches its log at most this much later; a
+#: pipe whose writers all closed it (the process ended), or a feed to
+#: finish, cuts the wait short, so a stage's end waits for no wait.
 COALESCE = 0.001
 #: A read this large means the pump is behind: it looks again at once.
 FULL_READ = 256 << 10
@@ -87,6 +88,11 @@ class OutputPump:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll = select.epoll()
         self._epoll.register(self._wake_r, select.EPOLLIN)
+        #: What ends a wait while output gathers: the wake-up pipe, and the
+        #: pipes' ends (registered with no events: epoll reports their
+        #: EPOLLHUP alone).
+        self._ends = select.epoll()
+        self._ends.register(self._wake_r, select.EPOLLIN)
         self._feeds: dict[int, Feed] = {}
         self._buffer = bytearray(CHUNK)
         self._thread: threading.Thread | None = None
@@ -106,6 +112,7 @@ class OutputPump:
         with self._lock:
             self._feeds[rfd] = feed
             self._ensure_thread()
+        self._ends.register(rfd, 0)
         self._epoll.register(rfd, select.EPOLLIN)
         return feed
 
@@ -140,7 +147,7 @@ class OutputPump:
                 if feed is not None:
                     largest = max(largest, self._copy(feed, drain=False))
             if 0 < largest < FULL_READ:
-                time.sleep(COALESCE)
+                self._ends.poll(COALESCE)
 
     def _take_finishing(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -205,6 +212,7 @@ class OutputPump:
             registered = self._feeds.pop(feed.rfd, None) is not None
         if registered:
             self._epoll.unregister(feed.rfd)
+            self._ends.unregister(feed.rfd)
         writer, feed.writer = feed.writer, None
         if writer is not None:
             try:
