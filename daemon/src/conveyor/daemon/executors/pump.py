@@ -38,17 +38,6 @@ log = logging.getLogger(__name__)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe capacity asked for (the default is 64 KiB; Linux allows 1 MiB).
 PIPE_SIZE = 1 << 20
-#: After a pass that found only a little output (every read under
-#: :data:`FULL_READ`), the pump waits this long before it looks again, so
-#: a fast writer's output is copied in large reads instead of one read and
-#: one write per write of the tool (``tr`` writes 4 KiB at a time): about
-#: half the pump's CPU for a stage writing 200 MB, and fewer hand-offs of
-#: the GIL. What a stage writes reaches its log at most this much later; a
-#: pipe whose writers all closed it (the process ended), or a feed to
-#: finish, cuts the wait short, so a stage's end waits for no wait.
-COALESCE = 0.001
-#: A read this large means the pump is behind: it looks again at once.
-FULL_READ = 256 << 10
 
 
 class Feed:
@@ -88,11 +77,6 @@ class OutputPump:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll = select.epoll()
         self._epoll.register(self._wake_r, select.EPOLLIN)
-        #: What ends a wait while output gathers: the wake-up pipe, and the
-        #: pipes' ends (registered with no events: epoll reports their
-        #: EPOLLHUP alone).
-        self._ends = select.epoll()
-        self._ends.register(self._wake_r, select.EPOLLIN)
         self._feeds: dict[int, Feed] = {}
         self._buffer = bytearray(CHUNK)
         self._thread: threading.Thread | None = None
@@ -112,7 +96,6 @@ class OutputPump:
         with self._lock:
             self._feeds[rfd] = feed
             self._ensure_thread()
-        self._ends.register(rfd, 0)
         self._epoll.register(rfd, select.EPOLLIN)
         return feed
 
@@ -137,7 +120,6 @@ class OutputPump:
 
     def _run(self) -> None:
         while True:
-            largest = -1
             for fd, _ in self._epoll.poll():
                 if fd == self._wake_r:
                     self._take_finishing()
@@ -145,9 +127,7 @@ class OutputPump:
                 with self._lock:
                     feed = self._feeds.get(fd)
                 if feed is not None:
-                    largest = max(largest, self._copy(feed, drain=False))
-            if 0 < largest < FULL_READ:
-                self._ends.poll(COALESCE)
+                    self._copy(feed, drain=False)
 
     def _take_finishing(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -163,24 +143,23 @@ class OutputPump:
                 if not feed.closed:
                     self._close(feed)
 
-    def _copy(self, feed: Feed, *, drain: bool) -> int:
+    def _copy(self, feed: Feed, *, drain: bool) -> None:
         """Copy one chunk (everything there is, with ``drain``); close the
         feed at the pipe's end or when its output fails. The output's
-        writer is opened first (the log is made when the stage first runs).
-        Returns the size of the last read (0 at the end or on failure)."""
+        writer is opened first (the log is made when the stage first runs)."""
         if feed.writer is None:
             try:
                 feed.writer = feed.output.open_writer()
             except OSError as exc:
                 self._fail(feed, exc)
                 self._close(feed)
-                return 0
+                return
         buffer, writer = self._buffer, feed.writer
         while True:
             try:
                 nbytes = os.readv(feed.rfd, [buffer])
             except BlockingIOError:
-                return 0
+                return
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -188,15 +167,15 @@ class OutputPump:
                 nbytes = 0
             if not nbytes:
                 self._close(feed)
-                return 0
+                return
             try:
                 writer.write(memoryview(buffer)[:nbytes])
             except OSError as exc:
                 self._fail(feed, exc)
                 self._close(feed)
-                return 0
+                return
             if not drain:
-                return nbytes
+                return
 
     def _fail(self, feed: Feed, exc: OSError) -> None:
         feed.error = exc
@@ -212,7 +191,6 @@ class OutputPump:
             registered = self._feeds.pop(feed.rfd, None) is not None
         if registered:
             self._epoll.unregister(feed.rfd)
-            self._ends.unregister(feed.rfd)
         writer, feed.writer = feed.writer, None
         if writer is not None:
             try:
