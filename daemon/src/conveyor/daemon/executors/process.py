@@ -7,7 +7,9 @@ stage's pipe, that writes straight to the log file (through an
 disk and memory stays bounded whatever the process writes. When the process
 ends, or the caller is cancelled, the whole process group is stopped:
 SIGTERM, a grace period, then SIGKILL, so grandchildren that ignore SIGTERM
-do not outlive their stage.
+do not outlive their stage. The process is started and waited for on the
+trio loop, without a worker thread (see
+:mod:`~conveyor.daemon.executors.spawn`).
 """
 
 from __future__ import annotations
