@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from conveyor.daemon.executors import spawn
 from conveyor.daemon.executors.base import StageUser
@@ -84,14 +85,23 @@ async def test_without_pidfds_a_thread_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: list[object]
 ) -> None:
     monkeypatch.setattr(spawn, "_pidfd", lambda pid: None)
-    proc = await start(tmp_path, "exit 7")
-    assert await proc.wait() == 7
+    proc = await start(tmp_path, "sleep 30")
+    codes: list[int] = []
+
+    async def wait() -> None:
+        codes.append(await proc.wait())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        os.kill(proc.pid, signal.SIGTERM)
+    assert codes == [-signal.SIGTERM]
     assert threads == [spawn._wait_exited]
-    quick = await start(tmp_path, "sleep 30")
+    again = await start(tmp_path, "sleep 30")
     with trio.move_on_after(0.1):
-        await quick.wait()
-    os.kill(quick.pid, signal.SIGKILL)
-    assert await quick.wait() == -signal.SIGKILL
+        await again.wait()
+    os.kill(again.pid, signal.SIGKILL)
+    assert await again.wait() == -signal.SIGKILL
 
 
 async def test_a_start_that_fails_raises_os_error(tmp_path: Path) -> None:
