@@ -55,6 +55,7 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from conveyor.daemon.executors.process import STAGE_UMASK
+from conveyor.daemon.files import write_all
 from conveyor.daemon.libc import glibc
 
 #: Files (and links) in a tree the daemon writes itself, at most (see
@@ -333,12 +334,6 @@ async def _root_tree(source: _Source, commit: str, budget: _Budget) -> tuple[byt
     return root, tree
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _start_writer() -> None:
     """Give a writer thread a file-system context (cwd, root, umask) of its
     own, so it can write with the stage umask while what other threads
@@ -387,7 +382,7 @@ def _write_file(path: bytes, file: TreeFile, masked: bool) -> os.stat_result:
     perm = 0o755 if file.mode == _EXECUTABLE else 0o644
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, perm)
     try:
-        _write_all(fd, file.data)
+        write_all(fd, file.data)
         if not masked:
             os.fchmod(fd, perm)
         return os.fstat(fd)
@@ -444,7 +439,7 @@ def _write(root: bytes, files: list[TreeFile], masked: bool) -> None:
     index = index_file((entry for _, entry in entries), len(entries))
     fd = os.open(root + b".git/index", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, index)
+        write_all(fd, index)
         if not masked:
             os.fchmod(fd, 0o644)
     finally:

@@ -27,6 +27,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from conveyor.daemon.files import write_all
+
 #: The file, in the home.
 SECRETS_FILE: Final = "secrets.enc"
 #: Held while the file is rewritten (two ``conveyord secrets set`` at once).
@@ -73,12 +75,6 @@ def check_value(name: str, value: str) -> str:
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise SecretsError(f"secret {name}: the value is larger than {MAX_VALUE_BYTES} bytes")
     return value
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 # -- the key ------------------------------------------------------------------------------
@@ -130,7 +126,7 @@ def create_key(path: Path, *, owner: tuple[int, int] | None = None) -> bytes:
     try:
         if owner is not None:
             os.fchown(fd, *owner)
-        _write_all(fd, base64.b64encode(key) + b"\n")
+        write_all(fd, base64.b64encode(key) + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -196,7 +192,7 @@ def write_secrets(
         try:
             if owner is not None:
                 os.fchown(fd, *owner)
-            _write_all(fd, _MAGIC + nonce + sealed)
+            write_all(fd, _MAGIC + nonce + sealed)
             os.fsync(fd)
         finally:
             os.close(fd)
