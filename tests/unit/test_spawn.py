@@ -20,14 +20,20 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 
 async def start(
-    tmp_path: Path, script: str, *, user: StageUser | None = None
+    tmp_path: Path,
+    script: str,
+    *,
+    user: StageUser | None = None,
+    argv: list[str] | None = None,
+    executable: str = "/bin/sh",
+    cwd: Path | None = None,
 ) -> spawn.StageProcess:
     out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         return await spawn.start_process(
-            ["sh", "-c", script],
-            executable="/bin/sh",
-            cwd=str(tmp_path),
+            argv or ["sh", "-c", script],
+            executable=executable,
+            cwd=str(cwd or tmp_path),
             env=ENV,
             output=out,
             umask=0o022,
@@ -105,30 +111,10 @@ async def test_without_pidfds_a_thread_waits(
 
 
 async def test_a_start_that_fails_raises_os_error(tmp_path: Path) -> None:
-    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        with pytest.raises(FileNotFoundError):
-            await spawn.start_process(
-                ["no-such-program-here"],
-                executable="/no/such/program",
-                cwd=str(tmp_path),
-                env=ENV,
-                output=out,
-                umask=0o022,
-                user=None,
-            )
-        with pytest.raises(FileNotFoundError):
-            await spawn.start_process(
-                ["sh", "-c", "true"],
-                executable="/bin/sh",
-                cwd=str(tmp_path / "missing"),
-                env=ENV,
-                output=out,
-                umask=0o022,
-                user=None,
-            )
-    finally:
-        os.close(out)
+    with pytest.raises(FileNotFoundError):
+        await start(tmp_path, "", argv=["no-such-program-here"], executable="/no/such/program")
+    with pytest.raises(FileNotFoundError):
+        await start(tmp_path, "true", cwd=tmp_path / "missing")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as another user needs root")

@@ -21,7 +21,6 @@ has none, a worker thread waits.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -95,9 +94,7 @@ async def start_process(
     stdout and stderr to the file descriptor ``output``. Raises ``OSError``
     when it cannot start (no such program, no such folder, ...)."""
 
-    def popen(
-        uid: int | None = None, gid: int | None = None, groups: list[int] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def popen(as_user: StageUser | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             argv,
             executable=executable,
@@ -108,12 +105,11 @@ async def start_process(
             stderr=output,
             start_new_session=True,
             umask=umask,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=[] if as_user else None,
         )
 
     if user is None:
-        return StageProcess(popen())
-    as_user = functools.partial(popen, user.uid, user.gid, [])
-    return StageProcess(await trio.to_thread.run_sync(as_user))
+        return StageProcess(popen(None))
+    return StageProcess(await trio.to_thread.run_sync(popen, user))
