@@ -2,8 +2,10 @@
 
 Each stage has one file, ``<logs>/<run id>/<stage>.log``. Its writer (a
 process pump or the daemon itself) appends and then calls :meth:`StageLog.advance`;
-readers stream from any offset and, when following, wait for the log to grow
-until the stage closes it. Readers and writers touch the file only in worker
+a stage process may also write to the file itself (:meth:`StageLog.open_file`),
+and the file's size then says how far the log goes. Readers stream from any
+offset and, when following, wait for the log to grow until the stage closes
+it. Readers and writers touch the file only in worker
 threads and read in bounded chunks, so a 10 MB line or a stage that never
 writes a newline costs no more memory than any other output.
 """
@@ -21,6 +23,11 @@ CHUNK = 1 << 20
 #: A follower that is nearly caught up waits up to BATCH_DELAY s for BATCH bytes.
 BATCH = 64 << 10
 BATCH_DELAY = 0.005
+#: A follower of a log that a process writes to itself looks at the file's
+#: size after POLL_FIRST s without news, then at doubling intervals up to
+#: POLL_MAX s; one follower of the log looks, for all of them.
+POLL_FIRST = 0.005
+POLL_MAX = 0.1
 #: Recently finished logs remembered with their final size, so a reader
 #: that saw the stage running just before it ended still finds it closed.
 RECENTLY_CLOSED = 4096
@@ -48,19 +55,62 @@ class StageLog:
 
     def __init__(self, path: Path, *, size: int = 0, closed: bool = False) -> None:
         self.path = path
-        self.size = size
+        self._size = size
         self.closed = closed
         self._changed = trio.Event()
         #: The latest small read, shared by readers at its offset.
         self._shared: _SharedRead | None = None
+        #: The file as a stage process writing to it itself holds it (see
+        #: :meth:`open_file`); None when no process does.
+        self._file: int | None = None
+        #: Whether a follower is looking at the file's size for the others.
+        self._polling = False
+
+    @property
+    def size(self) -> int:
+        """How many bytes the log holds. While a process writes to the file
+        itself, the file's size (one ``fstat``; it never shrinks here)."""
+        if self._file is not None:
+            self._size = max(self._size, os.fstat(self._file).st_size)
+        return self._size
 
     def advance(self, nbytes: int) -> None:
         """Record that ``nbytes`` more are on disk; wakes followers.
 
         Called in the trio thread (a pump thread uses ``run_sync_soon``).
+        While a process writes to the file itself, the file says the size.
         """
-        self.size += nbytes
+        if self._file is None:
+            self._size += nbytes
         self._wake()
+
+    def open_file(self) -> int:
+        """Open the file for a stage process to write its output to itself
+        (its stdout and stderr), read-write for :meth:`close_file`; until
+        then the file's size is the log's. One ``open`` (and, for the run's
+        first log, a ``mkdir``): fast local metadata calls, made on the trio
+        loop like the process's start that follows.
+        """
+        if self._file is not None:
+            raise RuntimeError(f"{self.path} is already open for a process")
+        self._file = self.open_append(os.O_RDWR)
+        self._wake()  # followers waiting for a write start looking at the file
+        return self._file
+
+    def close_file(self) -> bytes:
+        """Take the file's final size and let go of it (the process has
+        ended); returns the log's last byte (nothing for an empty log, or one
+        cut shorter than it was), so its writer knows whether a line ended.
+        Wakes followers."""
+        fd, size = self._file, self.size
+        if fd is None:
+            raise RuntimeError(f"{self.path} is not open for a process")
+        self._file = None
+        try:
+            return os.pread(fd, 1, size - 1) if size else b""
+        finally:
+            os.close(fd)
+            self._wake()
 
     def close(self) -> None:
         """No more writes: followers end once they have read everything."""
@@ -71,10 +121,10 @@ class StageLog:
         self._changed.set()
         self._changed = trio.Event()
 
-    def open_append(self) -> int:
+    def open_append(self, access: int = os.O_WRONLY) -> int:
         """A file descriptor for appending (blocking: call from a thread).
         The run's log folder is made with its first log."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        flags = access | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
             return os.open(self.path, flags, 0o640)
         except FileNotFoundError:
@@ -128,6 +178,9 @@ class StageLog:
                     continue
                 if closed or not follow:
                     return
+                if self._file is not None:
+                    await self._look(changed)
+                    continue
                 await changed.wait()
                 if not self.closed and self.size - offset < BATCH:
                     # Let a fast writer get ahead a little, so a follower that
@@ -136,6 +189,30 @@ class StageLog:
         finally:
             if fd is not None:
                 os.close(fd)
+
+    async def _look(self, changed: trio.Event) -> None:
+        """Wait for ``changed`` or for the file (written by a process
+        itself) to grow. One waiting follower looks at the file's size, at
+        doubling intervals; the others wait for it to tell them."""
+        if self._polling:
+            await changed.wait()
+            return
+        self._polling = True
+        try:
+            delay = POLL_FIRST
+            while not changed.is_set() and self._file is not None:
+                with trio.move_on_after(delay):
+                    await changed.wait()
+                    return
+                before = self._size
+                if self.size > before:
+                    self._wake()
+                    return
+                delay = min(delay * 2, POLL_MAX)
+        finally:
+            self._polling = False
+            if not changed.is_set():  # cancelled: another follower takes over
+                self._wake()
 
     async def _read(self, fd: int, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (at least one while the file

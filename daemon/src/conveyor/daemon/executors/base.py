@@ -3,6 +3,7 @@ stage's output goes (:class:`StageOutput`)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import weakref
@@ -299,9 +300,43 @@ class LogOutput:
     def open_writer(self) -> _LogWriter:
         return _LogWriter(self._log, self._token, self._line_end)
 
+    def open_file(self) -> LogFile:
+        """The log file itself, for a process to write its output to (see
+        :class:`LogFile`). Call on the trio loop; raises ``OSError`` when
+        the file cannot be opened."""
+        return LogFile(self._log, self._line_end)
+
     @property
     def at_line_start(self) -> bool:
         return self._line_end.at_line_start
+
+
+class LogFile:
+    """A stage's log file, which a process writes its output to itself (its
+    stdout and stderr are the file, opened for appending): no pipe, no
+    daemon thread copies it. Followers learn of its growth from the file's
+    size (see :class:`~conveyor.daemon.logstore.StageLog`).
+
+    A process that cannot write to it (a full disk) sees the error itself,
+    as any program writing to a file does; the daemon cannot know what it
+    lost, so :meth:`close` fails the output when the log's file system has
+    no block left, whatever the process made of the error.
+    """
+
+    def __init__(self, log: StageLog, line_end: _LineEnd) -> None:
+        self._log = log
+        self._line_end = line_end
+        self.fd = log.open_file()
+
+    def close(self, *, check: bool = True) -> None:
+        """Let go of the file once the process (and its group) ended. With
+        ``check``, raise ``OSError`` (``ENOSPC``) when the file system is
+        full (no block available to unprivileged writers)."""
+        full = check and os.fstatvfs(self.fd).f_bavail == 0
+        last = self._log.close_file()
+        self._line_end.wrote(last)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self._log.path))
 
 
 class _LogWriter:

@@ -1,14 +1,18 @@
-"""Run a command in its own process group, pumping its output into a log.
+"""Run a command in its own process group, its output going into a log.
 
-The output pipe is drained by the daemon's log pump, one thread for every
-stage's pipe, that writes straight to the log file (through an
-:class:`~conveyor.daemon.executors.base.OutputWriter`, see
-:mod:`~conveyor.daemon.executors.pump`), so the trio loop never blocks on
-disk and memory stays bounded whatever the process writes. When the process
-ends, or the caller is cancelled, the whole process group is stopped:
-SIGTERM, a grace period, then SIGKILL, so grandchildren that ignore SIGTERM
-do not outlive their stage. The process is started and waited for on the
-trio loop, without a worker thread (see
+A stage's own log is the process's stdout and stderr: the process writes
+to the file itself, so no daemon thread copies its output, and followers
+learn of it from the file's size (see
+:class:`~conveyor.daemon.executors.base.LogFile`). Output that the daemon
+must see first (masked for secrets) goes through a pipe, drained by the
+daemon's log pump, one thread for every stage's pipe, that writes to the
+log file (through an :class:`~conveyor.daemon.executors.base.OutputWriter`,
+see :mod:`~conveyor.daemon.executors.pump`). Either way the trio loop never
+copies output and memory stays bounded whatever the process writes. When
+the process ends, or the caller is cancelled, the whole process group is
+stopped: SIGTERM, a grace period, then SIGKILL, so grandchildren that
+ignore SIGTERM do not outlive their stage. The process is started and
+waited for on the trio loop, without a worker thread (see
 :mod:`~conveyor.daemon.executors.spawn`).
 """
 
@@ -20,12 +24,13 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
-from conveyor.daemon.executors.base import ExecutorError, ProcessRequest, StageOutput
-from conveyor.daemon.executors.pump import output_pump
+from conveyor.daemon.executors.base import ExecutorError, LogOutput, ProcessRequest, StageOutput
+from conveyor.daemon.executors.pump import Feed, output_pump
 from conveyor.daemon.executors.spawn import StageProcess, start_process
 
 #: Threads scanning /proc for what is left of stopped process groups.
@@ -139,12 +144,18 @@ async def _stop_group(proc: StageProcess, pgid: int, grace: float) -> None:
 async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> int:
     """Run ``request`` to completion; return its exit code.
 
+    Output: a stage's own log (a :class:`LogOutput`) is the process's stdout
+    and stderr, written by the process itself (see :class:`LogFile`); any
+    other output (a masked one) gets a pipe, which the daemon's log pump
+    copies into it.
+
     Cancellation: on cancellation the process group gets SIGTERM, then
     SIGKILL after ``request.kill_grace`` seconds (shielded, so the group is
     always stopped), and Cancelled is re-raised.
 
     Resource handling: after the main process exits, anything left in its
-    process group is killed; the pipe is always let go of by the pump and closed.
+    process group is killed; the pipe is always let go of by the pump and
+    closed, the log file always let go of.
 
     Identity: with ``request.user``, the process runs as that user, with
     its primary group only (no supplementary groups) and, since it is not
@@ -153,49 +164,98 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
 
     Error handling: a command that cannot be started raises
     :class:`ExecutorError` with the reason. Output that cannot be written to
-    the stage log (a full disk: ``ENOSPC``) stops the process group as a
-    cancellation would and raises that ``OSError``: output is never dropped
-    silently, so the stage fails with the reason.
+    the stage log (a full disk: ``ENOSPC``) raises that ``OSError``, so the
+    stage fails with the reason: through a pipe, the group is stopped at
+    once, as a cancellation would; written by the process itself, the
+    process sees the error, and the output fails when the process ends on a
+    full disk. Output is never dropped silently.
     """
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    if not isinstance(output, LogOutput):
+        return await _run_piped(request, output)
+    log_file = output.open_file()
     try:
-        try:
-            proc = await start_process(
-                request.argv,
-                # as another user, the PATH search is that user's to make
-                executable=request.argv[0]
-                if request.user is not None
-                else resolved_program(request.argv[0], request.env),
-                cwd=str(request.cwd),
-                env=request.env,
-                output=wfd,
-                umask=STAGE_UMASK,
-                user=request.user,
-            )
-        except OSError as exc:
-            raise ExecutorError(f"cannot start {request.argv[0]!r}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(wfd)
-        pgid = proc.pid
-        pump = output_pump()
-        waiting = trio.CancelScope()
+        code = await _run(request, log_file.fd, trio.CancelScope())
+    except BaseException:
+        log_file.close(check=False)
+        raise
+    log_file.close()
+    return code
+
+
+async def _run_piped(request: ProcessRequest, output: StageOutput) -> int:
+    """:func:`run_in_process_group` with the output through a pipe and the pump."""
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pump = output_pump()
+    waiting = trio.CancelScope()
+    feed: Feed | None = None
+    write_end: int | None = wfd
+
+    def started() -> None:
+        nonlocal feed, write_end
+        os.close(wfd)
+        write_end = None
         feed = pump.start(rfd, output, waiting)
-        try:
-            with waiting:
-                await proc.wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop_group(proc, pgid, request.kill_grace)
-                # Once the process group is gone, copy what the pipe holds and
-                # stop, even if an escaped descendant still holds it open.
-                pump.finish(feed)
-                await feed.done.wait()
+
+    async def stopped() -> None:
+        # Once the process group is gone, copy what the pipe holds and stop,
+        # even if an escaped descendant still holds it open.
+        if feed is not None:
+            pump.finish(feed)
+            await feed.done.wait()
+
+    try:
+        code = await _run(request, wfd, waiting, started=started, stopped=stopped)
+        assert feed is not None
         if feed.error is not None:
             raise feed.error
-        assert proc.returncode is not None
-        return proc.returncode
+        return code
     finally:
+        if write_end is not None:
+            os.close(write_end)
         os.close(rfd)
+
+
+async def _run(
+    request: ProcessRequest,
+    output_fd: int,
+    waiting: trio.CancelScope,
+    *,
+    started: Callable[[], None] | None = None,
+    stopped: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Start ``request`` with ``output_fd`` as its stdout and stderr, wait
+    for it (within ``waiting``, which the output may cancel), then stop its
+    group: :func:`run_in_process_group` without what its output needs, which
+    ``started`` (once the process runs) and ``stopped`` (once its group is
+    gone, shielded) add."""
+    try:
+        proc = await start_process(
+            request.argv,
+            # as another user, the PATH search is that user's to make
+            executable=request.argv[0]
+            if request.user is not None
+            else resolved_program(request.argv[0], request.env),
+            cwd=str(request.cwd),
+            env=request.env,
+            output=output_fd,
+            umask=STAGE_UMASK,
+            user=request.user,
+        )
+    except OSError as exc:
+        raise ExecutorError(f"cannot start {request.argv[0]!r}: {exc.strerror or exc}") from exc
+    pgid = proc.pid
+    try:
+        if started is not None:
+            started()
+        with waiting:
+            await proc.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop_group(proc, pgid, request.kill_grace)
+            if stopped is not None:
+                await stopped()
+    assert proc.returncode is not None
+    return proc.returncode
 
 
 #: Programs found on a PATH, by (name, PATH): see :func:`resolved_program`.
