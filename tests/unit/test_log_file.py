@@ -123,3 +123,31 @@ async def test_when_the_looking_follower_leaves_another_takes_over(tmp_path: Pat
             nursery.cancel_scope.cancel()
     assert bytes(staying) == b"written\n"
     assert leaving == b""
+
+
+async def test_a_process_that_cuts_its_log_leaves_what_the_file_holds(tmp_path: Path) -> None:
+    log = StageLog(tmp_path / "s.log")
+    cut = "import os; os.ftruncate(1, 0)"
+    script = f"echo first; python3 -c '{cut}'; echo second"
+    assert await process.run_in_process_group(request(tmp_path, script), LogOutput(log)) == 0
+    assert log.path.read_bytes() == b"second\n", "appending goes on at the new end"
+    assert log.size == len(b"second\n")
+    log.close()
+    seen = bytearray()
+    with trio.fail_after(5):
+        await follow(log, seen)
+    assert bytes(seen) == b"second\n"
+
+
+async def test_a_log_cut_below_the_size_seen_ends_its_readers_at_the_cut(tmp_path: Path) -> None:
+    log = StageLog(tmp_path / "s.log")
+    script = "echo first; sleep 0.3; python3 -c 'import os; os.ftruncate(1, 0)'; echo 2"
+    seen = bytearray()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, log, seen)
+            stage = request(tmp_path, script)
+            assert await process.run_in_process_group(stage, LogOutput(log)) == 0
+            log.close()
+    assert log.size == len(b"first\n"), "the size seen never shrinks"
+    assert bytes(seen) == b"first\n", "the follower saw the first line, then the log ended"

@@ -328,11 +328,16 @@ class LogFile:
         self._line_end = line_end
         self.fd = log.open_file()
 
-    def close(self, *, check: bool = True) -> None:
+    def close(self, *, check: bool = True, root: bool = False) -> None:
         """Let go of the file once the process (and its group) ended. With
         ``check``, raise ``OSError`` (``ENOSPC``) when the file system is
-        full (no block available to unprivileged writers)."""
-        full = check and os.fstatvfs(self.fd).f_bavail == 0
+        full: no block left for the process, which was ``root`` (who may
+        use the blocks a file system keeps for root) or not."""
+        if check:
+            blocks = os.fstatvfs(self.fd)
+            full = (blocks.f_bfree if root else blocks.f_bavail) == 0
+        else:
+            full = False
         last = self._log.close_file()
         self._line_end.wrote(last)
         if full:

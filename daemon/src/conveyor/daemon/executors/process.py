@@ -178,7 +178,7 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
     except BaseException:
         log_file.close(check=False)
         raise
-    log_file.close()
+    log_file.close(root=request.user is None and os.geteuid() == 0)
     return code
 
 
