@@ -169,3 +169,14 @@ async def test_followers_at_the_same_offset_share_one_read(
         log.close()
     assert [joined(chunks) for chunks in results] == [b"first line\nsecond\n"] * 20
     assert reads <= 4, f"{reads} reads for 20 followers of 2 writes"
+
+
+def test_a_runs_logs_are_made_ahead_empty_and_what_is_there_is_kept(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "logs")
+    store.prepare(RUN, ["build", "test"])
+    assert sorted(p.name for p in (tmp_path / "logs" / RUN).iterdir()) == ["build.log", "test.log"]
+    assert store.path(RUN, "build").read_bytes() == b""
+    store.path(RUN, "test").write_bytes(b"kept\n")
+    store.prepare(RUN, ["test", "deploy"])
+    assert store.path(RUN, "test").read_bytes() == b"kept\n"
+    assert store.path(RUN, "deploy").read_bytes() == b""

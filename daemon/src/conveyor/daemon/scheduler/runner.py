@@ -9,6 +9,7 @@ out. Nothing is ever recorded as succeeded unless it ran and succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -410,6 +411,17 @@ class RunExecution:
                 await trio.lowlevel.checkpoint()
             for stage in waiting:
                 nursery.start_soon(self._stage_task, stage)
+            nursery.start_soon(self._prepare_logs, waiting)
+
+    async def _prepare_logs(self, stages: list[StageRecord]) -> None:
+        """Make the logs of the stages that wait for others, in a worker
+        thread while the first ones run (see :meth:`LogStore.prepare`); the
+        first ones make their own as they start. A log that cannot be made
+        here is made, or fails its stage, when its stage starts."""
+        if stages:
+            names = [stage.name for stage in stages]
+            with contextlib.suppress(OSError):
+                await trio.to_thread.run_sync(self.deps.logs.prepare, self.run.id, names)
 
     # -- a stage ------------------------------------------------------------------
 
