@@ -278,20 +278,25 @@ def transactions(monkeypatch: pytest.MonkeyPatch) -> Transactions:
 
 
 @pytest.mark.parametrize(
-    ("pipeline", "a_fails"),
+    ("pipeline", "a_fails", "with_a"),
     [
-        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", False),
-        ("a: {uses: probe}\n  b: {uses: probe}", False),  # b waits for a to end
-        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", True),  # b is skipped
+        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", False, [("b", "running")]),
+        ("a: {uses: probe}\n  b: {uses: probe}", False, []),  # b waits for a to end
+        ("a: {uses: probe}\n  b: {uses: probe, needs: [a]}", True, []),  # b is skipped
     ],
     ids=["chain", "parallel", "skipped"],
 )
 async def test_the_last_stage_to_finish_is_stored_with_the_runs_end(
-    tmp_path: Path, transactions: Transactions, pipeline: str, a_fails: bool
+    tmp_path: Path,
+    transactions: Transactions,
+    pipeline: str,
+    a_fails: bool,
+    with_a: list[tuple[str, str]],
 ) -> None:
     """No stage waits for the last one: its final record and the run's are
     one transaction, the stage's event first. Every other stage's final
-    record is stored on its own, before anything that needs it starts."""
+    record is stored before anything that needs it starts: with the
+    `running` record of the stage it lets start, or on its own."""
     async with open_scheduler(tmp_path) as h:
         a_end = ("a", "failed" if a_fails else "succeeded")
 
@@ -315,10 +320,61 @@ async def test_the_last_stage_to_finish_is_stored_with_the_runs_end(
         ("run", str(final.status)),
     ]
     assert [t for t in transactions.stored if ("a", str(final.stages[0].status)) in t] == [
-        [("a", str(final.stages[0].status))]
-    ], "a's end is stored on its own"
+        [("a", str(final.stages[0].status)), *with_a]
+    ], "a's end is stored on its own, or with the start of what it lets start"
     assert events[-2:] == [("b", final.stages[1].status), ("run", final.status)]
     assert watched == events
+
+
+async def test_a_stage_that_needs_others_is_stored_running_with_its_last_needs_end(
+    tmp_path: Path, transactions: Transactions
+) -> None:
+    """One transaction per stage of a chain: a stage's final record and the
+    `running` record of the stage it lets start; the stage that needs two
+    starts with the last of them to end. Each process starts after both
+    are stored, and watchers see the end before the start."""
+    stored_at_start: dict[str, list[list[tuple[str, str]]]] = {}
+
+    def probe(name: str) -> Callable[[StageContext], Awaitable[StageOutcome]]:
+        async def script(ctx: StageContext) -> StageOutcome:
+            stored_at_start[name] = list(transactions.stored)
+            return StageOutcome(StageStatus.SUCCEEDED)
+
+        return script
+
+    async def c(ctx: StageContext) -> StageOutcome:
+        # c ends once b's end is stored and b's task is done with it
+        await transactions.wait_for(("b", "succeeded"))
+        await trio.testing.wait_all_tasks_blocked()
+        return await probe("c")(ctx)
+
+    async with open_scheduler(tmp_path) as h:
+        for name in "abd":
+            h.probe.scripts[name] = probe(name)
+        h.probe.scripts["c"] = c
+        run = await h.submit(
+            """
+name: chain
+stages:
+  a: {uses: probe}
+  b: {uses: probe, needs: [a]}
+  c: {uses: probe, needs: [a]}
+  d: {uses: probe, needs: [b, c]}
+"""
+        )
+        final = await h.wait(run)
+        events = [
+            (e.stage or "run", str(e.stage_status or e.run_status)) for e in await h.events(run)
+        ]
+    assert final.status is RunStatus.SUCCEEDED
+    a_end = [("a", "succeeded"), ("b", "running"), ("c", "running")]
+    assert a_end in transactions.stored
+    d_start = [t for t in transactions.stored if ("d", "running") in t]
+    assert d_start == [[("c", "succeeded"), ("d", "running")]], "with the last need's end"
+    assert a_end in stored_at_start["b"]
+    assert d_start[0] in stored_at_start["d"]
+    assert events.index(("a", "succeeded")) < events.index(("b", "running"))
+    assert [e for e in events if e[0] == "d"] == [("d", "running"), ("d", "succeeded")]
 
 
 async def test_a_failed_stage_skips_what_needs_it_and_fails_the_run(tmp_path: Path) -> None:

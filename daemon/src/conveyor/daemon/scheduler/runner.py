@@ -159,6 +159,9 @@ class RunExecution:
         #: The last stage to finish, its outcome and the update storing it,
         #: left for the close-out to store with the run's final record.
         self._last_finished: tuple[StageRecord, StageOutcome, Update] | None = None
+        #: Stages whose first `running` record was stored with the final
+        #: record of the need that let them start (see _starting_after).
+        self._started_early: set[str] = set()
 
     # -- recording -----------------------------------------------------------
 
@@ -230,8 +233,56 @@ class RunExecution:
         ):
             self._last_finished = (stage, outcome, update)
             return
-        await self._write(update)
+        starting = self._starting_after(stage) if not self._closing else []
+        await self._write(update, *starting)
         self._stage_finished(stage, outcome)
+
+    def _starting_after(self, stage: StageRecord) -> list[Update]:
+        """The `running` records of the stages that ``stage``, just
+        succeeded, lets start (their other needs' success is stored), to
+        store with its final record: one transaction where each would have had
+        its own, and a stage's process still starts only once its needs'
+        final records and its own `running` one are stored. A stage that
+        may end before it runs (its kind, executor or secrets missing, a
+        container to prepare) records its own start, or end, as before."""
+        if stage.status is not StageStatus.SUCCEEDED:
+            return []
+        updates = []
+        for other in self.run.stages:
+            if (
+                other.status is StageStatus.PENDING
+                and stage.name in other.needs
+                and all(self._succeeded(need) for need in other.needs if need != stage.name)
+                and self._runs_at_once(other)
+            ):
+                self._started_early.add(other.name)
+                updates.append(
+                    self._stage_change(
+                        other,
+                        StageStatus.RUNNING,
+                        attempt=1,
+                        exit_code=None,
+                        started_at=time.time(),
+                    )
+                )
+        return updates
+
+    def _succeeded(self, name: str) -> bool:
+        """Whether stage ``name`` succeeded and that is stored (its task is done)."""
+        return self.done[name].is_set() and self.run.stage(name).status is StageStatus.SUCCEEDED
+
+    def _runs_at_once(self, stage: StageRecord) -> bool:
+        """Whether ``stage`` goes straight to its first attempt once its
+        needs succeeded (see :meth:`_run_stage` and :meth:`_attempts`)."""
+        deps = self.deps
+        spec = self.spec.stages[stage.name]
+        executor = deps.plugins.executors.get(spec.executor or self.spec.executor)
+        if spec.uses not in deps.plugins.stage_kinds or executor is None:
+            return False
+        if container_fields(executor):
+            return False
+        _, missing = deps.secrets.values(self.spec.stage_secrets(stage.name))
+        return not missing
 
     def _stage_finished(self, stage: StageRecord, outcome: StageOutcome) -> None:
         """What follows a stage's final record: its log closed, its span
@@ -567,11 +618,13 @@ class RunExecution:
         outcome = StageOutcome(StageStatus.FAILED, "never ran")
         attempts = spec.retries.max + 1
         for attempt in range(1, attempts + 1):
-            columns: dict[str, Any] = {"attempt": attempt, "exit_code": None}
-            if attempt == 1:
-                columns["started_at"] = time.time()
-            stage.exit_code = None
-            record_running = self._stage_change(stage, StageStatus.RUNNING, **columns)
+            record_running: Update | None = None
+            if attempt > 1 or stage.name not in self._started_early:
+                columns: dict[str, Any] = {"attempt": attempt, "exit_code": None}
+                if attempt == 1:
+                    columns["started_at"] = time.time()
+                stage.exit_code = None
+                record_running = self._stage_change(stage, StageStatus.RUNNING, **columns)
             if attempt == 1:
                 env = {**env, **deps.tracing.start_stage(self.run, stage)}
             reports_dir = self.reports_root / stage.name / f"attempt-{attempt}"
@@ -601,9 +654,11 @@ class RunExecution:
                 )
             work = functools.partial(self._attempt, kind, ctx, spec.timeout)
             # The attempt starts while its `running` record commits (both
-            # wait on worker threads); what it ends with is recorded after.
+            # wait on worker threads), unless that record was stored with its
+            # needs' last final one; what it ends with is recorded after.
             async with trio.open_nursery() as recording:
-                recording.start_soon(self._write, record_running)
+                if record_running is not None:
+                    recording.start_soon(self._write, record_running)
                 outcome = await self.artifacts.attempt(stage, spec, kind, ctx, work)
             if outcome.status is StageStatus.SUCCEEDED or attempt == attempts:
                 break
