@@ -5,9 +5,11 @@ process pump or the daemon itself) appends and then calls :meth:`StageLog.advanc
 a stage process may also write to the file itself (:meth:`StageLog.open_file`),
 and the file's size then says how far the log goes. Readers stream from any
 offset and, when following, wait for the log to grow until the stage closes
-it. Readers and writers touch the file only in worker
-threads and read in bounded chunks, so a 10 MB line or a stage that never
-writes a newline costs no more memory than any other output.
+it. Readers and writers touch the file's contents only in worker threads
+(for a process writing to it itself, the loop only opens it, looks at its
+size and reads its last byte) and read in bounded chunks, so a 10 MB line
+or a stage that never writes a newline costs no more memory than any
+other output.
 """
 
 from __future__ import annotations
@@ -87,9 +89,10 @@ class StageLog:
     def open_file(self) -> int:
         """Open the file for a stage process to write its output to itself
         (its stdout and stderr), read-write for :meth:`close_file`; until
-        then the file's size is the log's. One ``open`` (and, for the run's
-        first log, a ``mkdir``): fast local metadata calls, made on the trio
-        loop like the process's start that follows.
+        then the file's size is the log's. One ``open``, made on the trio
+        loop like the process's start that follows: of a file made ahead
+        (:meth:`LogStore.prepare`), or, for a run's first stages, the
+        file's creation (and the run's log folder's).
         """
         if self._file is not None:
             raise RuntimeError(f"{self.path} is already open for a process")
@@ -122,8 +125,9 @@ class StageLog:
         self._changed = trio.Event()
 
     def open_append(self, access: int = os.O_WRONLY) -> int:
-        """A file descriptor for appending (blocking: call from a thread).
-        The run's log folder is made with its first log."""
+        """A file descriptor for appending (blocking: call from a thread,
+        but see :meth:`open_file`). The run's log folder is made with its
+        first log."""
         flags = access | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
             return os.open(self.path, flags, 0o640)
