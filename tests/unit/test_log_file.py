@@ -151,3 +151,26 @@ async def test_a_log_cut_below_the_size_seen_ends_its_readers_at_the_cut(tmp_pat
             log.close()
     assert log.size == len(b"first\n"), "the size seen never shrinks"
     assert bytes(seen) == b"first\n", "the follower saw the first line, then the log ended"
+
+
+async def test_processes_of_one_stage_running_at_once_share_its_log(tmp_path: Path) -> None:
+    log = StageLog(tmp_path / "s.log")
+    output = LogOutput(log)
+    seen = bytearray()
+
+    async def one(name: str, pause: float) -> None:
+        script = f"echo {name}-start; sleep {pause}; echo {name}-end"
+        assert await process.run_in_process_group(request(tmp_path, script), output) == 0
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, log, seen)
+            async with trio.open_nursery() as both:
+                both.start_soon(one, "first", 0.2)
+                both.start_soon(one, "second", 0.4)
+            log.close()
+    lines = log.path.read_bytes().splitlines()
+    assert sorted(lines) == sorted([b"first-start", b"first-end", b"second-start", b"second-end"])
+    assert lines[-1] == b"second-end", "the second wrote after the first had let go"
+    assert bytes(seen) == log.path.read_bytes()
+    assert output.at_line_start

@@ -62,9 +62,10 @@ class StageLog:
         self._changed = trio.Event()
         #: The latest small read, shared by readers at its offset.
         self._shared: _SharedRead | None = None
-        #: The file as a stage process writing to it itself holds it (see
-        #: :meth:`open_file`); None when no process does.
+        #: The file as the stage processes writing to it themselves hold it
+        #: (see :meth:`open_file`), and how many do; None when none does.
         self._file: int | None = None
+        self._file_users = 0
         #: Whether a follower is looking at the file's size for the others.
         self._polling = False
 
@@ -94,26 +95,29 @@ class StageLog:
         (:meth:`LogStore.prepare`), or, for a run's first stages, the
         file's creation (and the run's log folder's).
         """
-        if self._file is not None:
-            raise RuntimeError(f"{self.path} is already open for a process")
-        self._file = self.open_append(os.O_RDWR)
-        self._wake()  # followers waiting for a write start looking at the file
+        if self._file is None:
+            self._file = self.open_append(os.O_RDWR)
+            self._wake()  # followers waiting for a write start looking at the file
+        self._file_users += 1  # processes of a stage may run at once
         return self._file
 
     def close_file(self) -> bytes:
-        """Take the file's final size and let go of it (the process has
-        ended); returns the log's last byte (nothing for an empty log, or one
-        cut shorter than it was), so its writer knows whether a line ended.
-        Wakes followers."""
+        """A process that had the file (:meth:`open_file`) has ended: once
+        the last one has, take the file's final size, let go of it and wake
+        followers. Returns the log's last byte (nothing for an empty log, or
+        one cut shorter than it was), so its writer knows whether a line
+        ended."""
         fd, size = self._file, self.size
         if fd is None:
             raise RuntimeError(f"{self.path} is not open for a process")
-        self._file = None
+        self._file_users -= 1
         try:
             return os.pread(fd, 1, size - 1) if size else b""
         finally:
-            os.close(fd)
-            self._wake()
+            if not self._file_users:
+                self._file = None
+                os.close(fd)
+                self._wake()
 
     def close(self) -> None:
         """No more writes: followers end once they have read everything."""
