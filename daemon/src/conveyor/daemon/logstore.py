@@ -130,14 +130,8 @@ class StageLog:
 
     def open_append(self, access: int = os.O_WRONLY) -> int:
         """A file descriptor for appending (blocking: call from a thread,
-        but see :meth:`open_file`). The run's log folder is made with its
-        first log."""
-        flags = access | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        try:
-            return os.open(self.path, flags, 0o640)
-        except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, flags, 0o640)
+        but see :meth:`open_file`)."""
+        return _open_log(self.path, access)
 
     async def write(self, data: bytes) -> None:
         """Append a message from the daemon itself (e.g. the command banner).
@@ -269,12 +263,8 @@ class LogStore:
         stage's process starts with its log open, and making a file is a
         journal write (0.1 to 0.4 ms on the benchmark VM) that the loop would
         otherwise wait for there. Blocking: call from a worker thread."""
-        folder = self.root / run_id
-        folder.mkdir(parents=True, exist_ok=True)
         for stage in stages:
-            os.close(
-                os.open(self.path(run_id, stage), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            )
+            os.close(_open_log(self.path(run_id, stage), os.O_WRONLY))
 
     def release(self, run_id: str, stage: str) -> None:
         key = (run_id, stage)
@@ -305,6 +295,17 @@ class LogStore:
             return self.open_live(run_id, stage)
         size = await trio.to_thread.run_sync(_size, path)
         return StageLog(path, size=size, closed=finished)
+
+
+def _open_log(path: Path, access: int) -> int:
+    """Open the log file ``path`` to append, making it (and, for a run's
+    first log, the run's log folder) if need be. Blocking."""
+    flags = access | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o640)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o640)
 
 
 def _size(path: Path) -> int:

@@ -24,13 +24,12 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
 from conveyor.daemon.executors.base import ExecutorError, LogOutput, ProcessRequest, StageOutput
-from conveyor.daemon.executors.pump import Feed, output_pump
+from conveyor.daemon.executors.pump import output_pump
 from conveyor.daemon.executors.spawn import StageProcess, start_process
 
 #: Threads scanning /proc for what is left of stopped process groups.
@@ -174,7 +173,8 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
         return await _run_piped(request, output)
     log_file = output.open_file()
     try:
-        code = await _run(request, log_file.fd, trio.CancelScope())
+        proc = await _start(request, log_file.fd)
+        code = await _wait_then_stop(proc, request, trio.CancelScope())
     except BaseException:
         log_file.close(check=False)
         raise
@@ -185,51 +185,33 @@ async def run_in_process_group(request: ProcessRequest, output: StageOutput) -> 
 async def _run_piped(request: ProcessRequest, output: StageOutput) -> int:
     """:func:`run_in_process_group` with the output through a pipe and the pump."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    pump = output_pump()
-    waiting = trio.CancelScope()
-    feed: Feed | None = None
-    write_end: int | None = wfd
-
-    def started() -> None:
-        nonlocal feed, write_end
-        os.close(wfd)
-        write_end = None
-        feed = pump.start(rfd, output, waiting)
-
-    async def stopped() -> None:
-        # Once the process group is gone, copy what the pipe holds and stop,
-        # even if an escaped descendant still holds it open.
-        if feed is not None:
-            pump.finish(feed)
-            await feed.done.wait()
-
     try:
-        code = await _run(request, wfd, waiting, started=started, stopped=stopped)
-        assert feed is not None
+        try:
+            proc = await _start(request, wfd)
+        finally:
+            os.close(wfd)
+        pump = output_pump()
+        waiting = trio.CancelScope()
+        feed = pump.start(rfd, output, waiting)
+        try:
+            code = await _wait_then_stop(proc, request, waiting)
+        finally:
+            with trio.CancelScope(shield=True):
+                # Once the process group is gone, copy what the pipe holds and
+                # stop, even if an escaped descendant still holds it open.
+                pump.finish(feed)
+                await feed.done.wait()
         if feed.error is not None:
             raise feed.error
         return code
     finally:
-        if write_end is not None:
-            os.close(write_end)
         os.close(rfd)
 
 
-async def _run(
-    request: ProcessRequest,
-    output_fd: int,
-    waiting: trio.CancelScope,
-    *,
-    started: Callable[[], None] | None = None,
-    stopped: Callable[[], Awaitable[None]] | None = None,
-) -> int:
-    """Start ``request`` with ``output_fd`` as its stdout and stderr, wait
-    for it (within ``waiting``, which the output may cancel), then stop its
-    group: :func:`run_in_process_group` without what its output needs, which
-    ``started`` (once the process runs) and ``stopped`` (once its group is
-    gone, shielded) add."""
+async def _start(request: ProcessRequest, output_fd: int) -> StageProcess:
+    """Start ``request`` with ``output_fd`` as its stdout and stderr."""
     try:
-        proc = await start_process(
+        return await start_process(
             request.argv,
             # as another user, the PATH search is that user's to make
             executable=request.argv[0]
@@ -243,17 +225,19 @@ async def _run(
         )
     except OSError as exc:
         raise ExecutorError(f"cannot start {request.argv[0]!r}: {exc.strerror or exc}") from exc
-    pgid = proc.pid
+
+
+async def _wait_then_stop(
+    proc: StageProcess, request: ProcessRequest, waiting: trio.CancelScope
+) -> int:
+    """Wait for ``proc`` to end (within ``waiting``, which its output may
+    cancel), then stop its group, shielded; its exit code."""
     try:
-        if started is not None:
-            started()
         with waiting:
             await proc.wait()
     finally:
         with trio.CancelScope(shield=True):
-            await _stop_group(proc, pgid, request.kill_grace)
-            if stopped is not None:
-                await stopped()
+            await _stop_group(proc, proc.pid, request.kill_grace)
     assert proc.returncode is not None
     return proc.returncode
 

@@ -159,9 +159,6 @@ class RunExecution:
         #: The last stage to finish, its outcome and the update storing it,
         #: left for the close-out to store with the run's final record.
         self._last_finished: tuple[StageRecord, StageOutcome, Update] | None = None
-        #: Stages whose first `running` record was stored with the final
-        #: record of the need that let them start (see _starting_after).
-        self._started_early: set[str] = set()
 
     # -- recording -----------------------------------------------------------
 
@@ -255,7 +252,6 @@ class RunExecution:
                 and all(self._succeeded(need) for need in other.needs if need != stage.name)
                 and self._runs_at_once(other)
             ):
-                self._started_early.add(other.name)
                 updates.append(
                     self._stage_change(
                         other,
@@ -619,7 +615,9 @@ class RunExecution:
         attempts = spec.retries.max + 1
         for attempt in range(1, attempts + 1):
             record_running: Update | None = None
-            if attempt > 1 or stage.name not in self._started_early:
+            # A stage already running here was stored so with its need's end
+            # (see _starting_after); any other records its start now.
+            if attempt > 1 or stage.status is not StageStatus.RUNNING:
                 columns: dict[str, Any] = {"attempt": attempt, "exit_code": None}
                 if attempt == 1:
                     columns["started_at"] = time.time()
