@@ -1,0 +1,338 @@
+"""The floor: what the least a daemon bound by Conveyor's rules can do on
+this machine, against issue 12's targets, beside ``conveyord`` in the same run.
+
+The floor is :mod:`bench.floor_daemon`: a trio loop behind a grpcio server,
+a SQLite store written in a worker thread with group commit, and stages
+started on the loop with their output into their logs (its docstring lists
+what it keeps and what it leaves out). It is measured alternated with the
+daemon and with the same baselines as ``overhead``, ``latency`` and
+``concurrent``:
+
+- overhead per stage of a 50-stage chain of ``true``, submit to the run's
+  end, over Python spawning ``sh -c true`` 50 times; the process's CPU per
+  stage (all its threads, not its children);
+- submit to the first stage's process (its own clock, ``date +%s%N``), a
+  one-stage run, sequential, against Python spawning ``sh -c 'date +%s%N'``;
+- runs per second, N five-stage diamonds (a -> {b, c} -> d -> e) submitted
+  at once, all in flight together (the daemon with ``--max-concurrent-runs``
+  N), and the CPU per run.
+
+The floor is measured twice: as it is, and with ``--no-store`` (no SQLite
+at all), which shows what the durability rules cost on their own. A target
+the floor misses cannot be met by the daemon on this machine without
+breaking a rule the floor keeps; the daemon's figure over the floor's is
+what the daemon's own work costs beyond it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+
+from bench import concurrent, latency, overhead
+from bench.common import (
+    BenchResult,
+    CpuMeter,
+    Figure,
+    describe,
+    pipeline_repo,
+    running_daemon,
+    scratch_dir,
+    submit,
+    wait_finished,
+    wait_idle,
+)
+from bench.floor_daemon import SERVICE
+from conveyor.v1 import runs_pb2
+from tests.support.daemon import DaemonProcess
+
+NAME = "floor"
+STAGES = overhead.STAGES
+
+Stages = dict[str, dict[str, Any]]
+
+
+class FloorProcess:
+    """A running :mod:`bench.floor_daemon`."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        folder.mkdir(parents=True)
+        self.socket = folder / "floor.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor_daemon", str(self.socket), str(folder), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError("the floor daemon did not start")
+        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self._submit = self.channel.unary_unary(f"/{SERVICE}/Submit", None, None)
+        self._wait = self.channel.unary_unary(f"/{SERVICE}/Wait", None, None)
+
+    def _request(self, stages: Stages) -> bytes:
+        return json.dumps({"stages": stages}).encode()
+
+    def run(self, stages: Stages) -> None:
+        """Submit a run and wait for its end."""
+        self._wait(self._submit(self._request(stages), timeout=60), timeout=120)
+
+    def burst(self, stages: Stages, count: int) -> None:
+        """Submit ``count`` runs at once, then wait for them all."""
+        futures = [self._submit.future(self._request(stages), timeout=120) for _ in range(count)]
+        ids = [future.result() for future in futures]
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            list(pool.map(lambda run_id: self._wait(run_id, timeout=120), ids))
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def running_floor(folder: Path, *args: str) -> Iterator[FloorProcess]:
+    floor = FloorProcess(folder, *args)
+    try:
+        yield floor
+    finally:
+        floor.stop()
+
+
+class Side(Protocol):
+    """One server measured: the daemon, or a floor."""
+
+    pid: int
+
+    def chain(self) -> None: ...
+    def first_stage(self, mark: Path) -> None: ...
+    def burst(self, count: int) -> None: ...
+
+
+class FloorSide:
+    def __init__(self, floor: FloorProcess) -> None:
+        self.floor = floor
+        self.pid = floor.proc.pid
+
+    def chain(self) -> None:
+        self.floor.run(overhead.chain(STAGES))
+
+    def first_stage(self, mark: Path) -> None:
+        self.floor.run({"t": {"run": f"date +%s%N > {mark}"}})
+
+    def burst(self, count: int) -> None:
+        self.floor.burst(concurrent.DIAMOND, count)
+
+
+class DaemonSide:
+    """``conveyord``, followed with ``WatchRun`` as the other benchmarks do."""
+
+    def __init__(self, daemon: DaemonProcess, repos: dict[str, Path], marks: Path) -> None:
+        assert daemon.proc is not None
+        self.daemon = daemon
+        self.pid = daemon.proc.pid
+        self.repos = repos
+        self.marks = marks
+
+    def chain(self) -> None:
+        wait_finished(self.daemon, submit(self.daemon, self.repos["chain"]).id)
+
+    def first_stage(self, mark: Path) -> None:
+        run = submit(self.daemon, self.repos["latency"])
+        wait_finished(self.daemon, run.id)
+        (self.marks / run.id).rename(mark)
+
+    def burst(self, count: int) -> None:
+        stub = self.daemon.stub
+        request = runs_pb2.SubmitRunRequest(repository=str(self.repos["diamond"]), ref="main")
+        for future in [stub.SubmitRun.future(request, timeout=120) for _ in range(count)]:
+            future.result()
+        wait_idle(self.daemon, interval=0.02)
+
+
+def _timed(side: Side, work: Callable[[], None]) -> tuple[float, float]:
+    """Wall seconds and the side's CPU seconds (all its threads) for ``work``."""
+    with CpuMeter(side.pid) as cpu:
+        work()
+    return cpu.wall, cpu.daemon
+
+
+def _first_stage(side: Side, mark: Path) -> float:
+    """Seconds from just before the submit to the stage process's clock."""
+    t0 = time.time_ns()
+    side.first_stage(mark)
+    return (int(mark.read_text()) - t0) / 1e9
+
+
+SIDES = ("daemon", "floor", "floor without a store")
+
+
+def run(quick: bool) -> BenchResult:
+    reps = 4 if quick else 10
+    latency_samples = 40 if quick else 150
+    burst = 100 if quick else 200
+    chain: dict[str, list[tuple[float, float]]] = {name: [] for name in SIDES}
+    first: dict[str, list[float]] = {name: [] for name in SIDES}
+    bursts: dict[str, list[tuple[float, float]]] = {name: [] for name in SIDES}
+    python_sh: list[float] = []
+    spawn_date: list[float] = []
+    with scratch_dir() as root:
+        marks = root / "marks"
+        marks.mkdir()
+        date = f'date +%s%N > {marks}/"$CONVEYOR_RUN_ID"'
+        repos = {
+            "chain": pipeline_repo(root / "chain", "chain", overhead.chain(STAGES)),
+            "latency": pipeline_repo(root / "latency", "latency", {"t": {"run": date}}),
+            "diamond": pipeline_repo(root / "diamond", "diamond", concurrent.DIAMOND),
+        }
+        with (
+            running_daemon(root / "home", "--max-concurrent-runs", str(burst)) as daemon,
+            running_floor(root / "floor") as floor,
+            running_floor(root / "bare", "--no-store") as bare,
+        ):
+            sides: dict[str, Side] = {
+                "daemon": DaemonSide(daemon, repos, marks),
+                "floor": FloorSide(floor),
+                "floor without a store": FloorSide(bare),
+            }
+            for side in sides.values():  # warm-up: imports, caches, database pages
+                side.chain()
+                for _ in range(latency.WARMUP):
+                    _first_stage(side, marks / "warm-up")
+            # Each round takes the sides in another order, so drift hits all alike.
+            orders = [list(SIDES[i:] + SIDES[:i]) for i in range(len(SIDES))]
+            for rep in range(reps):
+                for name in orders[rep % len(orders)]:
+                    chain[name].append(_timed(sides[name], sides[name].chain))
+                python_sh.append(overhead._python_spawns(STAGES))
+            for i in range(latency_samples):
+                for name in orders[i % len(orders)]:
+                    first[name].append(
+                        _first_stage(sides[name], marks / f"{i}-{SIDES.index(name)}")
+                    )
+                spawn_date.append(latency._spawn_baseline())
+            for rep in range(2):
+                for name in orders[rep % len(orders)]:
+                    work = functools.partial(sides[name].burst, burst)
+                    bursts[name].append(_timed(sides[name], work))
+    return _result(chain, first, bursts, python_sh, spawn_date, reps, latency_samples, burst)
+
+
+def _result(
+    chain: dict[str, list[tuple[float, float]]],
+    first: dict[str, list[float]],
+    bursts: dict[str, list[tuple[float, float]]],
+    python_sh: list[float],
+    spawn_date: list[float],
+    reps: int,
+    latency_samples: int,
+    burst: int,
+) -> BenchResult:
+    py_ms = statistics.median(python_sh) / STAGES * 1000
+    spawn = describe(spawn_date, scale=1000)
+    figures: list[Figure] = []
+    floor: dict[str, float] = {}
+    for name in ("floor without a store", "floor", "daemon"):
+        overhead_ms = statistics.median(
+            (wall - base) / STAGES * 1000
+            for (wall, _), base in zip(chain[name], python_sh, strict=True)
+        )
+        cpu_ms = statistics.median(cpu for _, cpu in chain[name]) / STAGES * 1000
+        lat = describe(first[name], scale=1000)
+        rate = statistics.median(burst / wall for wall, _ in bursts[name])
+        run_cpu = statistics.median(cpu for _, cpu in bursts[name]) / burst * 1000
+        # The floor is compared with the baselines, the daemon with the floor.
+        against_floor = name == "daemon"
+        figures += [
+            Figure(
+                f"{name}: overhead per stage over python `sh -c true` x50",
+                overhead_ms,
+                "ms",
+                overhead.TARGET_VS_PYTHON_MS,
+                baseline=floor["overhead"] if against_floor else py_ms,
+                baseline_name="the floor" if against_floor else "python sh -c true, per stage",
+            ),
+            Figure(
+                f"{name}: CPU per stage",
+                cpu_ms,
+                "ms",
+                overhead.TARGET_CPU_MS,
+                baseline=floor["cpu"] if against_floor else None,
+                baseline_name="the floor" if against_floor else "",
+            ),
+            Figure(
+                f"{name}: submit to stage process start, p50",
+                lat["p50"],
+                "ms",
+                latency.TARGET_P50_MS,
+                baseline=floor["p50"] if against_floor else spawn["p50"],
+                baseline_name="the floor" if against_floor else "spawn sh -c date",
+            ),
+            Figure(
+                f"{name}: submit to stage process start, p99",
+                lat["p99"],
+                "ms",
+                latency.TARGET_P99_MS,
+                baseline=floor["p99"] if against_floor else spawn["p99"],
+                baseline_name="the floor" if against_floor else "spawn sh -c date",
+            ),
+            Figure(
+                f"{name}: runs per second, {burst} five-stage runs at once",
+                rate,
+                "runs/s",
+                concurrent.TARGET_RUNS_S,
+                higher_is_better=True,
+                baseline=floor["rate"] if against_floor else None,
+                baseline_name="the floor" if against_floor else "",
+            ),
+            Figure(f"{name}: CPU per run in that burst", run_cpu, "ms", headline=True),
+        ]
+        if name == "floor":
+            floor = {
+                "overhead": overhead_ms,
+                "cpu": cpu_ms,
+                "p50": lat["p50"],
+                "p99": lat["p99"],
+                "rate": rate,
+            }
+    figures += [
+        Figure("baseline: python spawning `sh -c true`, per stage", py_ms, "ms"),
+        Figure("baseline: python spawn `sh -c 'date +%s%N'`, p50", spawn["p50"], "ms"),
+        Figure("baseline: python spawn `sh -c 'date +%s%N'`, p99", spawn["p99"], "ms"),
+    ]
+    return BenchResult(
+        name=NAME,
+        figures=figures,
+        parameters={
+            "chain_stages": STAGES,
+            "chain_repetitions": reps,
+            "latency_samples_per_side": latency_samples,
+            "burst_runs": burst,
+            "bursts_per_side": 2,
+        },
+        samples={
+            "units": "s; chain and bursts as [wall, cpu] pairs",
+            "chain": chain,
+            "first_stage": first,
+            "bursts": bursts,
+            "python_sh_x50": python_sh,
+            "spawn_date": spawn_date,
+        },
+        summary={"first_stage_ms": {name: describe(first[name], scale=1000) for name in SIDES}},
+    )
