@@ -1,11 +1,12 @@
 """The least a daemon bound by Conveyor's rules does for a run: the floor
 that ``python -m bench floor`` measures beside ``conveyord``.
 
-``python -m bench.floor_daemon SOCKET FOLDER [--no-store]`` serves two calls on a unix
-socket (grpcio, raw JSON bytes, no protobuf): ``Submit`` takes a run's
-stages (``{"stages": {name: {"run": command, "needs": [names]}}}``) and
-answers with its id once it is stored; ``Wait`` answers once that run has
-ended. What it keeps of the rules, each in its cheapest form:
+``python -m bench.floor_daemon SOCKET FOLDER [--no-store]`` serves three
+calls on a unix socket (grpcio, raw bytes, no protobuf): ``Submit`` takes
+a run's stages (JSON: ``{"stages": {name: {"run": command, "needs":
+[names]}}}``) and answers with its id once it is stored; ``Wait`` answers
+once that run has ended; ``Ping`` answers with the wall clock (ns) that
+the loop read when the call reached it. What it keeps of the rules, each in its cheapest form:
 
 - a trio loop; the gRPC server's threads reach it through
   ``trio.from_thread.run`` (the daemon has its own bridge);
@@ -231,6 +232,9 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
         run_id = trio.from_thread.run(floor.submit, stages, trio_token=token)
         return str(run_id).encode()
 
+    def ping(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return str(trio.from_thread.run_sync(time.time_ns, trio_token=token)).encode()
+
     def wait(request: bytes, context: grpc.ServicerContext) -> bytes:
         trio.from_thread.run(floor.wait, int(request), trio_token=token)
         return b"ok"
@@ -240,6 +244,7 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
         {
             "Submit": grpc.unary_unary_rpc_method_handler(submit),
             "Wait": grpc.unary_unary_rpc_method_handler(wait),
+            "Ping": grpc.unary_unary_rpc_method_handler(ping),
         },
     )
 
