@@ -16,6 +16,8 @@ daemon and with the same baselines as ``overhead``, ``latency`` and
 - the least submit to first stage can take here: a call reaching the
   floor's loop (its clock against the client's), plus Python spawning
   ``sh -c 'date +%s%N'``, measured one after the other;
+- a log followed live as its stage writes it (``logstream``'s command and
+  size), the client's MB/s from its first chunk to its last;
 - runs per second, N five-stage diamonds (a -> {b, c} -> d -> e) submitted
   at once, all in flight together (the daemon with ``--max-concurrent-runs``
   N), and the CPU per run.
@@ -43,8 +45,9 @@ from typing import Any, Protocol
 
 import grpc
 
-from bench import concurrent, latency, overhead
+from bench import concurrent, latency, logstream, overhead
 from bench.common import (
+    MB,
     BenchResult,
     CpuMeter,
     Figure,
@@ -85,6 +88,14 @@ class FloorProcess:
         self._submit = self.channel.unary_unary(f"/{SERVICE}/Submit", None, None)
         self._wait = self.channel.unary_unary(f"/{SERVICE}/Wait", None, None)
         self._ping = self.channel.unary_unary(f"/{SERVICE}/Ping", None, None)
+        self._follow = self.channel.unary_stream(f"/{SERVICE}/Follow", None, None)
+
+    def follow(self, command: str) -> logstream.Received:
+        """Run ``command`` as a one-stage run and read its log live."""
+        received = logstream.Received()
+        for data in self._follow(json.dumps({"run": command}).encode(), timeout=600):
+            received.add(received.total, data)
+        return received
 
     def to_loop(self) -> float:
         """Seconds from just before a call to the moment it reached the loop."""
@@ -131,6 +142,7 @@ class Side(Protocol):
 
     def chain(self) -> None: ...
     def first_stage(self, mark: Path) -> None: ...
+    def follow(self, size: int) -> float: ...
     def burst(self, count: int) -> None: ...
 
 
@@ -144,6 +156,12 @@ class FloorSide:
 
     def first_stage(self, mark: Path) -> None:
         self.floor.run({"t": {"run": f"date +%s%N > {mark}"}})
+
+    def follow(self, size: int) -> float:
+        received = self.floor.follow(logstream.command(size))
+        if received.total != size:
+            raise RuntimeError(f"the floor streamed {received.total} bytes of {size}")
+        return size / MB / (received.last - received.first)
 
     def burst(self, count: int) -> None:
         self.floor.burst(concurrent.DIAMOND, count)
@@ -166,6 +184,12 @@ class DaemonSide:
         run = submit(self.daemon, self.repos["latency"])
         wait_finished(self.daemon, run.id)
         (self.marks / run.id).rename(mark)
+
+    def follow(self, size: int) -> float:
+        followed = logstream._followed(self.daemon, self.repos[f"log-{size}"], size)
+        if followed["byte_errors"]:
+            raise RuntimeError(f"the daemon's stream was off by {followed['byte_errors']} bytes")
+        return float(followed["client_mb_s"])
 
     def burst(self, count: int) -> None:
         stub = self.daemon.stub
@@ -196,9 +220,12 @@ def run(quick: bool) -> BenchResult:
     reps = 4 if quick else 10
     latency_samples = 40 if quick else 150
     burst = 100 if quick else 200
+    log_size = (50 if quick else 200) * MB
+    log_reps = 2 if quick else 5
     chain: dict[str, list[tuple[float, float]]] = {name: [] for name in SIDES}
     first: dict[str, list[float]] = {name: [] for name in SIDES}
     bursts: dict[str, list[tuple[float, float]]] = {name: [] for name in SIDES}
+    follows: dict[str, list[float]] = {name: [] for name in SIDES}
     python_sh: list[float] = []
     spawn_date: list[float] = []
     to_loop: list[float] = []
@@ -210,6 +237,9 @@ def run(quick: bool) -> BenchResult:
             "chain": pipeline_repo(root / "chain", "chain", overhead.chain(STAGES)),
             "latency": pipeline_repo(root / "latency", "latency", {"t": {"run": date}}),
             "diamond": pipeline_repo(root / "diamond", "diamond", concurrent.DIAMOND),
+            f"log-{log_size}": pipeline_repo(
+                root / "log", "log", {logstream.STAGE: {"run": logstream.command(log_size)}}
+            ),
         }
         with (
             running_daemon(root / "home", "--max-concurrent-runs", str(burst)) as daemon,
@@ -238,26 +268,36 @@ def run(quick: bool) -> BenchResult:
                     )
                 spawn_date.append(latency._spawn_baseline())
                 to_loop.append(floor.to_loop())
+            for rep in range(log_reps):
+                for name in orders[rep % len(orders)]:
+                    follows[name].append(sides[name].follow(log_size))
             for rep in range(2):
                 for name in orders[rep % len(orders)]:
                     work = functools.partial(sides[name].burst, burst)
                     bursts[name].append(_timed(sides[name], work))
-    return _result(
-        chain, first, bursts, python_sh, spawn_date, to_loop, reps, latency_samples, burst
-    )
+    params = {
+        "chain_stages": STAGES,
+        "chain_repetitions": reps,
+        "latency_samples_per_side": latency_samples,
+        "burst_runs": burst,
+        "bursts_per_side": 2,
+        "log_bytes": log_size,
+        "logs_followed_per_side": log_reps,
+    }
+    return _result(params, chain, first, bursts, follows, python_sh, spawn_date, to_loop)
 
 
 def _result(
+    params: dict[str, Any],
     chain: dict[str, list[tuple[float, float]]],
     first: dict[str, list[float]],
     bursts: dict[str, list[tuple[float, float]]],
+    follows: dict[str, list[float]],
     python_sh: list[float],
     spawn_date: list[float],
     to_loop: list[float],
-    reps: int,
-    latency_samples: int,
-    burst: int,
 ) -> BenchResult:
+    burst = params["burst_runs"]
     py_ms = statistics.median(python_sh) / STAGES * 1000
     spawn = describe(spawn_date, scale=1000)
     figures: list[Figure] = []
@@ -316,6 +356,16 @@ def _result(
                 baseline_name="the floor" if against_floor else "",
             ),
             Figure(f"{name}: CPU per run in that burst", run_cpu, "ms", headline=True),
+            Figure(
+                f"{name}: log followed, slowest of {len(follows[name])}",
+                min(follows[name]),
+                "MB/s",
+                logstream.TARGET_SLOWEST_MB_S,
+                higher_is_better=True,
+                baseline=floor["slowest"] if against_floor else None,
+                baseline_name="the floor" if against_floor else "",
+            ),
+            Figure(f"{name}: log followed, median", statistics.median(follows[name]), "MB/s"),
         ]
         if name == "floor":
             floor = {
@@ -324,6 +374,7 @@ def _result(
                 "p50": lat["p50"],
                 "p99": lat["p99"],
                 "rate": rate,
+                "slowest": min(follows[name]),
             }
     least = describe([a + b for a, b in zip(to_loop, spawn_date, strict=True)], scale=1000)
     figures += [
@@ -347,18 +398,13 @@ def _result(
     return BenchResult(
         name=NAME,
         figures=figures,
-        parameters={
-            "chain_stages": STAGES,
-            "chain_repetitions": reps,
-            "latency_samples_per_side": latency_samples,
-            "burst_runs": burst,
-            "bursts_per_side": 2,
-        },
+        parameters=params,
         samples={
             "units": "s; chain and bursts as [wall, cpu] pairs",
             "chain": chain,
             "first_stage": first,
             "bursts": bursts,
+            "log_followed_mb_s": follows,
             "python_sh_x50": python_sh,
             "spawn_date": spawn_date,
             "call_to_loop": to_loop,

@@ -6,7 +6,11 @@ calls on a unix socket (grpcio, raw bytes, no protobuf): ``Submit`` takes
 a run's stages (JSON: ``{"stages": {name: {"run": command, "needs":
 [names]}}}``) and answers with its id once it is stored; ``Wait`` answers
 once that run has ended; ``Ping`` answers with the wall clock (ns) that
-the loop read when the call reached it. What it keeps of the rules, each in its cheapest form:
+the loop read when the call reached it; ``Follow`` submits a one-stage run
+(JSON: ``{"run": command}``) and streams its stage's log as it grows,
+from the gRPC server's thread (reads of up to 1 MiB, a look every 2 ms
+when there was nothing new), to the end once the run has ended. What it
+keeps of the rules, each in its cheapest form:
 
 - a trio loop; the gRPC server's threads reach it through
   ``trio.from_thread.run`` (the daemon has its own bridge);
@@ -16,7 +20,8 @@ the loop read when the call reached it. What it keeps of the rules, each in its 
   committed before anything that needs it starts, the stages it lets start
   recorded ``running`` in the same transaction (as the daemon does);
 - a workspace per run with the pipeline file written into it, and a log
-  file per stage, made in a worker thread before the first stage starts;
+  file per stage (kept after the run), made in a worker thread before the
+  first stage starts;
 - each stage ``sh -c COMMAND`` in its own session, started on the loop
   (``vfork``), its output into its log file, its end seen through a pidfd;
 - the run's end committed with its last stage's, then its workspace removed.
@@ -42,7 +47,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,8 @@ import grpc
 import trio
 
 SERVICE = "floor.Floor"
+#: The most a log read takes (the daemon's too).
+CHUNK = 1 << 20
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, status TEXT, created REAL, finished REAL);
 CREATE TABLE IF NOT EXISTS stages (run INTEGER, name TEXT, status TEXT, PRIMARY KEY (run, name));
@@ -123,17 +130,20 @@ class Floor:
             conn.execute("INSERT INTO events (run, status) VALUES (?, 'running')", (run_id,))
 
         await self.store.write(insert)
-        self.ended[run_id] = trio.Event()
-        self.nursery.start_soon(self.run, run_id, stages)
+        ended = self.ended[run_id] = trio.Event()
+        self.nursery.start_soon(self.run, run_id, stages, ended)
         return run_id
 
     async def wait(self, run_id: int) -> None:
-        await self.ended[run_id].wait()
-        del self.ended[run_id]
+        await self.ended.pop(run_id).wait()
 
-    async def run(self, run_id: int, stages: dict[str, dict[str, Any]]) -> None:
+    def log_path(self, run_id: int, stage: str) -> Path:
+        return self.folder / "logs" / f"{run_id}-{stage}"
+
+    async def run(self, run_id: int, stages: dict[str, dict[str, Any]], ended: trio.Event) -> None:
         workspace = self.folder / f"run-{run_id}"
-        logs = await trio.to_thread.run_sync(_prepare, workspace, stages)
+        paths = {name: self.log_path(run_id, name) for name in stages}
+        logs = await trio.to_thread.run_sync(_prepare, workspace, stages, paths)
         done = {name: trio.Event() for name in stages}
         left = [len(stages)]
         async with trio.open_nursery() as nursery:
@@ -144,7 +154,7 @@ class Floor:
         for fd in logs.values():
             os.close(fd)
         await trio.to_thread.run_sync(shutil.rmtree, workspace)
-        self.ended[run_id].set()
+        ended.set()
 
     async def stage(
         self,
@@ -214,16 +224,37 @@ def _start(command: str, workspace: Path, log: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _prepare(workspace: Path, stages: dict[str, dict[str, Any]]) -> dict[str, int]:
+def _prepare(
+    workspace: Path, stages: dict[str, dict[str, Any]], paths: dict[str, Path]
+) -> dict[str, int]:
     """The run's workspace with its pipeline file, and its stages' logs."""
-    (workspace / ".logs").mkdir(parents=True)
+    workspace.mkdir()
     (workspace / "conveyor.yaml").write_text(json.dumps({"stages": stages}))
-    logs = {}
-    for name in stages:
-        logs[name] = os.open(
-            workspace / ".logs" / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-        )
-    return logs
+    return {
+        name: os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        for name, path in paths.items()
+    }
+
+
+def _follow(path: Path, ended: Callable[[], bool]) -> Iterator[bytes]:
+    """A log's bytes as they come, until ``ended()`` and all are read."""
+    while not path.exists():
+        time.sleep(0.001)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset = 0
+        while True:
+            finished = ended()  # before the read: a last read then gets the rest
+            data = os.pread(fd, CHUNK, offset)
+            if data:
+                offset += len(data)
+                yield data
+            elif finished:
+                return
+            else:
+                time.sleep(0.002)
+    finally:
+        os.close(fd)
 
 
 def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHandler[bytes, bytes]:
@@ -235,6 +266,14 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
     def ping(request: bytes, context: grpc.ServicerContext) -> bytes:
         return str(trio.from_thread.run_sync(time.time_ns, trio_token=token)).encode()
 
+    def follow(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        stages = {"log": {"run": json.loads(request)["run"]}}
+        run_id = trio.from_thread.run(floor.submit, stages, trio_token=token)
+        ended = floor.ended.pop(run_id)
+        path = floor.log_path(run_id, "log")
+        yield from _follow(path, ended.is_set)
+        path.unlink()  # a benchmark's logs are not kept
+
     def wait(request: bytes, context: grpc.ServicerContext) -> bytes:
         trio.from_thread.run(floor.wait, int(request), trio_token=token)
         return b"ok"
@@ -245,6 +284,7 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
             "Submit": grpc.unary_unary_rpc_method_handler(submit),
             "Wait": grpc.unary_unary_rpc_method_handler(wait),
             "Ping": grpc.unary_unary_rpc_method_handler(ping),
+            "Follow": grpc.unary_stream_rpc_method_handler(follow),
         },
     )
 
@@ -266,7 +306,7 @@ async def serve(socket: str, folder: Path, store: bool) -> None:
 
 def main() -> None:
     socket, folder = sys.argv[1], Path(sys.argv[2])
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, socket, folder, "--no-store" not in sys.argv[3:])
 
