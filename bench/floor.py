@@ -39,7 +39,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +87,7 @@ class FloorProcess:
         self._submit = self.channel.unary_unary(f"/{SERVICE}/Submit", None, None)
         self._wait = self.channel.unary_unary(f"/{SERVICE}/Wait", None, None)
         self._ping = self.channel.unary_unary(f"/{SERVICE}/Ping", None, None)
+        self._active = self.channel.unary_unary(f"/{SERVICE}/Active", None, None)
         self._follow = self.channel.unary_stream(f"/{SERVICE}/Follow", None, None)
 
     def follow(self, command: str) -> logstream.Received:
@@ -110,11 +110,16 @@ class FloorProcess:
         self._wait(self._submit(self._request(stages), timeout=60), timeout=120)
 
     def burst(self, stages: Stages, count: int) -> None:
-        """Submit ``count`` runs at once, then wait for them all."""
+        """Submit ``count`` runs at once, then wait for them all to end,
+        asking every 20 ms (as ``concurrent`` waits for the daemon)."""
         futures = [self._submit.future(self._request(stages), timeout=120) for _ in range(count)]
-        ids = [future.result() for future in futures]
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            list(pool.map(lambda run_id: self._wait(run_id, timeout=120), ids))
+        for future in futures:
+            future.result()
+        deadline = time.monotonic() + 120
+        while int(self._active(b"", timeout=10)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the floor's runs did not end in 120 s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.channel.close()

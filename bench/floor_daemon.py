@@ -1,11 +1,12 @@
 """The least a daemon bound by Conveyor's rules does for a run: the floor
 that ``python -m bench floor`` measures beside ``conveyord``.
 
-``python -m bench.floor_daemon SOCKET FOLDER [--no-store]`` serves three
+``python -m bench.floor_daemon SOCKET FOLDER [--no-store]`` serves five
 calls on a unix socket (grpcio, raw bytes, no protobuf): ``Submit`` takes
 a run's stages (JSON: ``{"stages": {name: {"run": command, "needs":
 [names]}}}``) and answers with its id once it is stored; ``Wait`` answers
-once that run has ended; ``Ping`` answers with the wall clock (ns) that
+once that run has ended; ``Active`` answers with the number of runs not
+yet ended; ``Ping`` answers with the wall clock (ns) that
 the loop read when the call reached it; ``Follow`` submits a one-stage run
 (JSON: ``{"run": command}``) and streams its stage's log as it grows,
 from the gRPC server's thread (reads of up to 1 MiB, a look every 2 ms
@@ -113,6 +114,8 @@ class Floor:
         self.nursery = nursery
         self.ids = itertools.count(1)
         self.ended: dict[int, trio.Event] = {}
+        #: Runs submitted and not yet ended.
+        self.active = 0
 
     async def submit(self, stages: dict[str, dict[str, Any]]) -> int:
         run_id = next(self.ids)
@@ -131,11 +134,19 @@ class Floor:
 
         await self.store.write(insert)
         ended = self.ended[run_id] = trio.Event()
+        self.active += 1
         self.nursery.start_soon(self.run, run_id, stages, ended)
         return run_id
 
+    async def submit_watched(self, stages: dict[str, dict[str, Any]]) -> tuple[int, trio.Event]:
+        """:meth:`submit`, and the event set when the run has ended."""
+        run_id = await self.submit(stages)
+        return run_id, self.ended[run_id]  # the run has not started yet
+
     async def wait(self, run_id: int) -> None:
-        await self.ended.pop(run_id).wait()
+        ended = self.ended.get(run_id)  # gone: the run has ended
+        if ended is not None:
+            await ended.wait()
 
     def log_path(self, run_id: int, stage: str) -> Path:
         return self.folder / "logs" / f"{run_id}-{stage}"
@@ -154,6 +165,8 @@ class Floor:
         for fd in logs.values():
             os.close(fd)
         await trio.to_thread.run_sync(shutil.rmtree, workspace)
+        self.active -= 1
+        del self.ended[run_id]
         ended.set()
 
     async def stage(
@@ -263,13 +276,15 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
         run_id = trio.from_thread.run(floor.submit, stages, trio_token=token)
         return str(run_id).encode()
 
+    def active(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return str(trio.from_thread.run_sync(lambda: floor.active, trio_token=token)).encode()
+
     def ping(request: bytes, context: grpc.ServicerContext) -> bytes:
         return str(trio.from_thread.run_sync(time.time_ns, trio_token=token)).encode()
 
     def follow(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         stages = {"log": {"run": json.loads(request)["run"]}}
-        run_id = trio.from_thread.run(floor.submit, stages, trio_token=token)
-        ended = floor.ended.pop(run_id)
+        run_id, ended = trio.from_thread.run(floor.submit_watched, stages, trio_token=token)
         path = floor.log_path(run_id, "log")
         yield from _follow(path, ended.is_set)
         path.unlink()  # a benchmark's logs are not kept
@@ -283,6 +298,7 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
         {
             "Submit": grpc.unary_unary_rpc_method_handler(submit),
             "Wait": grpc.unary_unary_rpc_method_handler(wait),
+            "Active": grpc.unary_unary_rpc_method_handler(active),
             "Ping": grpc.unary_unary_rpc_method_handler(ping),
             "Follow": grpc.unary_stream_rpc_method_handler(follow),
         },
