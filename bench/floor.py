@@ -191,7 +191,7 @@ class DaemonSide:
         (self.marks / run.id).rename(mark)
 
     def follow(self, size: int) -> float:
-        followed = logstream._followed(self.daemon, self.repos[f"log-{size}"], size)
+        followed = logstream.followed_run(self.daemon, self.repos[f"log-{size}"], size)
         if followed["byte_errors"]:
             raise RuntimeError(f"the daemon's stream was off by {followed['byte_errors']} bytes")
         return float(followed["client_mb_s"])
@@ -265,13 +265,13 @@ def run(quick: bool) -> BenchResult:
             for rep in range(reps):
                 for name in orders[rep % len(orders)]:
                     chain[name].append(_timed(sides[name], sides[name].chain))
-                python_sh.append(overhead._python_spawns(STAGES))
+                python_sh.append(overhead.python_spawns(STAGES))
             for i in range(latency_samples):
                 for name in orders[i % len(orders)]:
                     first[name].append(
                         _first_stage(sides[name], marks / f"{i}-{SIDES.index(name)}")
                     )
-                spawn_date.append(latency._spawn_baseline())
+                spawn_date.append(latency.spawn_baseline())
                 to_loop.append(floor.to_loop())
             for rep in range(log_reps):
                 for name in orders[rep % len(orders)]:

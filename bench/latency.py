@@ -58,7 +58,7 @@ def _watch(daemon: DaemonProcess, run_id: str) -> float:
     raise RuntimeError(f"run {run_id}: event stream ended before the run finished")
 
 
-def _spawn_baseline() -> float:
+def spawn_baseline() -> float:
     """Seconds from just before spawning ``sh -c 'date +%s%N'`` to the time it prints."""
     t0 = time.time_ns()
     out = subprocess.run(["sh", "-c", "date +%s%N"], capture_output=True, check=True).stdout
@@ -95,7 +95,7 @@ def run(quick: bool) -> BenchResult:
                 run = submit(daemon, repo)
                 t_submitted = time.time_ns()
                 stored = _watch(daemon, run.id)
-                baseline = _spawn_baseline()
+                baseline = spawn_baseline()
                 if i < WARMUP:
                     continue
                 record = get_run(daemon, run.id)

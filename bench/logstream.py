@@ -99,7 +99,7 @@ def _read(daemon: DaemonProcess, run_id: str, follow: bool) -> Received:
     return received
 
 
-def _followed(daemon: DaemonProcess, repo: Path, size: int) -> dict[str, Any]:
+def followed_run(daemon: DaemonProcess, repo: Path, size: int) -> dict[str, Any]:
     """One run read live from RUNNING on; rates in MB/s, times in seconds."""
     assert daemon.proc is not None
     with CpuMeter(daemon.proc.pid) as cpu:
@@ -178,7 +178,7 @@ def run(quick: bool) -> BenchResult:
             idle = idle_rss(pid, 1.0)
             with RssSampler(pid) as sampler:
                 for _ in range(reps):
-                    followed.append(_followed(daemon, repo, size))
+                    followed.append(followed_run(daemon, repo, size))
                     alone.append(_alone(daemon, repo, size))
             t0 = time.perf_counter()
             again = _read(daemon, followed[0]["run_id"], follow=False)

@@ -64,7 +64,7 @@ def _timed(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _python_spawns(n: int) -> float:
+def python_spawns(n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
         subprocess.run(["sh", "-c", "true"], check=True)
@@ -130,7 +130,7 @@ def run(quick: bool) -> BenchResult:
                     polled.append(_one_run(daemon, repo, watch=False))
                 bash_true.append(_timed(["bash", str(true_script)]))
                 bash_sh.append(_timed(["bash", str(sh_script)]))
-                py_sh.append(_python_spawns(STAGES))
+                py_sh.append(python_spawns(STAGES))
                 if rep % 2 == 1:
                     polled.append(_one_run(daemon, repo, watch=False))
                     watched.append(_one_run(daemon, repo, watch=True))
