@@ -191,7 +191,8 @@ class DaemonSide:
         (self.marks / run.id).rename(mark)
 
     def follow(self, size: int) -> float:
-        followed = logstream.followed_run(self.daemon, self.repos[f"log-{size}"], size)
+        # the repository's stage prints ``size`` bytes (see run())
+        followed = logstream.followed_run(self.daemon, self.repos["log"], size)
         if followed["byte_errors"]:
             raise RuntimeError(f"the daemon's stream was off by {followed['byte_errors']} bytes")
         return float(followed["client_mb_s"])
@@ -242,7 +243,7 @@ def run(quick: bool) -> BenchResult:
             "chain": pipeline_repo(root / "chain", "chain", overhead.chain(STAGES)),
             "latency": pipeline_repo(root / "latency", "latency", {"t": {"run": date}}),
             "diamond": pipeline_repo(root / "diamond", "diamond", concurrent.DIAMOND),
-            f"log-{log_size}": pipeline_repo(
+            "log": pipeline_repo(
                 root / "log", "log", {logstream.STAGE: {"run": logstream.command(log_size)}}
             ),
         }
