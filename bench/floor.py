@@ -60,6 +60,7 @@ from bench.common import (
 )
 from bench.floor_daemon import SERVICE
 from conveyor.v1 import runs_pb2
+from tests.support import processes
 from tests.support.daemon import DaemonProcess
 
 NAME = "floor"
@@ -123,12 +124,7 @@ class FloorProcess:
 
     def stop(self) -> None:
         self.channel.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc)
 
 
 @contextlib.contextmanager
@@ -293,6 +289,16 @@ def run(quick: bool) -> BenchResult:
     return _result(params, chain, first, bursts, follows, python_sh, spawn_date, to_loop)
 
 
+def _versus(
+    floor: dict[str, float] | None, key: str, baseline: float | None = None, what: str = ""
+) -> dict[str, Any]:
+    """A figure's baseline: the floor's ``key`` when given the floor's
+    figures, else ``baseline`` named ``what``."""
+    if floor is not None:
+        return {"baseline": floor[key], "baseline_name": "the floor"}
+    return {"baseline": baseline, "baseline_name": what}
+
+
 def _result(
     params: dict[str, Any],
     chain: dict[str, list[tuple[float, float]]],
@@ -318,39 +324,35 @@ def _result(
         rate = statistics.median(burst / wall for wall, _ in bursts[name])
         run_cpu = statistics.median(cpu for _, cpu in bursts[name]) / burst * 1000
         # The floor is compared with the baselines, the daemon with the floor.
-        against_floor = name == "daemon"
+        against = floor if name == "daemon" else None
         figures += [
             Figure(
                 f"{name}: overhead per stage over python `sh -c true` x50",
                 overhead_ms,
                 "ms",
                 overhead.TARGET_VS_PYTHON_MS,
-                baseline=floor["overhead"] if against_floor else py_ms,
-                baseline_name="the floor" if against_floor else "python sh -c true, per stage",
+                **_versus(against, "overhead", py_ms, "python sh -c true, per stage"),
             ),
             Figure(
                 f"{name}: CPU per stage",
                 cpu_ms,
                 "ms",
                 overhead.TARGET_CPU_MS,
-                baseline=floor["cpu"] if against_floor else None,
-                baseline_name="the floor" if against_floor else "",
+                **_versus(against, "cpu"),
             ),
             Figure(
                 f"{name}: submit to stage process start, p50",
                 lat["p50"],
                 "ms",
                 latency.TARGET_P50_MS,
-                baseline=floor["p50"] if against_floor else spawn["p50"],
-                baseline_name="the floor" if against_floor else "spawn sh -c date",
+                **_versus(against, "p50", spawn["p50"], "spawn sh -c date"),
             ),
             Figure(
                 f"{name}: submit to stage process start, p99",
                 lat["p99"],
                 "ms",
                 latency.TARGET_P99_MS,
-                baseline=floor["p99"] if against_floor else spawn["p99"],
-                baseline_name="the floor" if against_floor else "spawn sh -c date",
+                **_versus(against, "p99", spawn["p99"], "spawn sh -c date"),
             ),
             Figure(
                 f"{name}: runs per second, {burst} five-stage runs at once",
@@ -358,8 +360,7 @@ def _result(
                 "runs/s",
                 concurrent.TARGET_RUNS_S,
                 higher_is_better=True,
-                baseline=floor["rate"] if against_floor else None,
-                baseline_name="the floor" if against_floor else "",
+                **_versus(against, "rate"),
             ),
             Figure(f"{name}: CPU per run in that burst", run_cpu, "ms", headline=True),
             Figure(
@@ -368,8 +369,7 @@ def _result(
                 "MB/s",
                 logstream.TARGET_SLOWEST_MB_S,
                 higher_is_better=True,
-                baseline=floor["slowest"] if against_floor else None,
-                baseline_name="the floor" if against_floor else "",
+                **_versus(against, "slowest"),
             ),
             Figure(f"{name}: log followed, median", statistics.median(follows[name]), "MB/s"),
         ]

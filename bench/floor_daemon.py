@@ -113,9 +113,8 @@ class Floor:
         self.store = Store(folder / "floor.db", enabled=store)
         self.nursery = nursery
         self.ids = itertools.count(1)
+        #: The runs not yet ended, each with the event set when it ends.
         self.ended: dict[int, trio.Event] = {}
-        #: Runs submitted and not yet ended.
-        self.active = 0
 
     async def submit(self, stages: dict[str, dict[str, Any]]) -> int:
         run_id = next(self.ids)
@@ -134,7 +133,6 @@ class Floor:
 
         await self.store.write(insert)
         ended = self.ended[run_id] = trio.Event()
-        self.active += 1
         self.nursery.start_soon(self.run, run_id, stages, ended)
         return run_id
 
@@ -165,7 +163,6 @@ class Floor:
         for fd in logs.values():
             os.close(fd)
         await trio.to_thread.run_sync(shutil.rmtree, workspace)
-        self.active -= 1
         del self.ended[run_id]
         ended.set()
 
@@ -277,7 +274,7 @@ def _handlers(floor: Floor, token: trio.lowlevel.TrioToken) -> grpc.GenericRpcHa
         return str(run_id).encode()
 
     def active(request: bytes, context: grpc.ServicerContext) -> bytes:
-        return str(trio.from_thread.run_sync(lambda: floor.active, trio_token=token)).encode()
+        return str(trio.from_thread.run_sync(len, floor.ended, trio_token=token)).encode()
 
     def ping(request: bytes, context: grpc.ServicerContext) -> bytes:
         return str(trio.from_thread.run_sync(time.time_ns, trio_token=token)).encode()

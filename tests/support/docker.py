@@ -39,6 +39,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from conveyor.plugin import Artifact, ArtifactOutput, StageContext
+from tests.support import processes
 from tests.support.ports import free_port
 
 REGISTRY = "127.0.0.1:5000"
@@ -347,12 +348,7 @@ class AuthRegistry:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            processes.stop(self.proc)
             self.proc = None
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -1,7 +1,8 @@
-"""Checks on processes a stage started."""
+"""Checks on processes a stage started, and stopping helper processes."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,3 +23,14 @@ def wait_for_file(path: Path, timeout: float = 10) -> str:
             return path.read_text().strip()
         time.sleep(0.02)
     raise AssertionError(f"{path} was never written")
+
+
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0) -> None:
+    """Terminate ``proc``, kill it if it is still there after ``grace``
+    seconds, and reap it."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
